@@ -1,0 +1,93 @@
+//! A Hugging Face model folder: `config.json`, the weights in `model.safetensors` or in shards
+//! listed by `model.safetensors.index.json`, and `tokenizer.json` (optional here; commands that
+//! need text ask for it).
+
+use super::config::LlamaConfig;
+use super::error::ImportError;
+use super::safetensors::read_safetensors;
+use super::{assemble, Model, Weights};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+pub fn load_folder(dir: &Path) -> Result<Model, ImportError> {
+    let config = read_config(&dir.join("config.json"))?;
+    let (weights, dtypes) = read_weights(dir)?;
+    let tokenizer = read_tokenizer(&dir.join("tokenizer.json"))?;
+    let format = format!(
+        "safetensors {}",
+        dtypes.into_iter().collect::<Vec<_>>().join("+")
+    );
+    assemble(dir, config, weights, tokenizer, format)
+}
+
+pub fn read_config(path: &Path) -> Result<LlamaConfig, ImportError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ImportError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ImportError::invalid(path, format!("not a LLaMA config: {e}")))
+}
+
+/// A missing tokenizer is not an error at import; a broken one is.
+fn read_tokenizer(path: &Path) -> Result<Option<Tokenizer>, ImportError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    Tokenizer::from_file(path)
+        .map(Some)
+        .map_err(|e| ImportError::invalid(path, format!("cannot load tokenizer: {e}")))
+}
+
+/// The safetensors files of the folder: the shards of the index, or `model.safetensors`.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ImportError> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|e| ImportError::io(&index, e))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ImportError::invalid(&index, format!("not JSON: {e}")))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ImportError::invalid(&index, "no `weight_map` object"))?;
+        let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let single = dir.join("model.safetensors");
+    if !single.exists() {
+        return Err(ImportError::invalid(
+            dir,
+            "no model.safetensors or model.safetensors.index.json in this folder",
+        ));
+    }
+    Ok(vec![single])
+}
+
+/// All tensors of all weight files, and the storage dtypes seen.
+fn read_weights(dir: &Path) -> Result<(Weights, BTreeSet<String>), ImportError> {
+    let mut weights = Weights::new();
+    let mut dtypes = BTreeSet::new();
+    for file in weight_files(dir)? {
+        dtypes.insert(storage_dtype(&file)?);
+        for (name, t) in read_safetensors(&file)? {
+            if weights.insert(name.clone(), t).is_some() {
+                return Err(ImportError::invalid(
+                    &file,
+                    format!("tensor `{name}` appears in two shards"),
+                ));
+            }
+        }
+    }
+    Ok((weights, dtypes))
+}
+
+/// The dtype of the first tensor of a file, for the format line of reports.
+fn storage_dtype(file: &Path) -> Result<String, ImportError> {
+    let map = super::safetensors::map_file(file)?;
+    let (_, meta) = ::safetensors::SafeTensors::read_metadata(&map)
+        .map_err(|e| ImportError::invalid(file, format!("not a valid safetensors file: {e}")))?;
+    let dtype = meta
+        .tensors()
+        .values()
+        .next()
+        .map(|t| format!("{:?}", t.dtype).to_lowercase());
+    Ok(dtype.unwrap_or_else(|| "empty".into()))
+}

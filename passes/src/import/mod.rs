@@ -1,0 +1,217 @@
+//! Import: a Hugging Face model folder (`config.json`, `model.safetensors` or a sharded index,
+//! `tokenizer.json`) or a GGUF file becomes a `Model`: the config, the forward graph, the
+//! weights as f32 tensors and the tokenizer.
+//!
+//! Invariant: a `Model` always has exactly the weights its graph reads (plus any ParetoQ
+//! `weight_clip_val` scales), with the shapes the graph declares. Everything else is an
+//! `ImportError` that names the file.
+
+pub mod config;
+pub mod error;
+pub mod gguf;
+pub mod hf;
+pub mod llama;
+pub mod safetensors;
+
+pub use config::LlamaConfig;
+pub use error::ImportError;
+
+use crate::ir::Graph;
+use crate::tensor::Tensor;
+use llama::{clip_val_name, expected_weights, WeightKind};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+/// Weights by name.
+pub type Weights = BTreeMap<String, Tensor>;
+
+pub struct Model {
+    pub config: LlamaConfig,
+    pub graph: Graph,
+    pub weights: Weights,
+    pub tokenizer: Option<Tokenizer>,
+    /// The folder or file the model came from.
+    pub source: PathBuf,
+    /// How the weights were stored, for reports ("safetensors f32", "gguf Q4_1 (dequantized)").
+    pub format: String,
+}
+
+impl Model {
+    /// The tokenizer, or an error saying which file is missing.
+    pub fn tokenizer(&self) -> Result<&Tokenizer, ImportError> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            ImportError::invalid(
+                &self.source.join("tokenizer.json"),
+                "missing tokenizer: this command needs tokenizer.json beside config.json",
+            )
+        })
+    }
+
+    /// Parameter counts by kind of weight (a tied lm_head counts once, as the embedding).
+    pub fn parameter_counts(&self) -> BTreeMap<WeightKind, usize> {
+        let mut counts = BTreeMap::new();
+        for (name, shape, kind) in expected_weights(&self.config) {
+            let _ = name;
+            *counts.entry(kind).or_insert(0) += shape.iter().product::<usize>();
+        }
+        counts
+    }
+}
+
+/// Imports a model folder or a `.gguf` file.
+pub fn load_model(path: &Path) -> Result<Model, ImportError> {
+    if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
+        return load_gguf(path);
+    }
+    if path.is_file() && path.extension().is_some_and(|e| e == "safetensors") {
+        // `paretoqc compile model.safetensors`: the folder holds config.json and the tokenizer.
+        return hf::load_folder(path.parent().unwrap_or(Path::new(".")));
+    }
+    if path.is_dir() {
+        return hf::load_folder(path);
+    }
+    if !path.exists() {
+        return Err(ImportError::invalid(path, "no such file or folder"));
+    }
+    Err(ImportError::invalid(
+        path,
+        "not a model: expected a Hugging Face folder (config.json, model.safetensors) or a .gguf file",
+    ))
+}
+
+fn load_gguf(path: &Path) -> Result<Model, ImportError> {
+    let g = gguf::read_gguf(path)?;
+    let tokenizer = g
+        .tokenizer_json
+        .parse::<Tokenizer>()
+        .map_err(|m| ImportError::invalid(path, format!("rebuilt tokenizer does not load: {m}")))?;
+    let weights: Weights = g.tensors.into_iter().collect();
+    let types: Vec<String> = g
+        .metadata_summary
+        .iter()
+        .filter(|(k, _)| k == "tensor types")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let format = format!("gguf {} (dequantized to f32)", types.join(" "));
+    assemble(path, g.config, weights, Some(tokenizer), format)
+}
+
+/// Checks the weights against the config and builds the graph.
+pub(crate) fn assemble(
+    source: &Path,
+    config: LlamaConfig,
+    mut weights: Weights,
+    tokenizer: Option<Tokenizer>,
+    format: String,
+) -> Result<Model, ImportError> {
+    config
+        .check_supported()
+        .map_err(|m| ImportError::invalid(&config_path(source), m))?;
+    check_weights(source, &config, &mut weights)?;
+    let name = source
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .map(sanitize_name)
+        .unwrap_or_else(|| "model".into());
+    let graph = llama::build_graph(&config, &name)
+        .map_err(|m| ImportError::invalid(source, format!("cannot build the graph: {m}")))?;
+    Ok(Model {
+        config,
+        graph,
+        weights,
+        tokenizer,
+        source: source.to_path_buf(),
+        format,
+    })
+}
+
+fn config_path(source: &Path) -> PathBuf {
+    if source.is_dir() {
+        source.join("config.json")
+    } else {
+        source.to_path_buf()
+    }
+}
+
+/// Graph names are identifiers: letters, digits, `_`, `.`, `-`.
+fn sanitize_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Every expected weight is present with its shape; scales have shape [out, 1]; nothing else is
+/// there but tensors we know to ignore (rotary inv_freq, a tied lm_head copy), which are dropped.
+fn check_weights(
+    source: &Path,
+    cfg: &LlamaConfig,
+    weights: &mut Weights,
+) -> Result<(), ImportError> {
+    let expected = expected_weights(cfg);
+    let mut known: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (name, shape, kind) in &expected {
+        match weights.get(name) {
+            None => {
+                return Err(ImportError::invalid(
+                    source,
+                    format!("missing tensor `{name}`"),
+                ))
+            }
+            Some(t) if t.shape != *shape => {
+                return Err(ImportError::invalid(
+                    source,
+                    format!(
+                        "tensor `{name}` has shape {:?} but config.json implies {shape:?}",
+                        t.shape
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        if *kind == WeightKind::Projection {
+            if let Some(clip) = clip_val_name(name) {
+                known.insert(clip, vec![shape[0], 1]);
+            }
+        }
+        known.insert(name.clone(), shape.clone());
+    }
+    let ignorable = |n: &str| {
+        n.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && n == "lm_head.weight")
+    };
+    let mut drop = vec![];
+    for (name, t) in weights.iter() {
+        match known.get(name) {
+            Some(shape) if t.shape == *shape => {}
+            Some(shape) => {
+                return Err(ImportError::invalid(
+                    source,
+                    format!(
+                        "scale `{name}` has shape {:?}, expected {shape:?} ([out, 1])",
+                        t.shape
+                    ),
+                ))
+            }
+            None if ignorable(name) => drop.push(name.clone()),
+            None => {
+                return Err(ImportError::invalid(
+                    source,
+                    format!(
+                        "unexpected tensor `{name}`: not part of a {} with this config",
+                        "LLaMA model"
+                    ),
+                ))
+            }
+        }
+    }
+    for name in drop {
+        weights.remove(&name);
+    }
+    Ok(())
+}

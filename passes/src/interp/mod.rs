@@ -1,0 +1,283 @@
+//! The reference interpreter: runs a graph forward in f32 on the CPU. It is the numerical oracle
+//! that imported models are checked against transformers with, and that compiled kernels will be
+//! checked against.
+//!
+//! Values live only until their last use, so the peak memory of a run is the widest cut of the
+//! graph, not its sum.
+
+pub mod kernels;
+
+use crate::import::Weights;
+use crate::ir::{Dim, Graph, NodeId, Op, TensorType};
+use crate::tensor::Tensor;
+use kernels::AttnShape;
+use std::collections::HashMap;
+
+/// A runtime value: f32 tensor or i32 ids.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    F32(Tensor),
+    I32 { shape: Vec<usize>, data: Vec<i32> },
+}
+
+impl Value {
+    pub fn ids(data: Vec<i32>) -> Value {
+        Value::I32 {
+            shape: vec![data.len()],
+            data,
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Value::F32(t) => &t.shape,
+            Value::I32 { shape, .. } => shape,
+        }
+    }
+
+    pub fn into_f32(self) -> Result<Tensor, InterpError> {
+        match self {
+            Value::F32(t) => Ok(t),
+            Value::I32 { .. } => Err(InterpError::Input("expected an f32 value, got i32".into())),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InterpError {
+    /// The inputs do not fit the graph (wrong count, shape or token id): the caller's to fix.
+    #[error("{0}")]
+    Input(String),
+    /// A weight the graph reads is not in the weight set.
+    #[error("no value for weight @{0}")]
+    MissingWeight(String),
+    /// The graph has a cycle or an op the interpreter cannot run: a compiler bug.
+    #[error("cannot run the graph: {0}")]
+    Graph(String),
+}
+
+enum Slot<'w> {
+    Weight(&'w Tensor),
+    Owned(Value),
+}
+
+impl Slot<'_> {
+    fn get(&self) -> ValRef<'_> {
+        match self {
+            Slot::Weight(t) => ValRef::F32(t),
+            Slot::Owned(Value::F32(t)) => ValRef::F32(t),
+            Slot::Owned(Value::I32 { data, .. }) => ValRef::I32(data),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ValRef<'a> {
+    F32(&'a Tensor),
+    I32(&'a [i32]),
+}
+
+impl<'a> ValRef<'a> {
+    fn f32(self) -> Result<&'a Tensor, InterpError> {
+        match self {
+            ValRef::F32(t) => Ok(t),
+            ValRef::I32(_) => Err(InterpError::Graph("an op expected f32 and got i32".into())),
+        }
+    }
+    fn i32(self) -> Result<&'a [i32], InterpError> {
+        match self {
+            ValRef::I32(d) => Ok(d),
+            ValRef::F32(_) => Err(InterpError::Graph("an op expected i32 and got f32".into())),
+        }
+    }
+}
+
+/// Runs the graph on `inputs` (in the order of the graph's inputs) and returns its outputs.
+pub fn run(g: &Graph, weights: &Weights, inputs: Vec<Value>) -> Result<Vec<Value>, InterpError> {
+    let order = g
+        .topo_order()
+        .map_err(|n| InterpError::Graph(format!("cycle through node {n:?}")))?;
+    check_inputs(g, &inputs)?;
+    let last_use = last_uses(g, &order);
+    let mut slots: HashMap<NodeId, Slot> = HashMap::new();
+    for (id, v) in g.inputs().iter().zip(inputs) {
+        slots.insert(*id, Slot::Owned(v));
+    }
+    for (step, &id) in order.iter().enumerate() {
+        let node = g.node(id);
+        match &node.op {
+            Op::Input { .. } => {}
+            Op::Param { name } => {
+                let t = weights
+                    .get(name)
+                    .ok_or_else(|| InterpError::MissingWeight(name.clone()))?;
+                slots.insert(id, Slot::Weight(t));
+            }
+            op => {
+                let operands = g.operands(id);
+                let args: Vec<ValRef> = operands.iter().map(|o| slots[o].get()).collect();
+                let v = eval_op(op, &args)?;
+                slots.insert(id, Slot::Owned(v));
+                for o in operands {
+                    if last_use.get(&o) == Some(&step) {
+                        slots.remove(&o);
+                    }
+                }
+            }
+        }
+    }
+    g.outputs()
+        .iter()
+        .map(|o| match &slots[o] {
+            Slot::Weight(t) => Ok(Value::F32((*t).clone())),
+            Slot::Owned(v) => Ok(v.clone()),
+        })
+        .collect()
+}
+
+/// The step after which each value is dead; outputs never die.
+fn last_uses(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, usize> {
+    let mut last = HashMap::new();
+    for (step, &id) in order.iter().enumerate() {
+        for o in g.operands(id) {
+            last.insert(o, step);
+        }
+    }
+    for o in g.outputs() {
+        last.insert(*o, usize::MAX);
+    }
+    last
+}
+
+/// Checks count, dtype and shape of the inputs, binding symbolic dimensions consistently.
+fn check_inputs(g: &Graph, inputs: &[Value]) -> Result<(), InterpError> {
+    if inputs.len() != g.inputs().len() {
+        return Err(InterpError::Input(format!(
+            "the graph takes {} inputs, got {}",
+            g.inputs().len(),
+            inputs.len()
+        )));
+    }
+    let mut bound: HashMap<&str, usize> = HashMap::new();
+    for (&id, v) in g.inputs().iter().zip(inputs) {
+        let ty: &TensorType = &g.node(id).ty;
+        let ok_dtype = matches!(
+            (ty.dtype, v),
+            (crate::ir::DType::F32, Value::F32(_)) | (crate::ir::DType::I32, Value::I32 { .. })
+        );
+        let shape = v.shape();
+        if !ok_dtype || shape.len() != ty.rank() {
+            return Err(InterpError::Input(format!(
+                "input {} does not fit type {ty}",
+                ty
+            )));
+        }
+        for (d, &n) in ty.dims.iter().zip(shape) {
+            let fits = match d {
+                Dim::Fixed(k) => *k == n,
+                Dim::Sym(s) => *bound.entry(s.as_str()).or_insert(n) == n,
+            };
+            if !fits {
+                return Err(InterpError::Input(format!(
+                    "input of shape {shape:?} does not fit type {ty}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn f32_out(shape: Vec<usize>, data: Vec<f32>) -> Result<Value, InterpError> {
+    Ok(Value::F32(Tensor::new(shape, data)))
+}
+
+fn eval_op(op: &Op, a: &[ValRef]) -> Result<Value, InterpError> {
+    match op {
+        Op::Embedding => embedding(a[0].f32()?, a[1].i32()?),
+        Op::RmsNorm { eps } => {
+            let x = a[0].f32()?;
+            f32_out(
+                x.shape.clone(),
+                kernels::rms_norm(&x.data, &a[1].f32()?.data, *eps),
+            )
+        }
+        Op::Linear => {
+            let (x, w) = (a[0].f32()?, a[1].f32()?);
+            let (n, k) = (w.shape[0], w.shape[1]);
+            let mut shape = x.shape.clone();
+            *shape.last_mut().expect("linear input has rank >= 1") = n;
+            f32_out(shape, kernels::linear(&x.data, &w.data, x.rows(), k, n))
+        }
+        Op::Rope { head_dim, theta } => {
+            let x = a[0].f32()?;
+            f32_out(
+                x.shape.clone(),
+                kernels::rope(&x.data, x.row_len(), *head_dim, *theta, 0),
+            )
+        }
+        Op::Attention {
+            heads,
+            kv_heads,
+            head_dim,
+        } => {
+            let (q, k, v) = (a[0].f32()?, a[1].f32()?, a[2].f32()?);
+            let shape = AttnShape {
+                rows: q.rows(),
+                heads: *heads,
+                kv_heads: *kv_heads,
+                head_dim: *head_dim,
+            };
+            f32_out(
+                q.shape.clone(),
+                kernels::attention(&q.data, &k.data, &v.data, shape),
+            )
+        }
+        Op::Silu => {
+            let x = a[0].f32()?;
+            f32_out(x.shape.clone(), kernels::silu(&x.data))
+        }
+        Op::Mul | Op::Add => {
+            let (x, y) = (a[0].f32()?, a[1].f32()?);
+            let data = if *op == Op::Mul {
+                kernels::mul(&x.data, &y.data)
+            } else {
+                kernels::add(&x.data, &y.data)
+            };
+            f32_out(x.shape.clone(), data)
+        }
+        Op::LogSoftmax => {
+            let x = a[0].f32()?;
+            f32_out(x.shape.clone(), kernels::log_softmax(&x.data, x.row_len()))
+        }
+        Op::CrossEntropy => cross_entropy(a[0].f32()?, a[1].i32()?),
+        Op::Input { .. } | Op::Param { .. } => {
+            Err(InterpError::Graph("leaf evaluated as an op".into()))
+        }
+    }
+}
+
+fn embedding(table: &Tensor, ids: &[i32]) -> Result<Value, InterpError> {
+    let (vocab, h) = (table.shape[0], table.shape[1]);
+    let mut out = Vec::with_capacity(ids.len() * h);
+    for &id in ids {
+        if id < 0 || id as usize >= vocab {
+            return Err(InterpError::Input(format!(
+                "token id {id} is outside the vocabulary (0..{vocab})"
+            )));
+        }
+        out.extend_from_slice(table.row(id as usize));
+    }
+    f32_out(vec![ids.len(), h], out)
+}
+
+fn cross_entropy(logp: &Tensor, targets: &[i32]) -> Result<Value, InterpError> {
+    let vocab = logp.row_len();
+    if let Some(t) = targets.iter().find(|&&t| t < 0 || t as usize >= vocab) {
+        return Err(InterpError::Input(format!(
+            "target id {t} is outside the vocabulary (0..{vocab})"
+        )));
+    }
+    let nll = kernels::nll(&logp.data, vocab, targets);
+    let mean = nll.iter().sum::<f64>() / nll.len().max(1) as f64;
+    f32_out(vec![], vec![mean as f32])
+}

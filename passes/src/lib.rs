@@ -1,0 +1,11 @@
+//! `pqc`: the paretoqc compiler. Graph IR, import of Hugging Face and GGUF models, the reference
+//! interpreter, the pass manager and the passes. Code generation sits behind cargo features so
+//! that this crate builds and tests without LLVM or MLIR.
+
+pub mod import;
+pub mod interp;
+pub mod ir;
+pub mod opt;
+pub mod pass;
+pub mod tensor;
+pub mod transforms;

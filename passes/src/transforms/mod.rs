@@ -1,0 +1,4 @@
+//! The passes, one file each, named as in the pipeline (`add-loss` is `add_loss.rs`).
+
+pub mod add_loss;
+pub mod dce;

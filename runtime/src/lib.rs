@@ -1,0 +1,1 @@
+//! The paretoqc runtime: what a compiled artifact needs at run time. It never links LLVM or MLIR.

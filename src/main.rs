@@ -1,0 +1,69 @@
+//! `paretoqc`: the command line. Argument parsing only; each command lives in `commands/`.
+
+mod commands;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "paretoqc",
+    version,
+    about = "Compile LLaMA-family models to 1, 1.58, 2, 3 and 4 bits per weight (ParetoQ)",
+    long_about = "paretoqc imports a Hugging Face model folder or a GGUF file into a graph IR, runs \
+passes over it, and evaluates it with a reference interpreter.\n\n\
+MODEL is a folder with config.json, model.safetensors (or a sharded index) and tokenizer.json, \
+or a .gguf file (its quantized weights are dequantized to f32).\n\n\
+Examples:\n  paretoqc inspect testdata/models/tiny-llama\n  \
+paretoqc import testdata/models/tiny-llama -o tiny.pqir\n  \
+paretoqc opt tiny.pqir --passes 'add-loss,dce' --print-ir-after-all\n  \
+paretoqc eval testdata/models/tiny-llama --text testdata/text/austen-heldout.txt --ctx 128"
+)]
+struct Cli {
+    /// Worker threads for matmuls and attention (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Inspect(commands::inspect::Args),
+    Import(commands::import::Args),
+    Opt(commands::opt::Args),
+    Logits(commands::logits::Args),
+    Eval(commands::eval::Args),
+    Tokenize(commands::tokenize::Args),
+    Convert(commands::convert::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+        {
+            eprintln!("error: cannot start {n} threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let result = match cli.command {
+        Command::Inspect(a) => commands::inspect::run(a),
+        Command::Import(a) => commands::import::run(a),
+        Command::Opt(a) => commands::opt::run(a),
+        Command::Logits(a) => commands::logits::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::Convert(a) => commands::convert::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
