@@ -26,11 +26,11 @@ impl OptOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OptError {
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] ParseError),
-    #[error("input IR: {0}")]
+    #[error(transparent)]
     Verify(#[from] VerifyError),
-    #[error("{0}")]
+    #[error(transparent)]
     Pass(#[from] PassError),
 }
 

@@ -42,7 +42,8 @@ impl VerifyError {
 
 impl fmt::Display for VerifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "the graph is invalid ({} problems):", self.count())?;
+        let n = self.count();
+        writeln!(f, "the graph is invalid ({n} problem{}):", if n == 1 { "" } else { "s" })?;
         for m in &self.general {
             writeln!(f, "// error: {m}")?;
         }
