@@ -7,5 +7,6 @@ pub mod interp;
 pub mod ir;
 pub mod opt;
 pub mod pass;
+pub mod quant;
 pub mod tensor;
 pub mod transforms;

@@ -1,0 +1,247 @@
+//! The ParetoQ weight quantizers, forward and backward, exactly as the authors' reference code
+//! computes them in float32 (`../shared/paretoq-spec.md` sections 1-2). Bit-exact against the
+//! golden vectors: true division, round half to even, the 1e-5 scale floor, the 0.99 clip of
+//! SEQ, the closed masks, and the reference's quirks (sign(0) = 0 at 1 bit; the ternary
+//! saturated scale gradient of 1.0; the whole-matrix gradient scale g).
+//!
+//! Scales are per output row (`weight_clip_val`, shape [out, 1]). Its meaning depends on the
+//! bit width: a magnitude at 1 bit, a clip range at 1.58 and 2 bits, a step size at 3 and 4 bits.
+
+use std::fmt;
+
+/// A bit width of the projection weights. `Full` means no quantization (16 bits and up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Bits {
+    One,
+    Ternary,
+    Two,
+    Three,
+    Four,
+    Full,
+}
+
+impl Bits {
+    pub const ALL: [Bits; 6] = [Bits::One, Bits::Ternary, Bits::Two, Bits::Three, Bits::Four, Bits::Full];
+
+    /// Parses `1`, `1.58` (or `0`, the reference's code for ternary), `2`, `3`, `4`, `16`.
+    pub fn parse(s: &str) -> Result<Bits, String> {
+        match s.trim() {
+            "1" => Ok(Bits::One),
+            "1.58" | "0" | "ternary" => Ok(Bits::Ternary),
+            "2" => Ok(Bits::Two),
+            "3" => Ok(Bits::Three),
+            "4" => Ok(Bits::Four),
+            "16" | "32" => Ok(Bits::Full),
+            other => Err(format!("unsupported bit width `{other}` (1, 1.58, 2, 3, 4 or 16)")),
+        }
+    }
+
+    /// Nominal bits per weight (1.58 for ternary).
+    pub fn nominal(self) -> f64 {
+        match self {
+            Bits::One => 1.0,
+            Bits::Ternary => 1.58,
+            Bits::Two => 2.0,
+            Bits::Three => 3.0,
+            Bits::Four => 4.0,
+            Bits::Full => 16.0,
+        }
+    }
+
+    /// The reference code's `w_bits` (ternary is 0).
+    pub fn w_bits(self) -> u32 {
+        match self {
+            Bits::One => 1,
+            Bits::Ternary => 0,
+            Bits::Two => 2,
+            Bits::Three => 3,
+            Bits::Four => 4,
+            Bits::Full => 16,
+        }
+    }
+
+    /// The reference's quantizer family for this width.
+    pub fn quantizer(self) -> &'static str {
+        match self {
+            Bits::Ternary | Bits::Two => "seq",
+            Bits::One | Bits::Three | Bits::Four => "lsq",
+            Bits::Full => "none",
+        }
+    }
+
+    /// LSQ's P = 2^(b-1) - 1 for b >= 2, 1 for binary and ternary: the gradient scale uses it.
+    fn grad_p(self) -> f64 {
+        match self {
+            Bits::Three => 3.0,
+            Bits::Four => 7.0,
+            _ => 1.0,
+        }
+    }
+}
+
+impl fmt::Display for Bits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bits::Ternary => f.write_str("1.58"),
+            b => write!(f, "{}", b.nominal() as u32),
+        }
+    }
+}
+
+/// The reference floors the scale at 1e-5 (as float32) in both passes.
+const SCALE_FLOOR: f32 = 1e-5;
+/// SEQ clips x to ±0.99 so the 2-bit formula cannot make a fifth level at x = 1.
+const SEQ_CLIP: f32 = 0.99;
+
+fn floor_scale(alpha: f32) -> f32 {
+    if alpha > SCALE_FLOOR {
+        alpha
+    } else {
+        SCALE_FLOOR
+    }
+}
+
+/// SEQ's stretch k and shift s: ternary (1.5, 0), 2-bit (2, 0.5).
+fn seq_params(bits: Bits) -> (f32, f32) {
+    if bits == Bits::Ternary {
+        (1.5, 0.0)
+    } else {
+        (2.0, 0.5)
+    }
+}
+
+/// The signed LSQ integer range (Qn, Qp).
+fn lsq_range(bits: Bits) -> (f32, f32) {
+    match bits {
+        Bits::Three => (-4.0, 3.0),
+        Bits::Four => (-8.0, 7.0),
+        _ => (-1.0, 1.0),
+    }
+}
+
+/// sign with sign(±0) = ±0, as `torch.sign`.
+fn sign(w: f32) -> f32 {
+    if w > 0.0 {
+        1.0
+    } else if w < 0.0 {
+        -1.0
+    } else {
+        w
+    }
+}
+
+/// The quantized level q (Q = q·α) of one weight, given x = W/α; `w` for the 1-bit sign.
+fn level(bits: Bits, w: f32, x: f32) -> f32 {
+    match bits {
+        Bits::One => sign(w),
+        Bits::Ternary | Bits::Two => {
+            let (k, s) = seq_params(bits);
+            let u = x.clamp(-SEQ_CLIP, SEQ_CLIP);
+            ((u * k - s).round_ties_even() + s) / k
+        }
+        Bits::Three | Bits::Four => {
+            let (qn, qp) = lsq_range(bits);
+            x.round_ties_even().clamp(qn, qp)
+        }
+        Bits::Full => x,
+    }
+}
+
+/// Whether the straight-through estimator passes the gradient (closed interval).
+fn in_range(bits: Bits, x: f32) -> bool {
+    match bits {
+        Bits::Ternary | Bits::Two => (-SEQ_CLIP..=SEQ_CLIP).contains(&x),
+        _ => {
+            let (qn, qp) = lsq_range(bits);
+            (qn..=qp).contains(&x)
+        }
+    }
+}
+
+/// The per-element term t of dL/dα = g·Σ t·G.
+fn scale_term(bits: Bits, w: f32, x: f32) -> f32 {
+    match bits {
+        Bits::One => sign(w),
+        Bits::Ternary | Bits::Two => {
+            // The reference's Qp = (k - s)/k: 0.75 at 2 bits, 1.0 (not 2/3) for ternary.
+            let (k, s) = seq_params(bits);
+            let qp = (k - s) / k;
+            if x < -SEQ_CLIP {
+                -qp
+            } else if x > SEQ_CLIP {
+                qp
+            } else {
+                level(bits, w, x) - x
+            }
+        }
+        Bits::Three | Bits::Four => {
+            let (qn, qp) = lsq_range(bits);
+            if x < qn {
+                qn
+            } else if x > qp {
+                qp
+            } else {
+                x.round_ties_even() - x
+            }
+        }
+        Bits::Full => 0.0,
+    }
+}
+
+/// The initial scale of one row (train.py's rule): mean |w| at 1 bit, max |w| for SEQ,
+/// max |w| / Qp for 3 and 4 bits.
+pub fn init_scale(bits: Bits, row: &[f32]) -> f32 {
+    let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    match bits {
+        Bits::One => row.iter().map(|v| v.abs() as f64).sum::<f64>() as f32 / row.len() as f32,
+        Bits::Ternary | Bits::Two | Bits::Full => max,
+        Bits::Three | Bits::Four => max / lsq_range(bits).1,
+    }
+}
+
+/// Initial scales of a [rows, cols] weight, one per row.
+pub fn init_scales(bits: Bits, w: &[f32], cols: usize) -> Vec<f32> {
+    w.chunks(cols).map(|row| init_scale(bits, row)).collect()
+}
+
+/// Q(W): the fake-quantized weight, [rows, cols] with one scale per row.
+pub fn fake_quant(bits: Bits, w: &[f32], scale: &[f32], cols: usize) -> Vec<f32> {
+    if bits == Bits::Full {
+        return w.to_vec();
+    }
+    let mut out = Vec::with_capacity(w.len());
+    for (row, &alpha) in w.chunks(cols).zip(scale) {
+        let a = floor_scale(alpha);
+        out.extend(row.iter().map(|&wi| level(bits, wi, wi / a) * a));
+    }
+    out
+}
+
+/// Gradients of L with respect to W and to the scales, given G = dL/dQ.
+pub struct FakeQuantGrad {
+    pub dw: Vec<f32>,
+    pub dscale: Vec<f32>,
+}
+
+/// The backward pass: dW = G where in range (else 0·G, as the reference multiplies by its mask),
+/// dα_r = Σ_j (t·G)·g with g = 1/sqrt(numel(W)·P) over the whole matrix.
+pub fn fake_quant_grad(bits: Bits, w: &[f32], scale: &[f32], cols: usize, g_out: &[f32]) -> FakeQuantGrad {
+    if bits == Bits::Full {
+        return FakeQuantGrad { dw: g_out.to_vec(), dscale: vec![0.0; scale.len()] };
+    }
+    let g = (1.0 / (w.len() as f64 * bits.grad_p()).sqrt()) as f32;
+    let mut dw = Vec::with_capacity(w.len());
+    let mut dscale = Vec::with_capacity(scale.len());
+    for ((row, grow), &alpha) in w.chunks(cols).zip(g_out.chunks(cols)).zip(scale) {
+        let a = floor_scale(alpha);
+        let mut acc = 0.0f32;
+        for (&wi, &gi) in row.iter().zip(grow) {
+            let x = wi / a;
+            let mask = if in_range(bits, x) { 1.0f32 } else { 0.0 };
+            dw.push(mask * gi);
+            acc += scale_term(bits, wi, x) * gi * g;
+        }
+        dscale.push(acc);
+    }
+    FakeQuantGrad { dw, dscale }
+}
