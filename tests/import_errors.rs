@@ -2,8 +2,8 @@
 //! partly written output. Each case starts from a valid generated model folder and breaks one
 //! thing.
 
-use pqc::import::load_model;
 use pqc::import::llama::expected_weights;
+use pqc::import::load_model;
 use pqc::import::LlamaConfig;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,10 +20,14 @@ fn config() -> LlamaConfig {
 
 /// Deterministic small values, so the folder is the same every run.
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
         })
         .collect()
@@ -34,7 +38,11 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 /// Writes config.json and model.safetensors for `cfg` with tensors changed by `edit`.
-fn write_model(dir: &Path, cfg: &LlamaConfig, edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) {
+fn write_model(
+    dir: &Path,
+    cfg: &LlamaConfig,
+    edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>),
+) {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = expected_weights(cfg)
         .into_iter()
         .enumerate()
@@ -46,9 +54,19 @@ fn write_model(dir: &Path, cfg: &LlamaConfig, edit: impl Fn(&mut Vec<(String, Ve
     edit(&mut tensors);
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
-        .map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .unwrap(),
+            )
+        })
         .collect();
-    std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
     std::fs::write(dir.join("config.json"), serde_json::to_string(cfg).unwrap()).unwrap();
 }
 
@@ -85,14 +103,24 @@ fn truncated_safetensors() {
     let file = dir.path().join("model.safetensors");
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
-    assert_mentions(&import_error(dir.path()), &["model.safetensors", "not a valid safetensors file"]);
+    assert_mentions(
+        &import_error(dir.path()),
+        &["model.safetensors", "not a valid safetensors file"],
+    );
 }
 
 #[test]
 fn garbage_instead_of_safetensors() {
     let dir = valid_folder();
-    std::fs::write(dir.path().join("model.safetensors"), b"this is not a safetensors file at all").unwrap();
-    assert_mentions(&import_error(dir.path()), &["model.safetensors", "not a valid safetensors file"]);
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        b"this is not a safetensors file at all",
+    )
+    .unwrap();
+    assert_mentions(
+        &import_error(dir.path()),
+        &["model.safetensors", "not a valid safetensors file"],
+    );
 }
 
 #[test]
@@ -109,14 +137,22 @@ fn header_lies_about_offsets() {
     out.extend_from_slice(lied.as_bytes());
     out.extend_from_slice(&bytes[8 + n..]);
     std::fs::write(&file, out).unwrap();
-    assert_mentions(&import_error(dir.path()), &["model.safetensors", "not a valid safetensors file"]);
+    assert_mentions(
+        &import_error(dir.path()),
+        &["model.safetensors", "not a valid safetensors file"],
+    );
 }
 
 #[test]
 fn missing_tensor() {
     let dir = tempfile::tempdir().unwrap();
-    write_model(dir.path(), &config(), |t| t.retain(|(n, _, _)| n != "model.layers.1.mlp.up_proj.weight"));
-    assert_mentions(&import_error(dir.path()), &["missing tensor `model.layers.1.mlp.up_proj.weight`"]);
+    write_model(dir.path(), &config(), |t| {
+        t.retain(|(n, _, _)| n != "model.layers.1.mlp.up_proj.weight")
+    });
+    assert_mentions(
+        &import_error(dir.path()),
+        &["missing tensor `model.layers.1.mlp.up_proj.weight`"],
+    );
 }
 
 #[test]
@@ -125,8 +161,19 @@ fn shape_disagrees_with_config() {
     let mut cfg = config();
     write_model(dir.path(), &cfg, |_| {});
     cfg.intermediate_size = 32;
-    std::fs::write(dir.path().join("config.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
-    assert_mentions(&import_error(dir.path()), &["gate_proj.weight", "[24, 16]", "config.json implies [32, 16]"]);
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_string(&cfg).unwrap(),
+    )
+    .unwrap();
+    assert_mentions(
+        &import_error(dir.path()),
+        &[
+            "gate_proj.weight",
+            "[24, 16]",
+            "config.json implies [32, 16]",
+        ],
+    );
 }
 
 #[test]
@@ -134,39 +181,70 @@ fn unsupported_architecture() {
     let dir = valid_folder();
     let mut cfg = config();
     cfg.architectures = vec!["MistralForCausalLM".into()];
-    std::fs::write(dir.path().join("config.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
-    assert_mentions(&import_error(dir.path()), &["config.json", "unsupported architecture", "MistralForCausalLM"]);
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_string(&cfg).unwrap(),
+    )
+    .unwrap();
+    assert_mentions(
+        &import_error(dir.path()),
+        &[
+            "config.json",
+            "unsupported architecture",
+            "MistralForCausalLM",
+        ],
+    );
 }
 
 #[test]
 fn config_that_is_not_json() {
     let dir = valid_folder();
     std::fs::write(dir.path().join("config.json"), "{ not json").unwrap();
-    assert_mentions(&import_error(dir.path()), &["config.json", "not a LLaMA config"]);
+    assert_mentions(
+        &import_error(dir.path()),
+        &["config.json", "not a LLaMA config"],
+    );
 }
 
 #[test]
 fn paretoq_scale_with_wrong_shape() {
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), &config(), |t| {
-        t.push(("model.layers.0.self_attn.q_proj.weight_clip_val".into(), vec![16], f32_bytes(&[0.1; 16])));
+        t.push((
+            "model.layers.0.self_attn.q_proj.weight_clip_val".into(),
+            vec![16],
+            f32_bytes(&[0.1; 16]),
+        ));
     });
-    assert_mentions(&import_error(dir.path()), &["q_proj.weight_clip_val", "[16]", "[16, 1]"]);
+    assert_mentions(
+        &import_error(dir.path()),
+        &["q_proj.weight_clip_val", "[16]", "[16, 1]"],
+    );
 }
 
 #[test]
 fn paretoq_scales_import() {
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), &config(), |t| {
-        t.push(("model.layers.0.self_attn.q_proj.weight_clip_val".into(), vec![16, 1], f32_bytes(&[0.1; 16])));
+        t.push((
+            "model.layers.0.self_attn.q_proj.weight_clip_val".into(),
+            vec![16, 1],
+            f32_bytes(&[0.1; 16]),
+        ));
     });
     let m = load_model(dir.path()).unwrap();
-    assert_eq!(m.weights["model.layers.0.self_attn.q_proj.weight_clip_val"].shape, vec![16, 1]);
+    assert_eq!(
+        m.weights["model.layers.0.self_attn.q_proj.weight_clip_val"].shape,
+        vec![16, 1]
+    );
 }
 
 #[test]
 fn missing_folder_and_missing_weights() {
-    assert_mentions(&import_error(Path::new("/nonexistent/model")), &["/nonexistent/model", "no such file"]);
+    assert_mentions(
+        &import_error(Path::new("/nonexistent/model")),
+        &["/nonexistent/model", "no such file"],
+    );
     let dir = valid_folder();
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
     assert_mentions(&import_error(dir.path()), &["no model.safetensors"]);
@@ -189,7 +267,12 @@ fn missing_tokenizer_is_named_by_the_cli() {
     let dir = valid_folder();
     let text = dir.path().join("t.txt");
     std::fs::write(&text, "some text").unwrap();
-    let (ok, err) = cli(&["eval", dir.path().to_str().unwrap(), "--text", text.to_str().unwrap()]);
+    let (ok, err) = cli(&[
+        "eval",
+        dir.path().to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+    ]);
     assert!(!ok);
     assert_mentions(&err, &["tokenizer.json", "missing tokenizer"]);
 }
@@ -198,10 +281,24 @@ fn missing_tokenizer_is_named_by_the_cli() {
 fn failed_logits_leave_no_output_file() {
     let dir = valid_folder();
     let out: PathBuf = dir.path().join("logits.safetensors");
-    let (ok, err) = cli(&["logits", dir.path().to_str().unwrap(), "--token-ids", "1,2,999", "--out", out.to_str().unwrap()]);
+    let (ok, err) = cli(&[
+        "logits",
+        dir.path().to_str().unwrap(),
+        "--token-ids",
+        "1,2,999",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!ok);
     assert_mentions(&err, &["token id 999 is outside the vocabulary"]);
     assert!(!out.exists());
-    let (ok, _) = cli(&["logits", dir.path().to_str().unwrap(), "--token-ids", "1,2,3", "--out", out.to_str().unwrap()]);
+    let (ok, _) = cli(&[
+        "logits",
+        dir.path().to_str().unwrap(),
+        "--token-ids",
+        "1,2,3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(ok && out.exists());
 }

@@ -21,7 +21,14 @@ pub enum Bits {
 }
 
 impl Bits {
-    pub const ALL: [Bits; 6] = [Bits::One, Bits::Ternary, Bits::Two, Bits::Three, Bits::Four, Bits::Full];
+    pub const ALL: [Bits; 6] = [
+        Bits::One,
+        Bits::Ternary,
+        Bits::Two,
+        Bits::Three,
+        Bits::Four,
+        Bits::Full,
+    ];
 
     /// Parses `1`, `1.58` (or `0`, the reference's code for ternary), `2`, `3`, `4`, `16`.
     pub fn parse(s: &str) -> Result<Bits, String> {
@@ -32,7 +39,9 @@ impl Bits {
             "3" => Ok(Bits::Three),
             "4" => Ok(Bits::Four),
             "16" | "32" => Ok(Bits::Full),
-            other => Err(format!("unsupported bit width `{other}` (1, 1.58, 2, 3, 4 or 16)")),
+            other => Err(format!(
+                "unsupported bit width `{other}` (1, 1.58, 2, 3, 4 or 16)"
+            )),
         }
     }
 
@@ -225,9 +234,18 @@ pub struct FakeQuantGrad {
 
 /// The backward pass: dW = G where in range (else 0·G, as the reference multiplies by its mask),
 /// dα_r = Σ_j (t·G)·g with g = 1/sqrt(numel(W)·P) over the whole matrix.
-pub fn fake_quant_grad(bits: Bits, w: &[f32], scale: &[f32], cols: usize, g_out: &[f32]) -> FakeQuantGrad {
+pub fn fake_quant_grad(
+    bits: Bits,
+    w: &[f32],
+    scale: &[f32],
+    cols: usize,
+    g_out: &[f32],
+) -> FakeQuantGrad {
     if bits == Bits::Full {
-        return FakeQuantGrad { dw: g_out.to_vec(), dscale: vec![0.0; scale.len()] };
+        return FakeQuantGrad {
+            dw: g_out.to_vec(),
+            dscale: vec![0.0; scale.len()],
+        };
     }
     let g = (1.0 / (w.len() as f64 * bits.grad_p()).sqrt()) as f32;
     let mut dw = Vec::with_capacity(w.len());

@@ -5,7 +5,10 @@
 use pqc::quant::{fake_quant, fake_quant_grad, init_scales, Bits};
 use std::collections::HashMap;
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/golden/paretoq_quant_seed1.safetensors");
+const GOLDEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/golden/paretoq_quant_seed1.safetensors"
+);
 
 fn golden() -> HashMap<String, Vec<f32>> {
     let bytes = std::fs::read(GOLDEN).unwrap_or_else(|e| {
@@ -14,7 +17,11 @@ fn golden() -> HashMap<String, Vec<f32>> {
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden file parses");
     st.iter()
         .map(|(name, view)| {
-            let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
             (name.to_string(), data)
         })
         .collect()
@@ -37,7 +44,9 @@ fn same_bits(a: f32, b: f32) -> bool {
 
 fn assert_bits_equal(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let bad: Vec<usize> = (0..got.len()).filter(|&i| !same_bits(got[i], want[i])).collect();
+    let bad: Vec<usize> = (0..got.len())
+        .filter(|&i| !same_bits(got[i], want[i]))
+        .collect();
     assert!(
         bad.is_empty(),
         "{what}: {} of {} values differ, first at {}: got {:e} want {:e}",
@@ -52,17 +61,36 @@ fn assert_bits_equal(what: &str, got: &[f32], want: &[f32]) {
 fn assert_close(what: &str, got: &[f32], want: &[f32]) {
     let max = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= 1e-6 * max + 1e-9, "{what}[{i}]: got {g:e} want {w:e}");
+        assert!(
+            (g - w).abs() <= 1e-6 * max + 1e-9,
+            "{what}[{i}]: got {g:e} want {w:e}"
+        );
     }
 }
 
 fn check(g: &HashMap<String, Vec<f32>>, prefix: &str, bits: Bits, scale_key: &str, out: &str) {
-    let (w, grad, scale) = (&g[&format!("{prefix}.W")], &g[&format!("{prefix}.G")], &g[&format!("{prefix}.{scale_key}")]);
+    let (w, grad, scale) = (
+        &g[&format!("{prefix}.W")],
+        &g[&format!("{prefix}.G")],
+        &g[&format!("{prefix}.{scale_key}")],
+    );
     let q = fake_quant(bits, w, scale, COLS);
-    assert_bits_equal(&format!("{prefix}{out}.Q"), &q, &g[&format!("{prefix}{out}.Q")]);
+    assert_bits_equal(
+        &format!("{prefix}{out}.Q"),
+        &q,
+        &g[&format!("{prefix}{out}.Q")],
+    );
     let back = fake_quant_grad(bits, w, scale, COLS, grad);
-    assert_bits_equal(&format!("{prefix}{out}.dW"), &back.dw, &g[&format!("{prefix}{out}.dW")]);
-    assert_close(&format!("{prefix}{out}.dscale"), &back.dscale, &g[&format!("{prefix}{out}.dscale")]);
+    assert_bits_equal(
+        &format!("{prefix}{out}.dW"),
+        &back.dw,
+        &g[&format!("{prefix}{out}.dW")],
+    );
+    assert_close(
+        &format!("{prefix}{out}.dscale"),
+        &back.dscale,
+        &g[&format!("{prefix}{out}.dscale")],
+    );
 }
 
 #[test]

@@ -1,54 +1,120 @@
-//! Reference kernels of the interpreter, f32, on row-major slices. They follow Hugging Face's
-//! LLaMA arithmetic (order of operations included) closely enough to match its logits to 1e-5.
+//! Reference kernels of the interpreter on row-major slices, generic over the float type: the
+//! interpreter runs them in f32, the gradient checks in f64. They follow Hugging Face's LLaMA
+//! arithmetic (order of operations included) closely enough to match its logits to 1e-6.
 //! Parallel over rows or heads with rayon; dense matmul goes through the `gemm` crate.
 
+use num_traits::Float;
 use rayon::prelude::*;
+
+/// The element types the kernels run on (f32 and f64).
+pub trait Real: Float + Send + Sync + std::iter::Sum + std::ops::AddAssign + 'static {}
+impl<T: Float + Send + Sync + std::iter::Sum + std::ops::AddAssign + 'static> Real for T {}
+
+/// A constant in the kernel's float type.
+pub fn c<T: Real>(v: f64) -> T {
+    T::from(v).expect("every f64 converts to f32/f64")
+}
 
 /// Rows above which a row-wise kernel is worth splitting across threads.
 const PAR_ROWS: usize = 4;
 
-/// `out[T,N] = x[T,K] · w[N,K]ᵀ`.
-pub fn linear(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; rows * n];
-    if rows == 0 || n == 0 {
-        return out;
+/// A matrix operand of `matmul`: its data and its row and column strides.
+#[derive(Clone, Copy)]
+pub struct Mat<'a, T> {
+    pub data: &'a [T],
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a, T> Mat<'a, T> {
+    /// A row-major matrix with rows of `cols`.
+    pub fn rows(data: &'a [T], cols: usize) -> Self {
+        Mat {
+            data,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+    /// The transpose of a row-major matrix with rows of `cols`.
+    pub fn transposed(data: &'a [T], cols: usize) -> Self {
+        Mat {
+            data,
+            row_stride: 1,
+            col_stride: cols,
+        }
+    }
+}
+
+/// `out[m,n] (+)= a[m,k] · b[k,n]` with `out` row-major; `accumulate` adds to `out`.
+pub fn matmul<T: Real>(
+    out: &mut [T],
+    a: Mat<T>,
+    b: Mat<T>,
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) {
+    assert!(out.len() >= m * n, "matmul output too small");
+    let last = |x: &Mat<T>, r: usize, cc: usize| {
+        (r.max(1) - 1) * x.row_stride + (cc.max(1) - 1) * x.col_stride
+    };
+    assert!(
+        m * k == 0 || last(&a, m, k) < a.data.len(),
+        "matmul lhs too small"
+    );
+    assert!(
+        k * n == 0 || last(&b, k, n) < b.data.len(),
+        "matmul rhs too small"
+    );
+    if m == 0 || n == 0 {
+        return;
     }
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 && rows * n * k > 64 * 64 * 64 {
+    let par = if threads > 1 && m * n * k > 64 * 64 * 64 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the strides describe exactly the buffers above: dst is rows x n row-major, lhs is
-    // rows x k row-major, rhs is wᵀ (k x n) read from w[n][k] with row stride 1, column stride k.
+    // SAFETY: the asserts above check that every index the strides reach is inside its slice.
     unsafe {
         gemm::gemm(
-            rows,
+            m,
             n,
             k,
             out.as_mut_ptr(),
             1,
             n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            T::one(),
+            T::one(),
             false,
             false,
             false,
             par,
         );
     }
+}
+
+/// `out[T,N] = x[T,K] · w[N,K]ᵀ`.
+pub fn linear<T: Real>(x: &[T], w: &[T], rows: usize, k: usize, n: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); rows * n];
+    matmul(
+        &mut out,
+        Mat::rows(x, k),
+        Mat::transposed(w, k),
+        (rows, k, n),
+        false,
+    );
     out
 }
 
 /// Applies `f` to each row of `data` (rows of `n`), in parallel when there are enough rows.
-fn for_rows(data: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+pub fn for_rows<T: Real>(data: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
     if n == 0 {
         return;
     }
@@ -63,38 +129,50 @@ fn for_rows(data: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync + S
     }
 }
 
-/// `x * rsqrt(mean(x²) + eps) * w` per row, in Hugging Face's order.
-pub fn rms_norm(x: &[f32], w: &[f32], eps: f64) -> Vec<f32> {
-    let n = w.len();
+/// `1 / sqrt(mean(x²) + eps)` of one row.
+pub fn rms_inv<T: Real>(row: &[T], eps: f64) -> T {
+    let ms = row.iter().map(|&v| v * v).sum::<T>() / c(row.len() as f64);
+    T::one() / (ms + c(eps)).sqrt()
+}
+
+/// `w * (x * rsqrt(mean(x²) + eps))` per row, in Hugging Face's order.
+pub fn rms_norm<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     let mut out = x.to_vec();
-    for_rows(&mut out, n, |_, row| {
-        let ms = row.iter().map(|v| v * v).sum::<f32>() / n as f32;
-        let inv = 1.0 / (ms + eps as f32).sqrt();
-        for (v, wi) in row.iter_mut().zip(w) {
+    for_rows(&mut out, w.len(), |_, row| {
+        let inv = rms_inv(row, eps);
+        for (v, &wi) in row.iter_mut().zip(w) {
             *v = wi * (*v * inv);
         }
     });
     out
 }
 
-/// The inverse frequencies of RoPE, computed as transformers does (f32 powers).
-pub fn rope_inv_freq(head_dim: usize, theta: f64) -> Vec<f32> {
+/// The inverse frequencies of RoPE, computed as transformers does (powers in the float type).
+pub fn rope_inv_freq<T: Real>(head_dim: usize, theta: f64) -> Vec<T> {
     (0..head_dim / 2)
-        .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
+        .map(|i| T::one() / c::<T>(theta).powf(c::<T>((2 * i) as f64) / c(head_dim as f64)))
         .collect()
 }
 
-/// Rotate-half RoPE on `[T, heads*head_dim]`; row t is position `t + offset`.
-pub fn rope(x: &[f32], width: usize, head_dim: usize, theta: f64, offset: usize) -> Vec<f32> {
-    let inv_freq = rope_inv_freq(head_dim, theta);
+/// Rotate-half RoPE on `[T, heads*head_dim]`; row t is position `t + offset`. With `inverse`,
+/// rotates by the negative angle (the transpose, used by the backward pass).
+pub fn rope<T: Real>(x: &[T], width: usize, head_dim: usize, theta: f64, inverse: bool) -> Vec<T> {
+    let inv_freq = rope_inv_freq::<T>(head_dim, theta);
     let half = head_dim / 2;
     let mut out = x.to_vec();
     for_rows(&mut out, width, |t, row| {
-        let pos = (t + offset) as f32;
-        let (cos, sin): (Vec<f32>, Vec<f32>) = inv_freq
+        let pos: T = c(t as f64);
+        let cos: Vec<T> = inv_freq.iter().map(|&f| (pos * f).cos()).collect();
+        let sin: Vec<T> = inv_freq
             .iter()
-            .map(|f| ((pos * f).cos(), (pos * f).sin()))
-            .unzip();
+            .map(|&f| {
+                if inverse {
+                    -(pos * f).sin()
+                } else {
+                    (pos * f).sin()
+                }
+            })
+            .collect();
         for head in row.chunks_mut(head_dim) {
             for i in 0..half {
                 let (a, b) = (head[i], head[i + half]);
@@ -115,92 +193,142 @@ pub struct AttnShape {
     pub head_dim: usize,
 }
 
-/// Causal softmax attention; query row t sees key rows 0..=t. Parallel over (head, row).
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32> {
-    let (d, qw, kw) = (s.head_dim, s.heads * s.head_dim, s.kv_heads * s.head_dim);
-    let group = s.heads / s.kv_heads;
-    let scale = 1.0 / (d as f32).sqrt();
-    let mut out = vec![0.0f32; s.rows * qw];
-    out.par_chunks_mut(qw).enumerate().for_each(|(t, out_row)| {
-        let mut scores = vec![0.0f32; t + 1];
-        for h in 0..s.heads {
-            let kv = (h / group) * d;
-            let qh = &q[t * qw + h * d..t * qw + (h + 1) * d];
-            for (j, sc) in scores.iter_mut().enumerate() {
-                *sc = dot(qh, &k[j * kw + kv..j * kw + kv + d]) * scale;
-            }
-            softmax_in_place(&mut scores);
-            let o = &mut out_row[h * d..(h + 1) * d];
-            for (j, p) in scores.iter().enumerate() {
-                for (oi, vi) in o.iter_mut().zip(&v[j * kw + kv..j * kw + kv + d]) {
-                    *oi += p * vi;
-                }
-            }
+impl AttnShape {
+    pub fn q_width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+    pub fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+    /// Column offset of the key/value head that query head `h` reads.
+    pub fn kv_offset(&self, h: usize) -> usize {
+        (h / (self.heads / self.kv_heads)) * self.head_dim
+    }
+}
+
+/// Causal softmax probabilities of query head `h`: row t holds p(t, 0..=t), zeros after.
+pub fn attention_probs<T: Real>(q: &[T], k: &[T], s: AttnShape, h: usize) -> Vec<T> {
+    let (d, qw, kw, n) = (s.head_dim, s.q_width(), s.kv_width(), s.rows);
+    let mut p = vec![T::zero(); n * n];
+    let qh = &q[h * d..];
+    let kh = &k[s.kv_offset(h)..];
+    matmul(
+        &mut p,
+        Mat {
+            data: qh,
+            row_stride: qw,
+            col_stride: 1,
+        },
+        Mat {
+            data: kh,
+            row_stride: 1,
+            col_stride: kw,
+        },
+        (n, d, n),
+        false,
+    );
+    let scale = T::one() / c::<T>(d as f64).sqrt();
+    for (t, row) in p.chunks_mut(n).enumerate() {
+        for v in row[..=t].iter_mut() {
+            *v = *v * scale;
         }
-    });
+        softmax_in_place(&mut row[..=t]);
+        for v in row[t + 1..].iter_mut() {
+            *v = T::zero();
+        }
+    }
+    p
+}
+
+/// Causal softmax attention; query row t sees key rows 0..=t. Parallel over heads.
+pub fn attention<T: Real>(q: &[T], k: &[T], v: &[T], s: AttnShape) -> Vec<T> {
+    let (d, n, kw) = (s.head_dim, s.rows, s.kv_width());
+    let heads: Vec<Vec<T>> = (0..s.heads)
+        .into_par_iter()
+        .map(|h| {
+            let p = attention_probs(q, k, s, h);
+            let mut o = vec![T::zero(); n * d];
+            let vh = &v[s.kv_offset(h)..];
+            matmul(
+                &mut o,
+                Mat::rows(&p, n),
+                Mat {
+                    data: vh,
+                    row_stride: kw,
+                    col_stride: 1,
+                },
+                (n, n, d),
+                false,
+            );
+            o
+        })
+        .collect();
+    interleave_heads(&heads, n, d)
+}
+
+/// Puts per-head `[rows, d]` blocks side by side as `[rows, heads*d]`.
+pub fn interleave_heads<T: Real>(heads: &[Vec<T>], rows: usize, d: usize) -> Vec<T> {
+    let width = heads.len() * d;
+    let mut out = vec![T::zero(); rows * width];
+    for (h, block) in heads.iter().enumerate() {
+        for t in 0..rows {
+            out[t * width + h * d..t * width + (h + 1) * d]
+                .copy_from_slice(&block[t * d..(t + 1) * d]);
+        }
+    }
     out
 }
 
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums let the compiler vectorise the loop.
-    let mut acc = [0.0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for i in 0..8 {
-            acc[i] += a[c * 8 + i] * b[c * 8 + i];
-        }
-    }
-    let tail: f32 = (chunks * 8..a.len()).map(|i| a[i] * b[i]).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
-pub fn softmax_in_place(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
+pub fn softmax_in_place<T: Real>(x: &mut [T]) {
+    let max = x.iter().copied().fold(T::neg_infinity(), T::max);
+    let mut sum = T::zero();
     for v in x.iter_mut() {
         *v = (*v - max).exp();
         sum += *v;
     }
     for v in x.iter_mut() {
-        *v /= sum;
+        *v = *v / sum;
     }
 }
 
-pub fn silu(x: &[f32]) -> Vec<f32> {
-    x.iter().map(|&v| v / (1.0 + (-v).exp())).collect()
+pub fn sigmoid<T: Real>(v: T) -> T {
+    T::one() / (T::one() + (-v).exp())
 }
 
-pub fn mul(a: &[f32], b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(x, y)| x * y).collect()
+pub fn silu<T: Real>(x: &[T]) -> Vec<T> {
+    x.iter().map(|&v| v * sigmoid(v)).collect()
 }
 
-pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(x, y)| x + y).collect()
+pub fn mul<T: Real>(a: &[T], b: &[T]) -> Vec<T> {
+    a.iter().zip(b).map(|(&x, &y)| x * y).collect()
 }
 
-/// `x - max - ln Σ exp(x - max)` per row of `n`.
-pub fn log_softmax(x: &[f32], n: usize) -> Vec<f32> {
+pub fn add<T: Real>(a: &[T], b: &[T]) -> Vec<T> {
+    a.iter().zip(b).map(|(&x, &y)| x + y).collect()
+}
+
+/// `x - max - ln Σ exp(x - max)` per row of `n`; the sum is taken in f64.
+pub fn log_softmax<T: Real>(x: &[T], n: usize) -> Vec<T> {
     let mut out = x.to_vec();
     for_rows(&mut out, n, |_, row| {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let lse = row
+        let max = row.iter().copied().fold(T::neg_infinity(), T::max);
+        let sum: f64 = row
             .iter()
-            .map(|v| ((v - max) as f64).exp())
-            .sum::<f64>()
-            .ln() as f32
-            + max;
+            .map(|&v| (v - max).to_f64().unwrap_or(f64::NAN).exp())
+            .sum();
+        let lse = c::<T>(sum.ln()) + max;
         for v in row.iter_mut() {
-            *v -= lse;
+            *v = *v - lse;
         }
     });
     out
 }
 
-/// Per-row negative log-likelihood of the target column.
-pub fn nll(logp: &[f32], n: usize, targets: &[i32]) -> Vec<f64> {
+/// Per-row negative log-likelihood of the target column, in f64.
+pub fn nll<T: Real>(logp: &[T], n: usize, targets: &[i32]) -> Vec<f64> {
     targets
         .iter()
         .enumerate()
-        .map(|(r, &t)| -(logp[r * n + t as usize] as f64))
+        .map(|(r, &t)| -logp[r * n + t as usize].to_f64().unwrap_or(f64::NAN))
         .collect()
 }

@@ -212,7 +212,7 @@ fn eval_op(op: &Op, a: &[ValRef]) -> Result<Value, InterpError> {
             let x = a[0].f32()?;
             f32_out(
                 x.shape.clone(),
-                kernels::rope(&x.data, x.row_len(), *head_dim, *theta, 0),
+                kernels::rope(&x.data, x.row_len(), *head_dim, *theta, false),
             )
         }
         Op::Attention {

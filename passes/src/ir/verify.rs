@@ -43,7 +43,11 @@ impl VerifyError {
 impl fmt::Display for VerifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.count();
-        writeln!(f, "the graph is invalid ({n} problem{}):", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "the graph is invalid ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
         for m in &self.general {
             writeln!(f, "// error: {m}")?;
         }
