@@ -41,7 +41,7 @@ pub fn opt(text: &str, options: &OptOptions, log: &mut dyn Write) -> Result<Stri
         .print_ir(options.print_ir.clone())
         .timing(options.timing);
     let mut g = parse(text)?;
-    verify(&g, Stage::Model)?;
+    verify(&g, Stage::of_graph(&g))?;
     pm.run(&mut g, log)?;
     Ok(print(&g))
 }

@@ -25,6 +25,10 @@ pub trait Pass {
     /// The pipeline name, also the name of the pass's folder under testdata/passes.
     fn name(&self) -> &'static str;
     fn run(&mut self, g: &mut Graph) -> Result<Changed, PassError>;
+    /// The stage the graph is at after this pass, when the pass moves it forward.
+    fn stage_after(&self) -> Option<Stage> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +120,10 @@ pub const PASS_NAMES: &[(&str, &str)] = &[
         "add-loss",
         "appends log_softmax and the mean cross-entropy against a new %targets input",
     ),
+    (
+        "qat-lower",
+        "puts fake_quant on the seven projections of each block (option bits=1|1.58|2|3|4|16)",
+    ),
 ];
 
 /// Builds a pass from its spec; the one place that knows every pass.
@@ -134,6 +142,9 @@ pub fn create_pass(spec: &PassSpec) -> Result<Box<dyn Pass>, PassError> {
             Ok(Box::new(transforms::dce::Dce))
         }
         "add-loss" => Ok(Box::new(transforms::add_loss::AddLoss::from_options(
+            &spec.options,
+        )?)),
+        "qat-lower" => Ok(Box::new(transforms::qat_lower::QatLower::from_options(
             &spec.options,
         )?)),
         _ => Err(unknown()),
@@ -185,7 +196,6 @@ pub struct PassManager {
     passes: Vec<Box<dyn Pass>>,
     pipeline: String,
     verify_each: bool,
-    stage: Stage,
     print_ir: PrintIr,
     timing: bool,
 }
@@ -209,7 +219,6 @@ impl PassManager {
             passes,
             pipeline: text.join(","),
             verify_each: cfg!(debug_assertions),
-            stage: Stage::Model,
             print_ir: PrintIr::Never,
             timing: false,
         })
@@ -239,13 +248,15 @@ impl PassManager {
     pub fn run(&mut self, g: &mut Graph, log: &mut dyn Write) -> Result<RunReport, PassError> {
         let mut report = RunReport::default();
         let total = Instant::now();
+        let mut stage = Stage::of_graph(g);
         for pass in &mut self.passes {
+            stage = stage.max(pass.stage_after().unwrap_or(stage));
             let name = pass.name();
             let start = Instant::now();
             let changed = pass.run(g)?;
             let took = start.elapsed();
             if self.verify_each {
-                verify(g, self.stage).map_err(|error| PassError::Verify {
+                verify(g, stage).map_err(|error| PassError::Verify {
                     pass: name.into(),
                     error,
                 })?;

@@ -250,6 +250,13 @@ fn eval_op(op: &Op, a: &[ValRef]) -> Result<Value, InterpError> {
             f32_out(x.shape.clone(), kernels::log_softmax(&x.data, x.row_len()))
         }
         Op::CrossEntropy => cross_entropy(a[0].f32()?, a[1].i32()?),
+        Op::FakeQuant { bits } => {
+            let (w, scale) = (a[0].f32()?, a[1].f32()?);
+            f32_out(
+                w.shape.clone(),
+                crate::quant::fake_quant(*bits, &w.data, &scale.data, w.row_len()),
+            )
+        }
         Op::Input { .. } | Op::Param { .. } => {
             Err(InterpError::Graph("leaf evaluated as an op".into()))
         }

@@ -173,6 +173,20 @@ impl Graph {
         }
     }
 
+    /// Makes `user` read `new` wherever it read `old`.
+    pub fn replace_operand(&mut self, user: NodeId, old: NodeId, new: NodeId) {
+        let edges: Vec<_> = self
+            .dag
+            .edges_directed(user, Direction::Incoming)
+            .filter(|e| e.source() == old)
+            .map(|e| (e.id(), *e.weight()))
+            .collect();
+        for (e, pos) in edges {
+            self.dag.remove_edge(e);
+            self.dag.add_edge(new, user, pos);
+        }
+    }
+
     /// Removes a node and its edges. The caller makes sure nothing still uses it.
     pub fn remove(&mut self, id: NodeId) {
         if let Some(node) = self.dag.remove_node(id) {

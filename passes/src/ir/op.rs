@@ -6,6 +6,7 @@
 //! check the nodes it is given.
 
 use super::types::{DType, Dim, TensorType};
+use crate::quant::Bits;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -47,6 +48,11 @@ pub enum Op {
     LogSoftmax,
     /// Mean negative log-likelihood of i32 targets `[T]` under log-probabilities `[T,V]`.
     CrossEntropy,
+    /// `fake_quant %w[O,I], %scale[O,1]`: the ParetoQ quantizer of `bits` applied to a weight,
+    /// with a straight-through gradient and a learnable per-row scale (`crate::quant`).
+    FakeQuant {
+        bits: Bits,
+    },
 }
 
 /// An attribute value as it appears in the text form.
@@ -90,6 +96,7 @@ impl Op {
             Op::Add => "add",
             Op::LogSoftmax => "log_softmax",
             Op::CrossEntropy => "cross_entropy",
+            Op::FakeQuant { .. } => "fake_quant",
         }
     }
 
@@ -99,7 +106,7 @@ impl Op {
             Op::Input { .. } | Op::Param { .. } => 0,
             Op::Rope { .. } | Op::Silu | Op::LogSoftmax => 1,
             Op::Embedding | Op::RmsNorm { .. } | Op::Linear | Op::Mul | Op::Add => 2,
-            Op::CrossEntropy => 2,
+            Op::CrossEntropy | Op::FakeQuant { .. } => 2,
             Op::Attention { .. } => 3,
         }
     }
@@ -120,6 +127,10 @@ impl Op {
                 ("head_dim", u(*head_dim)),
                 ("heads", u(*heads)),
                 ("kv_heads", u(*kv_heads)),
+            ],
+            Op::FakeQuant { bits } => vec![
+                ("bits", bits_attr(*bits)),
+                ("quantizer", Attr::Str(bits.quantizer().into())),
             ],
             _ => vec![],
         }
@@ -149,6 +160,17 @@ impl Op {
             "add" => Op::Add,
             "log_softmax" => Op::LogSoftmax,
             "cross_entropy" => Op::CrossEntropy,
+            "fake_quant" => {
+                let bits = Bits::parse(&a.get("bits")?.to_string())?;
+                let quantizer = a.get("quantizer")?.to_string();
+                if quantizer.trim_matches('"') != bits.quantizer() {
+                    return Err(format!(
+                        "{bits}-bit fake_quant uses quantizer \"{}\", not {quantizer}",
+                        bits.quantizer()
+                    ));
+                }
+                Op::FakeQuant { bits }
+            }
             other => return Err(format!("unknown op `{other}`")),
         };
         a.finish(name)?;
@@ -182,6 +204,7 @@ impl Op {
             Op::Mul | Op::Add => infer_elementwise(args[0], args[1]),
             Op::LogSoftmax => float_like(args[0]),
             Op::CrossEntropy => infer_cross_entropy(args[0], args[1]),
+            Op::FakeQuant { .. } => infer_fake_quant(args[0], args[1]),
         }
     }
 }
@@ -293,6 +316,26 @@ fn infer_cross_entropy(logp: &TensorType, targets: &TensorType) -> Result<Tensor
         ));
     }
     Ok(TensorType::scalar(DType::F32))
+}
+
+/// Bit widths print as integers, ternary as 1.58.
+fn bits_attr(bits: Bits) -> Attr {
+    match bits {
+        Bits::Ternary => Attr::Float(1.58),
+        b => Attr::Int(b.nominal() as i64),
+    }
+}
+
+fn infer_fake_quant(w: &TensorType, scale: &TensorType) -> Result<TensorType, String> {
+    float_like(w)?;
+    float_like(scale)?;
+    rank_is(w, 2, "fake_quant weight")?;
+    if scale.dims != [w.dims[0].clone(), Dim::Fixed(1)] {
+        return Err(format!(
+            "fake_quant scale {scale} must be [rows, 1] for weight {w}"
+        ));
+    }
+    Ok(w.clone())
 }
 
 /// Reads typed attributes out of a parsed map and notices the ones nobody asked for.

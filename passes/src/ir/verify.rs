@@ -11,18 +11,37 @@ use super::print::print_annotated;
 use std::collections::HashMap;
 use std::fmt;
 
-/// Which ops a graph may contain, from import to code generation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which ops a graph may contain, from import to code generation. Stages only move forward:
+/// a pass may declare that its output is at a later stage, never an earlier one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
     /// Full-precision model graphs: what import produces and the reference interpreter runs.
     Model,
+    /// After `qat-lower`: projection weights pass through `fake_quant`.
+    Qat,
 }
 
 impl Stage {
-    pub fn allows(self, _op: &Op) -> bool {
-        match self {
-            Stage::Model => true,
+    /// The first stage at which `op` may appear.
+    pub fn of_op(op: &Op) -> Stage {
+        match op {
+            Op::FakeQuant { .. } => Stage::Qat,
+            _ => Stage::Model,
         }
+    }
+
+    pub fn allows(self, op: &Op) -> bool {
+        Stage::of_op(op) <= self
+    }
+
+    /// The earliest stage that admits every op of the graph (for graphs read from text).
+    pub fn of_graph(g: &Graph) -> Stage {
+        g.topo_order()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| Stage::of_op(&g.node(id).op))
+            .max()
+            .unwrap_or(Stage::Model)
     }
 }
 

@@ -2,3 +2,4 @@
 
 pub mod add_loss;
 pub mod dce;
+pub mod qat_lower;
