@@ -5,7 +5,9 @@
 //! Values live only until their last use, so the peak memory of a run is the widest cut of the
 //! graph, not its sum.
 
+pub mod grad;
 pub mod kernels;
+pub mod vjp;
 
 use crate::import::Weights;
 use crate::ir::{Dim, Graph, NodeId, Op, TensorType};
@@ -56,13 +58,13 @@ pub enum InterpError {
     Graph(String),
 }
 
-enum Slot<'w> {
+pub(crate) enum Slot<'w> {
     Weight(&'w Tensor),
     Owned(Value),
 }
 
 impl Slot<'_> {
-    fn get(&self) -> ValRef<'_> {
+    pub(crate) fn get(&self) -> ValRef<'_> {
         match self {
             Slot::Weight(t) => ValRef::F32(t),
             Slot::Owned(Value::F32(t)) => ValRef::F32(t),
@@ -72,19 +74,19 @@ impl Slot<'_> {
 }
 
 #[derive(Clone, Copy)]
-enum ValRef<'a> {
+pub(crate) enum ValRef<'a> {
     F32(&'a Tensor),
     I32(&'a [i32]),
 }
 
 impl<'a> ValRef<'a> {
-    fn f32(self) -> Result<&'a Tensor, InterpError> {
+    pub(crate) fn f32(self) -> Result<&'a Tensor, InterpError> {
         match self {
             ValRef::F32(t) => Ok(t),
             ValRef::I32(_) => Err(InterpError::Graph("an op expected f32 and got i32".into())),
         }
     }
-    fn i32(self) -> Result<&'a [i32], InterpError> {
+    pub(crate) fn i32(self) -> Result<&'a [i32], InterpError> {
         match self {
             ValRef::I32(d) => Ok(d),
             ValRef::F32(_) => Err(InterpError::Graph("an op expected i32 and got f32".into())),
@@ -150,7 +152,7 @@ fn last_uses(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, usize> {
 }
 
 /// Checks count, dtype and shape of the inputs, binding symbolic dimensions consistently.
-fn check_inputs(g: &Graph, inputs: &[Value]) -> Result<(), InterpError> {
+pub(crate) fn check_inputs(g: &Graph, inputs: &[Value]) -> Result<(), InterpError> {
     if inputs.len() != g.inputs().len() {
         return Err(InterpError::Input(format!(
             "the graph takes {} inputs, got {}",
@@ -191,7 +193,7 @@ fn f32_out(shape: Vec<usize>, data: Vec<f32>) -> Result<Value, InterpError> {
     Ok(Value::F32(Tensor::new(shape, data)))
 }
 
-fn eval_op(op: &Op, a: &[ValRef]) -> Result<Value, InterpError> {
+pub(crate) fn eval_op(op: &Op, a: &[ValRef]) -> Result<Value, InterpError> {
     match op {
         Op::Embedding => embedding(a[0].f32()?, a[1].i32()?),
         Op::RmsNorm { eps } => {

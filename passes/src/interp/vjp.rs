@@ -1,0 +1,199 @@
+//! The gradient rules: one vector-Jacobian product per op, generic over the float type so the
+//! tests can check each against central finite differences in f64. `grad.rs` calls them in
+//! reverse order. `fake_quant`'s rule is the straight-through estimator of `crate::quant`,
+//! checked against the reference's golden vectors instead (it is not the true derivative).
+
+use super::kernels::{self, c, for_rows, matmul, rms_inv, sigmoid, AttnShape, Mat, Real};
+
+/// Embedding: the table's gradient gets each output row added at its id's row.
+pub fn embedding<T: Real>(dy: &[T], ids: &[i32], vocab: usize, h: usize) -> Vec<T> {
+    let mut dtable = vec![T::zero(); vocab * h];
+    for (r, &id) in ids.iter().enumerate() {
+        let row = &mut dtable[id as usize * h..(id as usize + 1) * h];
+        for (d, &g) in row.iter_mut().zip(&dy[r * h..(r + 1) * h]) {
+            *d += g;
+        }
+    }
+    dtable
+}
+
+/// RMSNorm: with n = x·inv and g = dy⊙w, dx = inv·(g - n·mean(g⊙n)) and dw = Σ_rows dy⊙n.
+pub fn rms_norm<T: Real>(dy: &[T], x: &[T], w: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
+    let h = w.len();
+    let mut dx = vec![T::zero(); x.len()];
+    for_rows(&mut dx, h, |r, out| {
+        let xr = &x[r * h..(r + 1) * h];
+        let inv = rms_inv(xr, eps);
+        let g: Vec<T> = dy[r * h..(r + 1) * h]
+            .iter()
+            .zip(w)
+            .map(|(&d, &wi)| d * wi)
+            .collect();
+        let mean = g.iter().zip(xr).map(|(&gi, &xi)| gi * xi * inv).sum::<T>() / c(h as f64);
+        for ((o, &gi), &xi) in out.iter_mut().zip(&g).zip(xr) {
+            *o = inv * (gi - xi * inv * mean);
+        }
+    });
+    let mut dw = vec![T::zero(); h];
+    for (xr, dr) in x.chunks(h).zip(dy.chunks(h)) {
+        let inv = rms_inv(xr, eps);
+        for ((d, &xi), &gi) in dw.iter_mut().zip(xr).zip(dr) {
+            *d += gi * xi * inv;
+        }
+    }
+    (dx, dw)
+}
+
+/// Linear y = x·wᵀ: dx = dy·w and dw = dyᵀ·x.
+pub fn linear<T: Real>(
+    dy: &[T],
+    x: &[T],
+    w: &[T],
+    rows: usize,
+    k: usize,
+    n: usize,
+) -> (Vec<T>, Vec<T>) {
+    let mut dx = vec![T::zero(); rows * k];
+    matmul(
+        &mut dx,
+        Mat::rows(dy, n),
+        Mat::rows(w, k),
+        (rows, n, k),
+        false,
+    );
+    let mut dw = vec![T::zero(); n * k];
+    matmul(
+        &mut dw,
+        Mat::transposed(dy, n),
+        Mat::rows(x, k),
+        (n, rows, k),
+        false,
+    );
+    (dx, dw)
+}
+
+/// RoPE is a rotation per pair: its transpose rotates back.
+pub fn rope<T: Real>(dy: &[T], width: usize, head_dim: usize, theta: f64) -> Vec<T> {
+    kernels::rope(dy, width, head_dim, theta, true)
+}
+
+/// Attention, per head with P recomputed: dv = Pᵀ·do, dP = do·vᵀ,
+/// dS = P⊙(dP - rowsum(dP⊙P)), dq = dS·k·scale, dk = dSᵀ·q·scale. Heads sharing a key/value head
+/// add their dk and dv.
+pub fn attention<T: Real>(
+    dout: &[T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    s: AttnShape,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (d, n, qw, kw) = (s.head_dim, s.rows, s.q_width(), s.kv_width());
+    let scale = T::one() / c::<T>(d as f64).sqrt();
+    let mut dq = vec![T::zero(); q.len()];
+    let mut dk = vec![T::zero(); k.len()];
+    let mut dv = vec![T::zero(); v.len()];
+    for h in 0..s.heads {
+        let (qo, ko) = (h * d, s.kv_offset(h));
+        let p = kernels::attention_probs(q, k, s, h);
+        let do_h = Mat {
+            data: &dout[qo..],
+            row_stride: qw,
+            col_stride: 1,
+        };
+        // dv[:, head] += Pᵀ·do
+        let mut dv_h = vec![T::zero(); n * d];
+        matmul(&mut dv_h, Mat::transposed(&p, n), do_h, (n, n, d), false);
+        // dP = do·vᵀ, then the softmax backward in place.
+        let mut ds = vec![T::zero(); n * n];
+        matmul(
+            &mut ds,
+            do_h,
+            Mat {
+                data: &v[ko..],
+                row_stride: 1,
+                col_stride: kw,
+            },
+            (n, d, n),
+            false,
+        );
+        for (row_p, row_d) in p.chunks(n).zip(ds.chunks_mut(n)) {
+            let dot: T = row_p.iter().zip(row_d.iter()).map(|(&a, &b)| a * b).sum();
+            for (dd, &pp) in row_d.iter_mut().zip(row_p) {
+                *dd = pp * (*dd - dot) * scale;
+            }
+        }
+        let mut dq_h = vec![T::zero(); n * d];
+        matmul(
+            &mut dq_h,
+            Mat::rows(&ds, n),
+            Mat {
+                data: &k[ko..],
+                row_stride: kw,
+                col_stride: 1,
+            },
+            (n, n, d),
+            false,
+        );
+        let mut dk_h = vec![T::zero(); n * d];
+        matmul(
+            &mut dk_h,
+            Mat::transposed(&ds, n),
+            Mat {
+                data: &q[qo..],
+                row_stride: qw,
+                col_stride: 1,
+            },
+            (n, n, d),
+            false,
+        );
+        scatter_add(&mut dq, &dq_h, qw, qo, d);
+        scatter_add(&mut dk, &dk_h, kw, ko, d);
+        scatter_add(&mut dv, &dv_h, kw, ko, d);
+    }
+    (dq, dk, dv)
+}
+
+/// Adds a `[rows, d]` block into columns `off..off+d` of a `[rows, width]` matrix.
+fn scatter_add<T: Real>(dst: &mut [T], block: &[T], width: usize, off: usize, d: usize) {
+    for (r, src) in block.chunks(d).enumerate() {
+        for (o, &b) in dst[r * width + off..r * width + off + d]
+            .iter_mut()
+            .zip(src)
+        {
+            *o += b;
+        }
+    }
+}
+
+/// SiLU: d/dx x·σ(x) = σ(x)·(1 + x·(1 - σ(x))).
+pub fn silu<T: Real>(dy: &[T], x: &[T]) -> Vec<T> {
+    dy.iter()
+        .zip(x)
+        .map(|(&g, &v)| {
+            let s = sigmoid(v);
+            g * s * (T::one() + v * (T::one() - s))
+        })
+        .collect()
+}
+
+/// Log-softmax from its output y: dx = dy - exp(y)·Σdy per row.
+pub fn log_softmax<T: Real>(dy: &[T], y: &[T], n: usize) -> Vec<T> {
+    let mut dx = dy.to_vec();
+    for_rows(&mut dx, n, |r, row| {
+        let sum: T = row.iter().copied().sum();
+        for (d, &yi) in row.iter_mut().zip(&y[r * n..(r + 1) * n]) {
+            *d = *d - yi.exp() * sum;
+        }
+    });
+    dx
+}
+
+/// Mean NLL: each row's target entry gets -dloss / rows.
+pub fn cross_entropy<T: Real>(dloss: T, targets: &[i32], n: usize) -> Vec<T> {
+    let mut d = vec![T::zero(); targets.len() * n];
+    let g = -dloss / c(targets.len().max(1) as f64);
+    for (r, &t) in targets.iter().enumerate() {
+        d[r * n + t as usize] = g;
+    }
+    d
+}

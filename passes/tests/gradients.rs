@@ -1,0 +1,268 @@
+//! Every gradient rule against central finite differences in f64 on random inputs, and the
+//! reverse-mode executor against finite differences of the whole graph.
+
+use pqc::interp::kernels::{self, AttnShape};
+use pqc::interp::{grad, vjp, Value};
+use pqc::ir::parse;
+use pqc::tensor::Tensor;
+
+/// Deterministic values in [-1, 1).
+fn random(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Checks `analytic` = d⟨dy, f(x)⟩/dx by central differences, for every coordinate of x.
+fn check(what: &str, x: &[f64], dy: &[f64], f: impl Fn(&[f64]) -> Vec<f64>, analytic: &[f64]) {
+    let h = 1e-6;
+    assert_eq!(analytic.len(), x.len(), "{what}: gradient length");
+    for i in 0..x.len() {
+        let (mut xp, mut xm) = (x.to_vec(), x.to_vec());
+        xp[i] += h;
+        xm[i] -= h;
+        let numeric = (dot(dy, &f(&xp)) - dot(dy, &f(&xm))) / (2.0 * h);
+        let err = (numeric - analytic[i]).abs();
+        assert!(
+            err <= 1e-6 * (1.0 + numeric.abs()),
+            "{what}[{i}]: analytic {} numeric {numeric}",
+            analytic[i]
+        );
+    }
+}
+
+#[test]
+fn embedding_rule() {
+    let (vocab, h, ids) = (5, 3, vec![1, 4, 1, 0]);
+    let table = random(vocab * h, 1);
+    let dy = random(ids.len() * h, 2);
+    let f = |t: &[f64]| {
+        ids.iter()
+            .flat_map(|&i| t[i as usize * h..(i as usize + 1) * h].to_vec())
+            .collect()
+    };
+    check(
+        "embedding",
+        &table,
+        &dy,
+        f,
+        &vjp::embedding(&dy, &ids, vocab, h),
+    );
+}
+
+#[test]
+fn rms_norm_rule() {
+    let (rows, h, eps) = (3, 6, 1e-5);
+    let (x, w, dy) = (random(rows * h, 3), random(h, 4), random(rows * h, 5));
+    let (dx, dw) = vjp::rms_norm(&dy, &x, &w, eps);
+    check(
+        "rms_norm dx",
+        &x,
+        &dy,
+        |x| kernels::rms_norm(x, &w, eps),
+        &dx,
+    );
+    check(
+        "rms_norm dw",
+        &w,
+        &dy,
+        |w| kernels::rms_norm(&x, w, eps),
+        &dw,
+    );
+}
+
+#[test]
+fn linear_rule() {
+    let (rows, k, n) = (3, 5, 4);
+    let (x, w, dy) = (random(rows * k, 6), random(n * k, 7), random(rows * n, 8));
+    let (dx, dw) = vjp::linear(&dy, &x, &w, rows, k, n);
+    check(
+        "linear dx",
+        &x,
+        &dy,
+        |x| kernels::linear(x, &w, rows, k, n),
+        &dx,
+    );
+    check(
+        "linear dw",
+        &w,
+        &dy,
+        |w| kernels::linear(&x, w, rows, k, n),
+        &dw,
+    );
+}
+
+#[test]
+fn rope_rule() {
+    let (rows, width, d, theta) = (5, 8, 4, 10000.0);
+    let (x, dy) = (random(rows * width, 9), random(rows * width, 10));
+    check(
+        "rope",
+        &x,
+        &dy,
+        |x| kernels::rope(x, width, d, theta, false),
+        &vjp::rope(&dy, width, d, theta),
+    );
+}
+
+#[test]
+fn attention_rule() {
+    let s = AttnShape {
+        rows: 5,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 3,
+    };
+    let q = random(s.rows * s.q_width(), 11);
+    let k = random(s.rows * s.kv_width(), 12);
+    let v = random(s.rows * s.kv_width(), 13);
+    let dy = random(s.rows * s.q_width(), 14);
+    let (dq, dk, dv) = vjp::attention(&dy, &q, &k, &v, s);
+    check(
+        "attention dq",
+        &q,
+        &dy,
+        |q| kernels::attention(q, &k, &v, s),
+        &dq,
+    );
+    check(
+        "attention dk",
+        &k,
+        &dy,
+        |k| kernels::attention(&q, k, &v, s),
+        &dk,
+    );
+    check(
+        "attention dv",
+        &v,
+        &dy,
+        |v| kernels::attention(&q, &k, v, s),
+        &dv,
+    );
+}
+
+#[test]
+fn elementwise_rules() {
+    let (x, y, dy) = (random(12, 15), random(12, 16), random(12, 17));
+    check("silu", &x, &dy, |x| kernels::silu(x), &vjp::silu(&dy, &x));
+    check(
+        "mul a",
+        &x,
+        &dy,
+        |x| kernels::mul(x, &y),
+        &kernels::mul(&dy, &y),
+    );
+    check(
+        "mul b",
+        &y,
+        &dy,
+        |y| kernels::mul(&x, y),
+        &kernels::mul(&dy, &x),
+    );
+    check("add", &x, &dy, |x| kernels::add(x, &y), &dy);
+}
+
+#[test]
+fn log_softmax_and_cross_entropy_rules() {
+    let (rows, n) = (3, 7);
+    let (x, dy) = (random(rows * n, 18), random(rows * n, 19));
+    let y = kernels::log_softmax(&x, n);
+    check(
+        "log_softmax",
+        &x,
+        &dy,
+        |x| kernels::log_softmax(x, n),
+        &vjp::log_softmax(&dy, &y, n),
+    );
+    let targets = vec![2, 0, 6];
+    let nll_mean =
+        |lp: &[f64]| vec![kernels::nll(lp, n, &targets).iter().sum::<f64>() / rows as f64];
+    check(
+        "cross_entropy",
+        &y,
+        &[1.5],
+        nll_mean,
+        &vjp::cross_entropy(1.5, &targets, n),
+    );
+}
+
+const TINY: &str = "
+graph @tiny(%tokens: i32[T], %targets: i32[T]) -> (f32[]) {
+  %0 = param @model.embed_tokens.weight : f32[11,8]
+  %1 = embedding %0, %tokens : f32[T,8]
+  %2 = param @model.norm.weight : f32[8]
+  %3 = rms_norm %1, %2 {eps = 1e-5} : f32[T,8]
+  %4 = param @q.weight : f32[8,8]
+  %5 = linear %3, %4 : f32[T,8]
+  %6 = rope %5 {head_dim = 4, theta = 10000.0} : f32[T,8]
+  %7 = param @k.weight : f32[4,8]
+  %8 = linear %3, %7 : f32[T,4]
+  %9 = rope %8 {head_dim = 4, theta = 10000.0} : f32[T,4]
+  %10 = attention %6, %9, %8 {head_dim = 4, heads = 2, kv_heads = 1} : f32[T,8]
+  %11 = silu %10 : f32[T,8]
+  %12 = mul %11, %3 : f32[T,8]
+  %13 = add %12, %1 : f32[T,8]
+  %14 = linear %13, %0 : f32[T,11]
+  %15 = log_softmax %14 : f32[T,11]
+  %16 = cross_entropy %15, %targets : f32[]
+  return %16
+}";
+
+/// The executor (forward with kept values, rules in reverse, accumulation at shared and tied
+/// nodes) against finite differences of the whole f32 graph, in f64 arithmetic on the outputs.
+#[test]
+fn whole_graph_gradient() {
+    let g = parse(TINY).unwrap();
+    pqc::ir::verify(&g, pqc::ir::Stage::Model).unwrap();
+    let mut weights = pqc::import::Weights::new();
+    for (i, (name, id)) in g.params().enumerate() {
+        let shape = g.node(id).ty.fixed_dims().unwrap();
+        let n = shape.iter().product();
+        let data = random(n, 100 + i as u64)
+            .iter()
+            .map(|v| *v as f32 * 0.5)
+            .collect();
+        weights.insert(name.to_string(), Tensor::new(shape, data));
+    }
+    let inputs = || {
+        vec![
+            Value::ids(vec![1, 5, 3, 10, 0]),
+            Value::ids(vec![5, 3, 10, 0, 2]),
+        ]
+    };
+    let loss = |w: &pqc::import::Weights| {
+        pqc::interp::run(&g, w, inputs()).unwrap()[0]
+            .clone()
+            .into_f32()
+            .unwrap()
+            .data[0] as f64
+    };
+    let r = grad::value_and_grad(&g, &weights, inputs(), &|_| true).unwrap();
+    assert!(r.peak_bytes > 0);
+    for (name, gw) in &r.grads {
+        for i in (0..gw.numel()).step_by(3) {
+            let h = 1e-2f32;
+            let mut wp = weights.clone();
+            wp.get_mut(name).unwrap().data[i] += h;
+            let mut wm = weights.clone();
+            wm.get_mut(name).unwrap().data[i] -= h;
+            let numeric = (loss(&wp) - loss(&wm)) / (2.0 * h as f64);
+            let analytic = gw.data[i] as f64;
+            assert!(
+                (numeric - analytic).abs() <= 2e-3 * (1.0 + numeric.abs()),
+                "{name}[{i}]: analytic {analytic} numeric {numeric}"
+            );
+        }
+    }
+    assert_eq!(r.grads.len(), 4, "every weight gets a gradient");
+}
