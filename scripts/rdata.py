@@ -132,6 +132,12 @@ class _Reader:
     def string(self, n):
         return self.bytes(n)
 
+    def string_vec(self):
+        # an int 0, a length, then that many CHARSXP items
+        if self.int() != 0:
+            raise RError("names in persistent strings are not supported")
+        return [self.item() for _ in range(self.int())]
+
     # --- items ---
 
     def attributes(self, flags):
@@ -168,10 +174,7 @@ class _Reader:
         if t == PERSISTSXP:
             # a reference to an object kept elsewhere (the `references` of a lazy-load database):
             # an int 0, then a character vector of names
-            if self.int() != 0:
-                raise RError("names in persistent strings are not supported")
-            names = [self.item() for _ in range(self.int())]
-            obj = RPersistent(names)
+            obj = RPersistent(self.string_vec())
             self.refs.append(obj)
             return obj
         if t == SYMSXP:
@@ -180,8 +183,9 @@ class _Reader:
             self.refs.append(sym)
             return sym
         if t in (PACKAGESXP, NAMESPACESXP):
-            info = self.item()
-            env = REnvironment(("package:" if t == PACKAGESXP else "namespace:") + str(info))
+            info = self.string_vec()  # name (and version) of the package or namespace
+            kind = "package:" if t == PACKAGESXP else "namespace:"
+            env = REnvironment(kind + " ".join(str(x) for x in info))
             self.refs.append(env)
             return env
         if t == ENVSXP:

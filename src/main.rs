@@ -37,6 +37,9 @@ enum Command {
     Eval(commands::eval::Args),
     Tokenize(commands::tokenize::Args),
     Convert(commands::convert::Args),
+    Train(commands::train::Args),
+    Quantize(commands::quantize::Args),
+    Diff(commands::diff::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,9 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Convert(a) => commands::convert::run(a),
+        Command::Train(a) => commands::train::run(a),
+        Command::Quantize(a) => commands::quantize::run(a),
+        Command::Diff(a) => commands::diff::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

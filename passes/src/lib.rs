@@ -7,6 +7,8 @@ pub mod interp;
 pub mod ir;
 pub mod opt;
 pub mod pass;
+pub mod qat;
 pub mod quant;
 pub mod tensor;
+pub mod train;
 pub mod transforms;

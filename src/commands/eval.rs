@@ -15,6 +15,9 @@ use std::time::Instant;
 pub struct Args {
     /// Model folder or .gguf file.
     pub model: PathBuf,
+    /// Fake-quantize the projection weights in memory first.
+    #[command(flatten)]
+    pub quant: super::quant_args::QuantArgs,
     /// Plain-text file to score.
     #[arg(long)]
     pub text: PathBuf,
@@ -30,7 +33,10 @@ pub fn run(args: Args) -> Result<()> {
     if args.ctx < 2 {
         bail!("--ctx must be at least 2 (one token of context, one to predict)");
     }
-    let m = super::load(&args.model)?;
+    let mut m = super::load(&args.model)?;
+    if let Some(spec) = args.quant.spec()? {
+        super::quant_args::apply(&mut m, &spec, &args.model.display().to_string())?;
+    }
     let mut ids = super::tokenize::encode(&m, &super::read_text(&args.text)?, &args.text)?;
     ids.truncate(args.max_tokens.unwrap_or(ids.len()));
     let windows = ids.len() / args.ctx;

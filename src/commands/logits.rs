@@ -10,6 +10,9 @@ use std::path::PathBuf;
 pub struct Args {
     /// Model folder or .gguf file.
     pub model: PathBuf,
+    /// Fake-quantize the projection weights in memory first.
+    #[command(flatten)]
+    pub quant: super::quant_args::QuantArgs,
     /// Comma-separated token ids, e.g. 1,2,3.
     #[arg(long, value_delimiter = ',', required = true)]
     pub token_ids: Vec<i32>,
@@ -22,7 +25,10 @@ pub fn run(args: Args) -> Result<()> {
     if args.token_ids.is_empty() {
         bail!("--token-ids is empty");
     }
-    let m = super::load(&args.model)?;
+    let mut m = super::load(&args.model)?;
+    if let Some(spec) = args.quant.spec()? {
+        super::quant_args::apply(&mut m, &spec, &args.model.display().to_string())?;
+    }
     let outs = interp::run(
         &m.graph,
         &m.weights,

@@ -1,12 +1,16 @@
 //! One file per command. Shared helpers for loading a model with a spinner live here.
 
 pub mod convert;
+pub mod diff;
 pub mod eval;
 pub mod import;
 pub mod inspect;
 pub mod logits;
 pub mod opt;
+pub mod quant_args;
+pub mod quantize;
 pub mod tokenize;
+pub mod train;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -30,4 +34,32 @@ pub fn load(path: &Path) -> Result<Model> {
 /// Reads a text file, saying which file when it cannot.
 pub fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Writes a Hugging Face folder (config.json, model.safetensors in f32, tokenizer.json) with the
+/// given weights, atomically.
+pub fn write_hf_folder(out: &Path, m: &Model, weights: &pqc::import::Weights) -> Result<()> {
+    crate::output::write_dir(out, |dir| write_hf_files(dir, m, weights))
+}
+
+/// The files of a Hugging Face folder, each written atomically into an existing folder.
+pub fn write_hf_files(dir: &Path, m: &Model, weights: &pqc::import::Weights) -> Result<()> {
+    use anyhow::Context;
+    let config = serde_json::to_string_pretty(&m.config)?;
+    crate::output::write_file(&dir.join("config.json"), config.as_bytes())?;
+    let tensors = weights
+        .iter()
+        .map(|(n, t)| (n.as_str(), &t.shape[..], &t.data[..]));
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    let bytes = crate::output::safetensors_bytes(tensors, Some(meta))?;
+    crate::output::write_file(&dir.join("model.safetensors"), &bytes)
+        .context("model.safetensors")?;
+    if let Some(tok) = &m.tokenizer {
+        let json = tok
+            .to_string(true)
+            .map_err(|e| anyhow::anyhow!("cannot serialize the tokenizer: {e}"))?;
+        crate::output::write_file(&dir.join("tokenizer.json"), json.as_bytes())?;
+    }
+    Ok(())
 }

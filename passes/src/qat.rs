@@ -1,0 +1,160 @@
+//! Quantization-aware graphs for a model: `qat-lower` with a bit width or a plan, the initial
+//! scales the reference's train.py would give (unless the checkpoint has `weight_clip_val`),
+//! and the fake-quantized weights Q(W) for export.
+
+use crate::import::Weights;
+use crate::ir::{Graph, Op};
+use crate::pass::{Pass, PassError};
+use crate::quant::{fake_quant, init_scales, Bits};
+use crate::transforms::qat_lower::QatLower;
+use std::collections::BTreeMap;
+
+/// Which bit width each projection gets.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QuantSpec {
+    /// One width for every projection.
+    Uniform(Bits),
+    /// Width per module (`model.layers.0.self_attn.q_proj`); modules not named stay full precision.
+    Plan(BTreeMap<String, Bits>),
+}
+
+impl QuantSpec {
+    /// Reads a plan: a JSON object from module name to bits (a number such as 2 or 1.58, or a
+    /// string). `source` names the file in errors.
+    pub fn parse_plan(json: &str, source: &str) -> Result<QuantSpec, String> {
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("{source}: not JSON: {e}"))?;
+        let map = value
+            .as_object()
+            .ok_or_else(|| format!("{source}: a plan is a JSON object from layer name to bits"))?;
+        let mut plan = BTreeMap::new();
+        for (layer, bits) in map {
+            let text = match bits {
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::String(s) => s.clone(),
+                other => {
+                    return Err(format!(
+                        "{source}: `{layer}`: bits must be a number, got {other}"
+                    ))
+                }
+            };
+            let bits = Bits::parse(&text).map_err(|m| format!("{source}: `{layer}`: {m}"))?;
+            plan.insert(layer.clone(), bits);
+        }
+        Ok(QuantSpec::Plan(plan))
+    }
+
+    fn pass(&self) -> QatLower {
+        match self {
+            QuantSpec::Uniform(b) => QatLower::with_plan(BTreeMap::new(), Some(*b)),
+            QuantSpec::Plan(p) => QatLower::with_plan(p.clone(), None),
+        }
+    }
+
+    /// A short description for reports ("2-bit", "plan of 210 layers").
+    pub fn describe(&self) -> String {
+        match self {
+            QuantSpec::Uniform(b) => format!("{b}-bit"),
+            QuantSpec::Plan(p) => format!("plan of {} layers", p.len()),
+        }
+    }
+}
+
+/// Lowers the graph for QAT and gives every new scale its initial value. Scales already in
+/// `weights` (a ParetoQ checkpoint) are kept; a scale of the wrong shape is an error.
+pub fn lower(g: &mut Graph, weights: &mut Weights, spec: &QuantSpec) -> Result<(), PassError> {
+    spec.pass().run(g)?;
+    init_missing_scales(g, weights)
+}
+
+/// Every `fake_quant`'s scale gets the reference's initial value if the weights lack it.
+fn init_missing_scales(g: &Graph, weights: &mut Weights) -> Result<(), PassError> {
+    for id in g
+        .topo_order()
+        .map_err(|_| PassError::failed("qat", "cycle"))?
+    {
+        let Op::FakeQuant { bits } = g.node(id).op else {
+            continue;
+        };
+        let [w, s] = g.operands(id)[..] else { continue };
+        let (Op::Param { name: wname }, Op::Param { name: sname }) = (&g.node(w).op, &g.node(s).op)
+        else {
+            continue;
+        };
+        let weight = weights
+            .get(wname)
+            .ok_or_else(|| PassError::failed("qat", format!("no weight {wname}")))?;
+        let rows = weight.shape[0];
+        match weights.get(sname) {
+            Some(t) if t.shape == [rows, 1] => {}
+            Some(t) => {
+                return Err(PassError::failed(
+                    "qat",
+                    format!(
+                        "scale {sname} has shape {:?}, expected [{rows}, 1]",
+                        t.shape
+                    ),
+                ))
+            }
+            None => {
+                let scales = init_scales(bits, &weight.data, weight.row_len());
+                weights.insert(
+                    sname.clone(),
+                    crate::tensor::Tensor::new(vec![rows, 1], scales),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The weights a framework without fake-quant would load: each quantized projection replaced by
+/// Q(W), scales dropped; everything else unchanged.
+pub fn materialize(g: &Graph, weights: &Weights) -> Result<Weights, PassError> {
+    let mut out = weights.clone();
+    for id in g
+        .topo_order()
+        .map_err(|_| PassError::failed("qat", "cycle"))?
+    {
+        let Op::FakeQuant { bits } = g.node(id).op else {
+            continue;
+        };
+        let [w, s] = g.operands(id)[..] else { continue };
+        let (Op::Param { name: wname }, Op::Param { name: sname }) = (&g.node(w).op, &g.node(s).op)
+        else {
+            continue;
+        };
+        let (wt, st) = (&weights[wname], &weights[sname]);
+        let q = fake_quant(bits, &wt.data, &st.data, wt.row_len());
+        out.insert(
+            wname.clone(),
+            crate::tensor::Tensor::new(wt.shape.clone(), q),
+        );
+        out.remove(sname);
+    }
+    Ok(out)
+}
+
+/// Relative L1 change of latent weights, per projection and pooled:
+/// ||W_ft - W_init||₁ / ||W_init||₁ (the paper's learning-transition measure).
+pub fn l1_change(before: &Weights, after: &Weights) -> (Vec<(String, f64)>, f64) {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    let mut per = vec![];
+    for (name, a) in before {
+        if crate::transforms::qat_lower::projection_module(name).is_none() {
+            continue;
+        }
+        let Some(b) = after.get(name) else { continue };
+        let d: f64 = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(x, y)| (x - y).abs() as f64)
+            .sum();
+        let n: f64 = a.data.iter().map(|x| x.abs() as f64).sum();
+        per.push((name.clone(), d / n.max(f64::MIN_POSITIVE)));
+        num += d;
+        den += n;
+    }
+    (per, num / den.max(f64::MIN_POSITIVE))
+}
