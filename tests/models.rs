@@ -1,0 +1,393 @@
+//! End-to-end tests on the bundled tiny model (testdata/models, made by scripts/gen-testdata.py):
+//! logits against Hugging Face transformers, the other storage formats, the CLI's eval, QAT that
+//! beats PTQ, and resume == uninterrupted.
+
+use pqc::import::load_model;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn testdata(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(p)
+}
+
+fn read_st(path: &Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.iter()
+        .map(|(n, v)| (n.to_string(), (v.shape().to_vec(), v.data().to_vec())))
+        .collect()
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// max |a - b| / max |b|
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let num = a
+        .iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    num / b.iter().fold(0.0f32, |m, y| m.max(y.abs()))
+}
+
+fn paretoqc(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_paretoqc"))
+        .args(args)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "paretoqc {args:?} failed:\n{stderr}");
+    stdout.into_owned()
+}
+
+fn paretoqc_err(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_paretoqc"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "paretoqc {args:?} should have failed"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "paretoqc {args:?} panicked: {stderr}"
+    );
+    stderr
+}
+
+fn reference() -> (Vec<i32>, Vec<usize>, Vec<f32>) {
+    let r = read_st(&testdata("models/tiny-llama/reference-logits.safetensors"));
+    let ids = r["token_ids"]
+        .1
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (ids, r["logits"].0.clone(), f32s(&r["logits"].1))
+}
+
+fn ids_arg(ids: &[i32]) -> String {
+    ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// `paretoqc logits` on the tiny model equals transformers' float32 logits within 1e-4 relative.
+#[test]
+fn tiny_model_logits_match_transformers() {
+    let (ids, shape, want) = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("logits.safetensors");
+    let model = testdata("models/tiny-llama");
+    paretoqc(&[
+        "logits",
+        model.to_str().unwrap(),
+        "--token-ids",
+        &ids_arg(&ids),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let got = read_st(&out);
+    assert_eq!(got["logits"].0, shape);
+    let err = rel_err(&f32s(&got["logits"].1), &want);
+    assert!(err < 1e-4, "relative error {err}");
+}
+
+/// The same weights stored as bf16, as f16 in two shards, and as a ParetoQ checkpoint import to
+/// the same graph; their logits differ from f32 only by the storage rounding.
+#[test]
+fn other_storage_formats_import() {
+    let base = load_model(&testdata("models/tiny-llama")).unwrap();
+    let (ids, _, want) = reference();
+    for (dir, tol) in [
+        ("tiny-llama-bf16", 5e-2),
+        ("tiny-llama-sharded", 5e-3),
+        ("tiny-llama-paretoq", 1e-4),
+    ] {
+        let m = load_model(&testdata(&format!("models/{dir}"))).unwrap();
+        assert!(m.graph == base.graph, "{dir}: another graph");
+        let out = pqc::interp::run(
+            &m.graph,
+            &m.weights,
+            vec![pqc::interp::Value::ids(ids.clone())],
+        )
+        .unwrap();
+        let err = rel_err(&out[0].clone().into_f32().unwrap().data, &want);
+        assert!(err < tol, "{dir}: relative error {err}");
+    }
+    let pq = load_model(&testdata("models/tiny-llama-paretoq")).unwrap();
+    let scales = pq
+        .weights
+        .keys()
+        .filter(|k| k.ends_with("weight_clip_val"))
+        .count();
+    assert_eq!(scales, 7 * pq.config.num_hidden_layers);
+}
+
+#[test]
+fn tiny_model_import_snapshot() {
+    let m = load_model(&testdata("models/tiny-llama")).unwrap();
+    insta::assert_snapshot!(pqc::ir::print(&m.graph));
+}
+
+fn perplexity(stdout: &str) -> f64 {
+    let last = stdout.lines().last().unwrap_or_default();
+    last.strip_prefix("perplexity: ")
+        .unwrap_or_else(|| panic!("no perplexity line in {stdout}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn eval_prints_perplexity_and_quantization_hurts_it() {
+    let model = testdata("models/tiny-llama");
+    let text = testdata("text/austen-heldout.txt");
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "eval",
+            model.to_str().unwrap(),
+            "--text",
+            text.to_str().unwrap(),
+            "--ctx",
+            "64",
+            "--max-tokens",
+            "1024",
+        ];
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&'static str]| {
+        let a = args(extra);
+        perplexity(&paretoqc(&a.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let (full, four, two) = (run(&[]), run(&["--bits", "4"]), run(&["--bits", "2"]));
+    assert!(full > 1.0 && full < 200.0, "tiny model perplexity {full}");
+    assert!(
+        full < four && four < two,
+        "expected 16 < 4 < 2 bits in perplexity: {full} {four} {two}"
+    );
+}
+
+fn train_args(bits: &str, out: &str, extra: &[&str]) -> Vec<String> {
+    let model = testdata("models/tiny-llama");
+    let data = testdata("text/austen-sample.txt");
+    let mut a: Vec<String> = [
+        "train",
+        model.to_str().unwrap(),
+        "--bits",
+        bits,
+        "--data",
+        data.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(
+        [
+            "--seq-len",
+            "64",
+            "--batch",
+            "4",
+            "--lr",
+            "2e-3",
+            "--out",
+            out,
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn run_train(out: &str, extra: &[&str]) -> String {
+    let a = train_args("2", out, extra);
+    paretoqc(&a.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// A few seconds of 2-bit QAT give lower held-out perplexity than the same model quantized
+/// without training.
+#[test]
+fn qat_beats_ptq_at_two_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("qat");
+    let stdout = run_train(
+        out.to_str().unwrap(),
+        &[
+            "--steps",
+            "40",
+            "--eval-data",
+            testdata("text/austen-heldout.txt").to_str().unwrap(),
+        ],
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("training.json")).unwrap()).unwrap();
+    let (ptq, qat) = (
+        summary["heldout_ppl_start"].as_f64().unwrap(),
+        summary["heldout_ppl_end"].as_f64().unwrap(),
+    );
+    assert!(
+        qat < ptq,
+        "QAT {qat} is not better than PTQ {ptq}\n{stdout}"
+    );
+    // The output is a ParetoQ-layout checkpoint that imports with its learned scales.
+    let m = load_model(&out).unwrap();
+    assert_eq!(
+        m.weights
+            .keys()
+            .filter(|k| k.ends_with("weight_clip_val"))
+            .count(),
+        7 * m.config.num_hidden_layers
+    );
+}
+
+/// Stopping after 3 of 6 steps and resuming ends with the same weights, bit for bit.
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    run_train(a.to_str().unwrap(), &["--steps", "6", "--save-every", "2"]);
+    run_train(
+        b.to_str().unwrap(),
+        &["--steps", "6", "--save-every", "2", "--stop-after", "3"],
+    );
+    assert!(
+        !b.join("model.safetensors").exists(),
+        "a stopped run writes no final model"
+    );
+    run_train(
+        b.to_str().unwrap(),
+        &[
+            "--steps",
+            "6",
+            "--save-every",
+            "2",
+            "--resume",
+            b.to_str().unwrap(),
+        ],
+    );
+    let (wa, wb) = (
+        read_st(&a.join("model.safetensors")),
+        read_st(&b.join("model.safetensors")),
+    );
+    assert_eq!(wa.len(), wb.len());
+    for (name, (_, bytes)) in &wa {
+        assert!(wb[name].1 == *bytes, "{name} differs after resume");
+    }
+}
+
+#[test]
+fn training_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out = out.to_str().unwrap();
+    let bad_bits = train_args("5", out, &["--steps", "1"]);
+    let err = paretoqc_err(&bad_bits.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("unsupported bit width `5`"), "{err}");
+
+    let plan = dir.path().join("plan.json");
+    std::fs::write(&plan, r#"{"model.layers.9.mlp.up_proj": 2}"#).unwrap();
+    let model = testdata("models/tiny-llama");
+    let data = testdata("text/austen-sample.txt");
+    let err = paretoqc_err(&[
+        "train",
+        model.to_str().unwrap(),
+        "--plan",
+        plan.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--out",
+        out,
+    ]);
+    assert!(
+        err.contains("model.layers.9.mlp.up_proj") && err.contains("not a projection"),
+        "{err}"
+    );
+
+    let short = dir.path().join("short.txt");
+    std::fs::write(&short, "Too short.").unwrap();
+    let err = paretoqc_err(&[
+        "train",
+        model.to_str().unwrap(),
+        "--bits",
+        "2",
+        "--data",
+        short.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--out",
+        out,
+    ]);
+    assert!(
+        err.contains("short.txt") && err.contains("too short"),
+        "{err}"
+    );
+
+    // A resume folder written for another model (the checkpoint of a 4-bit run) is refused.
+    let other = dir.path().join("other");
+    run_train(other.to_str().unwrap(), &["--steps", "1"]);
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
+    let small = dir.path().join("small-model");
+    std::fs::create_dir(&small).unwrap();
+    cfg["num_hidden_layers"] = 1.into();
+    std::fs::write(small.join("config.json"), cfg.to_string()).unwrap();
+    let m = load_model(&model).unwrap();
+    let keep: Vec<(String, pqc::tensor::Tensor)> = m
+        .weights
+        .into_iter()
+        .filter(|(n, _)| !n.contains("layers.1."))
+        .collect();
+    let bytes = safetensors::serialize(
+        keep.iter()
+            .map(|(n, t)| {
+                let b: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (n.clone(), b, t.shape.clone())
+            })
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|(n, b, s)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                        .unwrap(),
+                )
+            })
+            .collect::<Vec<_>>(),
+        None,
+    )
+    .unwrap();
+    std::fs::write(small.join("model.safetensors"), bytes).unwrap();
+    std::fs::copy(model.join("tokenizer.json"), small.join("tokenizer.json")).unwrap();
+    let err = paretoqc_err(&[
+        "train",
+        small.to_str().unwrap(),
+        "--bits",
+        "2",
+        "--data",
+        data.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--seq-len",
+        "64",
+        "--batch",
+        "4",
+        "--lr",
+        "2e-3",
+        "--out",
+        other.to_str().unwrap(),
+        "--resume",
+        other.to_str().unwrap(),
+    ]);
+    assert!(err.contains("another model"), "{err}");
+}
