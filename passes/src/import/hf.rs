@@ -23,8 +23,33 @@ pub fn load_folder(dir: &Path) -> Result<Model, ImportError> {
 
 pub fn read_config(path: &Path) -> Result<LlamaConfig, ImportError> {
     let text = std::fs::read_to_string(path).map_err(|e| ImportError::io(path, e))?;
-    serde_json::from_str(&text)
+    let mut json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ImportError::invalid(path, format!("not a LLaMA config: {e}")))?;
+    lift_rope_parameters(&mut json);
+    serde_json::from_value(json)
         .map_err(|e| ImportError::invalid(path, format!("not a LLaMA config: {e}")))
+}
+
+/// transformers 5 writes `rope_parameters: {rope_theta, rope_type, ...}` instead of a top-level
+/// `rope_theta` and `rope_scaling`. Lift them to the older fields: the theta, and any rope type
+/// other than "default" as `rope_scaling` (which the support check then names).
+fn lift_rope_parameters(json: &mut serde_json::Value) {
+    let Some(obj) = json.as_object_mut() else {
+        return;
+    };
+    let Some(params) = obj.get("rope_parameters").cloned() else {
+        return;
+    };
+    if let (None, Some(theta)) = (obj.get("rope_theta"), params.get("rope_theta")) {
+        obj.insert("rope_theta".into(), theta.clone());
+    }
+    let rope_type = params
+        .get("rope_type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("default");
+    if rope_type != "default" && obj.get("rope_scaling").is_none_or(|v| v.is_null()) {
+        obj.insert("rope_scaling".into(), params);
+    }
 }
 
 /// A missing tokenizer is not an error at import; a broken one is.
