@@ -302,3 +302,18 @@ fn failed_logits_leave_no_output_file() {
     ]);
     assert!(ok && out.exists());
 }
+
+/// transformers 5 writes `rope_parameters` instead of `rope_theta`; a rope type other than the
+/// default (llama3 scaling, for instance) is refused by name.
+#[test]
+fn rope_parameters_of_transformers_5() {
+    let dir = valid_folder();
+    let mut cfg = serde_json::to_value(config()).unwrap();
+    cfg.as_object_mut().unwrap().remove("rope_theta");
+    cfg["rope_parameters"] = serde_json::json!({"rope_theta": 100000.0, "rope_type": "default"});
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    assert_eq!(load_model(dir.path()).unwrap().config.rope_theta, 100000.0);
+    cfg["rope_parameters"] = serde_json::json!({"rope_theta": 500000.0, "rope_type": "llama3", "factor": 32.0});
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    assert_mentions(&import_error(dir.path()), &["config.json", "rope_scaling", "llama3", "not supported"]);
+}
