@@ -40,6 +40,7 @@ enum Command {
     Train(commands::train::Args),
     Quantize(commands::quantize::Args),
     Diff(commands::diff::Args),
+    Init(commands::init::Args),
 }
 
 /// Output piped into `head` ends the program quietly, as for other Unix tools, instead of a
@@ -75,6 +76,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run(a),
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Diff(a) => commands::diff::run(a),
+        Command::Init(a) => commands::init::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

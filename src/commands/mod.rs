@@ -4,6 +4,7 @@ pub mod convert;
 pub mod diff;
 pub mod eval;
 pub mod import;
+pub mod init;
 pub mod inspect;
 pub mod logits;
 pub mod opt;
