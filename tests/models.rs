@@ -137,7 +137,10 @@ fn other_storage_formats_import() {
 fn tiny_model_import_snapshot() {
     let m = load_model(&testdata("models/tiny-llama")).unwrap();
     let text = pqc::ir::print(&m.graph);
-    assert!(pqc::ir::parse(&text).unwrap() == m.graph, "the imported graph round-trips");
+    assert!(
+        pqc::ir::parse(&text).unwrap() == m.graph,
+        "the imported graph round-trips"
+    );
     insta::assert_snapshot!(text);
 }
 
@@ -336,61 +339,31 @@ fn training_refuses_bad_input() {
         "{err}"
     );
 
-    // A resume folder written for another model (the checkpoint of a 4-bit run) is refused.
+    // A resume folder written for another model (here: one layer fewer) is refused.
     let other = dir.path().join("other");
     run_train(other.to_str().unwrap(), &["--steps", "1"]);
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
-    let small = dir.path().join("small-model");
-    std::fs::create_dir(&small).unwrap();
     cfg["num_hidden_layers"] = 1.into();
-    std::fs::write(small.join("config.json"), cfg.to_string()).unwrap();
-    let m = load_model(&model).unwrap();
-    let keep: Vec<(String, pqc::tensor::Tensor)> = m
-        .weights
-        .into_iter()
-        .filter(|(n, _)| !n.contains("layers.1."))
-        .collect();
-    let bytes = safetensors::serialize(
-        keep.iter()
-            .map(|(n, t)| {
-                let b: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-                (n.clone(), b, t.shape.clone())
-            })
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|(n, b, s)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                        .unwrap(),
-                )
-            })
-            .collect::<Vec<_>>(),
-        None,
-    )
-    .unwrap();
-    std::fs::write(small.join("model.safetensors"), bytes).unwrap();
-    std::fs::copy(model.join("tokenizer.json"), small.join("tokenizer.json")).unwrap();
-    let err = paretoqc_err(&[
-        "train",
-        small.to_str().unwrap(),
-        "--bits",
-        "2",
-        "--data",
-        data.to_str().unwrap(),
-        "--steps",
-        "1",
-        "--seq-len",
-        "64",
-        "--batch",
-        "4",
-        "--lr",
-        "2e-3",
+    let cfg_path = dir.path().join("one-layer.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let small = dir.path().join("one-layer");
+    let tokenizer = model.join("tokenizer.json");
+    paretoqc(&[
+        "init",
+        "--config",
+        cfg_path.to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
         "--out",
-        other.to_str().unwrap(),
-        "--resume",
-        other.to_str().unwrap(),
+        small.to_str().unwrap(),
     ]);
+    let mut resume = train_args(
+        "2",
+        other.to_str().unwrap(),
+        &["--steps", "1", "--resume", other.to_str().unwrap()],
+    );
+    resume[1] = small.to_str().unwrap().to_string();
+    let err = paretoqc_err(&resume.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.contains("another model"), "{err}");
 }

@@ -6,6 +6,7 @@ use crate::import::Weights;
 use crate::ir::{Graph, Op};
 use crate::pass::{Pass, PassError};
 use crate::quant::{fake_quant, init_scales, Bits};
+use crate::tensor::Tensor;
 use crate::transforms::qat_lower::QatLower;
 use std::collections::BTreeMap;
 
@@ -67,41 +68,60 @@ pub fn lower(g: &mut Graph, weights: &mut Weights, spec: &QuantSpec) -> Result<(
     init_missing_scales(g, weights)
 }
 
-/// Every `fake_quant`'s scale gets the reference's initial value if the weights lack it.
-fn init_missing_scales(g: &Graph, weights: &mut Weights) -> Result<(), PassError> {
-    for id in g
+/// A weight that passes through `fake_quant`, by name.
+struct QuantizedWeight {
+    bits: Bits,
+    weight: String,
+    scale: String,
+}
+
+/// The `fake_quant` nodes of the graph whose operands are named weights.
+fn quantized_weights(g: &Graph) -> Result<Vec<QuantizedWeight>, PassError> {
+    let order = g
         .topo_order()
-        .map_err(|_| PassError::failed("qat", "cycle"))?
-    {
+        .map_err(|_| PassError::failed("qat", "the graph has a cycle"))?;
+    let mut found = vec![];
+    for id in order {
         let Op::FakeQuant { bits } = g.node(id).op else {
             continue;
         };
         let [w, s] = g.operands(id)[..] else { continue };
-        let (Op::Param { name: wname }, Op::Param { name: sname }) = (&g.node(w).op, &g.node(s).op)
-        else {
-            continue;
-        };
-        let weight = weights
-            .get(wname)
-            .ok_or_else(|| PassError::failed("qat", format!("no weight {wname}")))?;
-        let rows = weight.shape[0];
-        match weights.get(sname) {
+        if let (Op::Param { name: weight }, Op::Param { name: scale }) =
+            (&g.node(w).op, &g.node(s).op)
+        {
+            found.push(QuantizedWeight {
+                bits,
+                weight: weight.clone(),
+                scale: scale.clone(),
+            });
+        }
+    }
+    Ok(found)
+}
+
+fn weight<'a>(weights: &'a Weights, name: &str) -> Result<&'a Tensor, PassError> {
+    weights
+        .get(name)
+        .ok_or_else(|| PassError::failed("qat", format!("no value for weight {name}")))
+}
+
+/// Every `fake_quant`'s scale gets the reference's initial value if the weights lack it.
+fn init_missing_scales(g: &Graph, weights: &mut Weights) -> Result<(), PassError> {
+    for q in quantized_weights(g)? {
+        let w = weight(weights, &q.weight)?;
+        let rows = w.shape[0];
+        match weights.get(&q.scale) {
             Some(t) if t.shape == [rows, 1] => {}
             Some(t) => {
-                return Err(PassError::failed(
-                    "qat",
-                    format!(
-                        "scale {sname} has shape {:?}, expected [{rows}, 1]",
-                        t.shape
-                    ),
-                ))
+                let msg = format!(
+                    "scale {} has shape {:?}, expected [{rows}, 1]",
+                    q.scale, t.shape
+                );
+                return Err(PassError::failed("qat", msg));
             }
             None => {
-                let scales = init_scales(bits, &weight.data, weight.row_len());
-                weights.insert(
-                    sname.clone(),
-                    crate::tensor::Tensor::new(vec![rows, 1], scales),
-                );
+                let scales = init_scales(q.bits, &w.data, w.row_len());
+                weights.insert(q.scale, Tensor::new(vec![rows, 1], scales));
             }
         }
     }
@@ -112,25 +132,11 @@ fn init_missing_scales(g: &Graph, weights: &mut Weights) -> Result<(), PassError
 /// Q(W), scales dropped; everything else unchanged.
 pub fn materialize(g: &Graph, weights: &Weights) -> Result<Weights, PassError> {
     let mut out = weights.clone();
-    for id in g
-        .topo_order()
-        .map_err(|_| PassError::failed("qat", "cycle"))?
-    {
-        let Op::FakeQuant { bits } = g.node(id).op else {
-            continue;
-        };
-        let [w, s] = g.operands(id)[..] else { continue };
-        let (Op::Param { name: wname }, Op::Param { name: sname }) = (&g.node(w).op, &g.node(s).op)
-        else {
-            continue;
-        };
-        let (wt, st) = (&weights[wname], &weights[sname]);
-        let q = fake_quant(bits, &wt.data, &st.data, wt.row_len());
-        out.insert(
-            wname.clone(),
-            crate::tensor::Tensor::new(wt.shape.clone(), q),
-        );
-        out.remove(sname);
+    for q in quantized_weights(g)? {
+        let (w, s) = (weight(weights, &q.weight)?, weight(weights, &q.scale)?);
+        let values = fake_quant(q.bits, &w.data, &s.data, w.row_len());
+        out.insert(q.weight, Tensor::new(w.shape.clone(), values));
+        out.remove(&q.scale);
     }
     Ok(out)
 }

@@ -7,7 +7,7 @@
 //! live bytes (values, cotangents, weight gradients; not the weights) is reported.
 
 use super::kernels::AttnShape;
-use super::{check_inputs, eval_op, vjp, InterpError, Slot, ValRef, Value};
+use super::{bytes_of, check_inputs, forward, vjp, InterpError, Meter, Slot, ValRef, Value};
 use crate::import::Weights;
 use crate::ir::{Graph, NodeId, Op};
 use crate::tensor::Tensor;
@@ -30,31 +30,6 @@ fn saved_by(op: &Op) -> (&'static [usize], bool) {
         Op::Silu => (&[0], false),
         Op::LogSoftmax => (&[], true),
         Op::Rope { .. } | Op::Add | Op::Input { .. } | Op::Param { .. } => (&[], false),
-    }
-}
-
-/// Live-byte accounting.
-#[derive(Default)]
-struct Meter {
-    live: usize,
-    peak: usize,
-}
-
-impl Meter {
-    fn add(&mut self, bytes: usize) {
-        self.live += bytes;
-        self.peak = self.peak.max(self.live);
-    }
-    fn sub(&mut self, bytes: usize) {
-        self.live -= bytes.min(self.live);
-    }
-}
-
-fn bytes_of(slot: &Slot) -> usize {
-    match slot {
-        Slot::Weight(_) => 0,
-        Slot::Owned(Value::F32(t)) => t.numel() * 4,
-        Slot::Owned(Value::I32 { data, .. }) => data.len() * 4,
     }
 }
 
@@ -81,7 +56,7 @@ pub fn value_and_grad(
     let outputs = g
         .outputs()
         .iter()
-        .map(|o| owned(&slots[o]))
+        .map(|o| slots[o].to_value())
         .collect::<Vec<_>>();
     if !active.contains(&loss) {
         return Ok(GradResult {
@@ -128,13 +103,6 @@ pub fn value_and_grad(
         grads,
         peak_bytes: meter.peak,
     })
-}
-
-fn owned(slot: &Slot) -> Value {
-    match slot {
-        Slot::Weight(t) => Value::F32((*t).clone()),
-        Slot::Owned(v) => v.clone(),
-    }
 }
 
 fn g_shape(slots: &HashMap<NodeId, Slot>, id: NodeId) -> Vec<usize> {
@@ -211,59 +179,6 @@ fn release_reads(
             }
         }
     }
-}
-
-/// The forward run, keeping values that a backward rule will read.
-fn forward<'w>(
-    g: &Graph,
-    weights: &'w Weights,
-    inputs: Vec<Value>,
-    order: &[NodeId],
-    keep: &HashMap<NodeId, usize>,
-    meter: &mut Meter,
-) -> Result<HashMap<NodeId, Slot<'w>>, InterpError> {
-    let mut last_use: HashMap<NodeId, usize> = HashMap::new();
-    for (step, &id) in order.iter().enumerate() {
-        for o in g.operands(id) {
-            last_use.insert(o, step);
-        }
-    }
-    let mut slots: HashMap<NodeId, Slot> = HashMap::new();
-    for (id, v) in g.inputs().iter().zip(inputs) {
-        let s = Slot::Owned(v);
-        meter.add(bytes_of(&s));
-        slots.insert(*id, s);
-    }
-    for (step, &id) in order.iter().enumerate() {
-        match &g.node(id).op {
-            Op::Input { .. } => continue,
-            Op::Param { name } => {
-                let t = weights
-                    .get(name)
-                    .ok_or_else(|| InterpError::MissingWeight(name.clone()))?;
-                slots.insert(id, Slot::Weight(t));
-            }
-            op => {
-                let operands = g.operands(id);
-                let args: Vec<ValRef> = operands.iter().map(|o| slots[o].get()).collect();
-                let s = Slot::Owned(eval_op(op, &args)?);
-                meter.add(bytes_of(&s));
-                slots.insert(id, s);
-                for o in operands {
-                    let dead = last_use.get(&o) == Some(&step)
-                        && !keep.contains_key(&o)
-                        && !g.outputs().contains(&o);
-                    // Weights cost nothing to keep and rules read their shapes.
-                    if dead && !matches!(slots.get(&o), Some(Slot::Weight(_))) {
-                        if let Some(s) = slots.remove(&o) {
-                            meter.sub(bytes_of(&s));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(slots)
 }
 
 /// What a rule may read: the saved operand values (None for those not kept), the operands'

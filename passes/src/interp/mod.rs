@@ -64,6 +64,14 @@ pub(crate) enum Slot<'w> {
 }
 
 impl Slot<'_> {
+    /// An owned copy of the value (weights are cloned).
+    pub(crate) fn to_value(&self) -> Value {
+        match self {
+            Slot::Weight(t) => Value::F32((*t).clone()),
+            Slot::Owned(v) => v.clone(),
+        }
+    }
+
     pub(crate) fn get(&self) -> ValRef<'_> {
         match self {
             Slot::Weight(t) => ValRef::F32(t),
@@ -100,15 +108,66 @@ pub fn run(g: &Graph, weights: &Weights, inputs: Vec<Value>) -> Result<Vec<Value
         .topo_order()
         .map_err(|n| InterpError::Graph(format!("cycle through node {n:?}")))?;
     check_inputs(g, &inputs)?;
-    let last_use = last_uses(g, &order);
+    let slots = forward(
+        g,
+        weights,
+        inputs,
+        &order,
+        &HashMap::new(),
+        &mut Meter::default(),
+    )?;
+    Ok(g.outputs().iter().map(|o| slots[o].to_value()).collect())
+}
+
+/// Live-byte accounting.
+#[derive(Default)]
+pub(crate) struct Meter {
+    live: usize,
+    peak: usize,
+}
+
+impl Meter {
+    pub(crate) fn add(&mut self, bytes: usize) {
+        self.live += bytes;
+        self.peak = self.peak.max(self.live);
+    }
+    pub(crate) fn sub(&mut self, bytes: usize) {
+        self.live -= bytes.min(self.live);
+    }
+}
+
+pub(crate) fn bytes_of(slot: &Slot) -> usize {
+    match slot {
+        Slot::Weight(_) => 0,
+        Slot::Owned(Value::F32(t)) => t.numel() * 4,
+        Slot::Owned(Value::I32 { data, .. }) => data.len() * 4,
+    }
+}
+
+/// The forward run, keeping values that a backward rule will read.
+pub(crate) fn forward<'w>(
+    g: &Graph,
+    weights: &'w Weights,
+    inputs: Vec<Value>,
+    order: &[NodeId],
+    keep: &HashMap<NodeId, usize>,
+    meter: &mut Meter,
+) -> Result<HashMap<NodeId, Slot<'w>>, InterpError> {
+    let mut last_use: HashMap<NodeId, usize> = HashMap::new();
+    for (step, &id) in order.iter().enumerate() {
+        for o in g.operands(id) {
+            last_use.insert(o, step);
+        }
+    }
     let mut slots: HashMap<NodeId, Slot> = HashMap::new();
     for (id, v) in g.inputs().iter().zip(inputs) {
-        slots.insert(*id, Slot::Owned(v));
+        let s = Slot::Owned(v);
+        meter.add(bytes_of(&s));
+        slots.insert(*id, s);
     }
     for (step, &id) in order.iter().enumerate() {
-        let node = g.node(id);
-        match &node.op {
-            Op::Input { .. } => {}
+        match &g.node(id).op {
+            Op::Input { .. } => continue,
             Op::Param { name } => {
                 let t = weights
                     .get(name)
@@ -118,37 +177,24 @@ pub fn run(g: &Graph, weights: &Weights, inputs: Vec<Value>) -> Result<Vec<Value
             op => {
                 let operands = g.operands(id);
                 let args: Vec<ValRef> = operands.iter().map(|o| slots[o].get()).collect();
-                let v = eval_op(op, &args)?;
-                slots.insert(id, Slot::Owned(v));
+                let s = Slot::Owned(eval_op(op, &args)?);
+                meter.add(bytes_of(&s));
+                slots.insert(id, s);
                 for o in operands {
-                    if last_use.get(&o) == Some(&step) {
-                        slots.remove(&o);
+                    let dead = last_use.get(&o) == Some(&step)
+                        && !keep.contains_key(&o)
+                        && !g.outputs().contains(&o);
+                    // Weights cost nothing to keep and rules read their shapes.
+                    if dead && !matches!(slots.get(&o), Some(Slot::Weight(_))) {
+                        if let Some(s) = slots.remove(&o) {
+                            meter.sub(bytes_of(&s));
+                        }
                     }
                 }
             }
         }
     }
-    g.outputs()
-        .iter()
-        .map(|o| match &slots[o] {
-            Slot::Weight(t) => Ok(Value::F32((*t).clone())),
-            Slot::Owned(v) => Ok(v.clone()),
-        })
-        .collect()
-}
-
-/// The step after which each value is dead; outputs never die.
-fn last_uses(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, usize> {
-    let mut last = HashMap::new();
-    for (step, &id) in order.iter().enumerate() {
-        for o in g.operands(id) {
-            last.insert(o, step);
-        }
-    }
-    for o in g.outputs() {
-        last.insert(*o, usize::MAX);
-    }
-    last
+    Ok(slots)
 }
 
 /// Checks count, dtype and shape of the inputs, binding symbolic dimensions consistently.
