@@ -313,7 +313,11 @@ fn rope_parameters_of_transformers_5() {
     cfg["rope_parameters"] = serde_json::json!({"rope_theta": 100000.0, "rope_type": "default"});
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
     assert_eq!(load_model(dir.path()).unwrap().config.rope_theta, 100000.0);
-    cfg["rope_parameters"] = serde_json::json!({"rope_theta": 500000.0, "rope_type": "llama3", "factor": 32.0});
+    cfg["rope_parameters"] =
+        serde_json::json!({"rope_theta": 500000.0, "rope_type": "llama3", "factor": 32.0});
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
-    assert_mentions(&import_error(dir.path()), &["config.json", "rope_scaling", "llama3", "not supported"]);
+    assert_mentions(
+        &import_error(dir.path()),
+        &["config.json", "rope_scaling", "llama3", "not supported"],
+    );
 }

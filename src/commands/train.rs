@@ -213,7 +213,10 @@ fn progress(total: u64, at: u64) -> ProgressBar {
 }
 
 /// Training blocks, and held-out blocks (from --eval-data, else the last 5% of the training text).
-fn load_blocks(m: &Model, args: &Args) -> Result<(Vec<Vec<i32>>, Vec<Vec<i32>>)> {
+/// Token blocks of `--seq-len` ids.
+type Blocks = Vec<Vec<i32>>;
+
+fn load_blocks(m: &Model, args: &Args) -> Result<(Blocks, Blocks)> {
     let tokens = |path: &Path| -> Result<Vec<u32>> {
         let text = super::read_text(path)?;
         let jsonl = path.extension().is_some_and(|e| e == "jsonl");

@@ -261,7 +261,7 @@ fn infer_rope(x: &TensorType, head_dim: usize) -> Result<TensorType, String> {
     float_like(x)?;
     rank_is(x, 2, "rope input")?;
     match x.dims[1].fixed() {
-        Some(n) if head_dim > 0 && head_dim % 2 == 0 && n % head_dim == 0 => Ok(x.clone()),
+        Some(n) if head_dim > 0 && head_dim.is_multiple_of(2) && n % head_dim == 0 => Ok(x.clone()),
         _ => Err(format!(
             "rope: {x} is not a whole number of even heads of {head_dim}"
         )),
@@ -279,7 +279,7 @@ fn infer_attention(
         float_like(t)?;
         rank_is(t, 2, what)?;
     }
-    if kv_heads == 0 || heads % kv_heads != 0 {
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
         return Err(format!(
             "heads {heads} is not a multiple of kv_heads {kv_heads}"
         ));
