@@ -384,19 +384,16 @@ class LazyLoadDB:
         names = index.attrs.get("names", [])
         top = dict(zip(names, index))
         self.variables = self._offsets(top.get("variables"))
-        self.references = self._offsets(top.get("references"))
+        # environments referred to by the objects, kept as the index holds them (offset pairs)
+        refs = top.get("references")
+        self.references = dict(zip(refs.attrs.get("names", []), refs)) if refs else {}
 
     @staticmethod
     def _offsets(lst):
         if lst is None:
             return {}
         names = lst.attrs.get("names", [])
-        out = {}
-        for n, v in zip(names, lst):
-            while isinstance(v, list) and len(v) == 1 and isinstance(v[0], list):
-                v = v[0]
-            out[n] = (int(v[0]), int(v[1]))
-        return out
+        return {n: (int(v[0]), int(v[1])) for n, v in zip(names, lst)}
 
     def names(self):
         return list(self.variables)
