@@ -31,6 +31,9 @@ def main():
                     help="use only the first N tokens of the text (default: all)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="torch intra-op threads (default: all cores)")
+    ap.add_argument("--ids", metavar="FILE",
+                    help="score these token ids (one per line, e.g. from `paretoqc tokenize`) "
+                         "instead of tokenizing --text with transformers' tokenizer")
     ap.add_argument("--dump-ids", metavar="FILE",
                     help="write the token ids that are scored (after --max-tokens, before "
                          "dropping the remainder), one per line")
@@ -58,10 +61,14 @@ def main():
     model.eval()
     load_s = time.perf_counter() - t0
 
-    with open(args.text, encoding="utf-8") as f:
-        text = f.read()
-    tok.model_max_length = 1 << 62  # the text is one long string on purpose; windows come after
-    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if args.ids:
+        with open(args.ids) as f:
+            ids = [int(line) for line in f if line.strip()]
+    else:
+        with open(args.text, encoding="utf-8") as f:
+            text = f.read()
+        tok.model_max_length = 1 << 62  # the text is one long string on purpose; windows come after
+        ids = tok(text, add_special_tokens=False)["input_ids"]
     n_text = len(ids)
     if args.max_tokens is not None:
         ids = ids[: args.max_tokens]
