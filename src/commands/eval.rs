@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use pqc::interp::{self, Value};
+use pqc::interp::{self, Meter, Value};
 use pqc::pass::PassManager;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -27,6 +27,9 @@ pub struct Args {
     /// Score only the first N tokens of the text.
     #[arg(long)]
     pub max_tokens: Option<usize>,
+    /// Print the time spent in each kind of op.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -58,16 +61,14 @@ pub fn run(args: Args) -> Result<()> {
     );
     let start = Instant::now();
     let mut nll_sum = 0.0f64;
+    let mut meter = Meter::default();
     let per_window = args.ctx - 1;
     for (w, window) in ids.chunks_exact(args.ctx).enumerate() {
         let tokens: Vec<i32> = window[..per_window].iter().map(|&t| t as i32).collect();
         let targets: Vec<i32> = window[1..].iter().map(|&t| t as i32).collect();
-        let out = interp::run(
-            &graph,
-            &m.weights,
-            vec![Value::ids(tokens), Value::ids(targets)],
-        )
-        .with_context(|| format!("window {w}"))?;
+        let inputs = vec![Value::ids(tokens), Value::ids(targets)];
+        let out = interp::run_with_stats(&graph, &m.weights, inputs, &mut meter)
+            .with_context(|| format!("window {w}"))?;
         let loss = out[0].clone().into_f32()?.data[0] as f64;
         nll_sum += loss * per_window as f64;
         let done = (w + 1) * per_window;
@@ -77,10 +78,28 @@ pub fn run(args: Args) -> Result<()> {
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let scored = windows * per_window;
+    if args.profile {
+        print_profile(&meter, secs);
+    }
     println!("model: {} ({})", args.model.display(), m.format);
     println!("windows: {windows} x {} tokens", args.ctx);
     println!("tokens scored: {scored}");
     println!("tokens/s: {:.1}", scored as f64 / secs);
     println!("perplexity: {:.6}", (nll_sum / scored as f64).exp());
     Ok(())
+}
+
+fn print_profile(meter: &Meter, total: f64) {
+    println!(
+        "{:<14} {:>7} {:>10} {:>7}",
+        "op", "calls", "seconds", "share"
+    );
+    for (op, calls, t) in meter.op_times() {
+        let s = t.as_secs_f64();
+        println!("{op:<14} {calls:>7} {s:>10.3} {:>6.1}%", 100.0 * s / total);
+    }
+    println!(
+        "peak live activations: {:.1} MB",
+        meter.peak_bytes() as f64 / 1e6
+    );
 }

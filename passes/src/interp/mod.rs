@@ -13,7 +13,8 @@ use crate::import::Weights;
 use crate::ir::{Dim, Graph, NodeId, Op, TensorType};
 use crate::tensor::Tensor;
 use kernels::AttnShape;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 /// A runtime value: f32 tensor or i32 ids.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,26 +105,30 @@ impl<'a> ValRef<'a> {
 
 /// Runs the graph on `inputs` (in the order of the graph's inputs) and returns its outputs.
 pub fn run(g: &Graph, weights: &Weights, inputs: Vec<Value>) -> Result<Vec<Value>, InterpError> {
+    run_with_stats(g, weights, inputs, &mut Meter::default())
+}
+
+/// `run`, adding the time per op kind and the peak of live bytes to `meter`.
+pub fn run_with_stats(
+    g: &Graph,
+    weights: &Weights,
+    inputs: Vec<Value>,
+    meter: &mut Meter,
+) -> Result<Vec<Value>, InterpError> {
     let order = g
         .topo_order()
         .map_err(|n| InterpError::Graph(format!("cycle through node {n:?}")))?;
     check_inputs(g, &inputs)?;
-    let slots = forward(
-        g,
-        weights,
-        inputs,
-        &order,
-        &HashMap::new(),
-        &mut Meter::default(),
-    )?;
+    let slots = forward(g, weights, inputs, &order, &HashMap::new(), meter)?;
     Ok(g.outputs().iter().map(|o| slots[o].to_value()).collect())
 }
 
-/// Live-byte accounting.
-#[derive(Default)]
-pub(crate) struct Meter {
+/// What a run cost: live bytes (now and at the peak) and wall time per op kind.
+#[derive(Default, Debug)]
+pub struct Meter {
     live: usize,
     peak: usize,
+    op_time: BTreeMap<&'static str, (usize, Duration)>,
 }
 
 impl Meter {
@@ -131,8 +136,31 @@ impl Meter {
         self.live += bytes;
         self.peak = self.peak.max(self.live);
     }
+
     pub(crate) fn sub(&mut self, bytes: usize) {
         self.live -= bytes.min(self.live);
+    }
+
+    pub(crate) fn time(&mut self, op: &'static str, took: Duration) {
+        let e = self.op_time.entry(op).or_default();
+        e.0 += 1;
+        e.1 += took;
+    }
+
+    /// The most bytes of values alive at once (weights not counted).
+    pub fn peak_bytes(&self) -> usize {
+        self.peak
+    }
+
+    /// Calls and total time per op kind, slowest first.
+    pub fn op_times(&self) -> Vec<(&'static str, usize, Duration)> {
+        let mut v: Vec<_> = self
+            .op_time
+            .iter()
+            .map(|(k, (n, t))| (*k, *n, *t))
+            .collect();
+        v.sort_by(|a, b| b.2.cmp(&a.2));
+        v
     }
 }
 
@@ -177,7 +205,9 @@ pub(crate) fn forward<'w>(
             op => {
                 let operands = g.operands(id);
                 let args: Vec<ValRef> = operands.iter().map(|o| slots[o].get()).collect();
+                let start = std::time::Instant::now();
                 let s = Slot::Owned(eval_op(op, &args)?);
+                meter.time(op.name(), start.elapsed());
                 meter.add(bytes_of(&s));
                 slots.insert(id, s);
                 for o in operands {
