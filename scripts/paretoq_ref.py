@@ -5,8 +5,13 @@
   python3 scripts/paretoq_ref.py train --model DIR --bits B --data FILE --steps N --seq-len L
                                        --batch B --lr LR --out DIR [--threads T] [--seed S]
   python3 scripts/paretoq_ref.py compare-logits A.safetensors B.safetensors
+  python3 scripts/paretoq_ref.py compare-qw PARETOQC_QUANTIZE_DIR --model DIR --bits B
+  python3 scripts/paretoq_ref.py compare-grads PARETOQC_DIR|ADAM_M.safetensors REF_GRADS.safetensors
   python3 scripts/paretoq_ref.py compare-train DIR_A DIR_B --init MODEL --bits B
   python3 scripts/paretoq_ref.py CMD ARGS + CMD ARGS + ...   (several commands in one process)
+
+(`train --dump-grads F` also writes the first step's clipped gradients; `--precision f64` runs a
+float64 model around the float32 quantizer, as a ground truth for float-rounding comparisons.)
 
 The model is transformers' LlamaForCausalLM in float32, loaded from a Hugging Face folder, with the
 7 projections of every decoder layer (q/k/v/o_proj, gate/up/down_proj) replaced by the reference
@@ -147,11 +152,14 @@ def init_scale(w, w_bits):
     raise NotImplementedError(w_bits)
 
 
-def build(model_dir, bits, attn="sdpa", verbose=True, scales="auto"):
+def build(model_dir, bits, attn="sdpa", verbose=True, scales="auto", precision="f32"):
     """transformers' LlamaForCausalLM (float32) with the reference QuantizeLinear projections.
 
     scales: "auto" (the checkpoint's weight_clip_val when it has them, else the init rule),
     "checkpoint" (the same), or "init" (always the init rule, ignoring saved scales).
+    precision "f64" (a diagnostic): everything in float64 except the projections' latent weights
+    and scales, which stay float32 so that Q(W) and its STE masks are the reference's float32
+    function; QuantizeLinear casts Q(W) to the activations' dtype itself.
     Returns (model, where the scales came from: "checkpoint" | "init" | "none")."""
     import torch
     import transformers
@@ -192,8 +200,16 @@ def build(model_dir, bits, attn="sdpa", verbose=True, scales="auto"):
         src = "init"
     else:
         raise SystemExit(f"paretoq_ref: {model_dir} has weight_clip_val for {used} of {n} projections")
+    if precision == "f64":
+        model.double()
+        for layer in (model.model.layers if w_bits < 16 else []):
+            for block_name, projs in PROJECTIONS:
+                for p in projs:
+                    q = getattr(getattr(layer, block_name), p)
+                    q.float()
     if verbose:
-        print(f"paretoq_ref: {model_dir}: w_bits {w_bits}, scales from {src}", file=sys.stderr)
+        print(f"paretoq_ref: {model_dir}: w_bits {w_bits}, scales from {src}, {precision}",
+              file=sys.stderr)
     return model, src
 
 
@@ -205,13 +221,13 @@ def cmd_logits(a):
     ids = [int(t) for t in a.token_ids.split(",") if t.strip()]
     if not ids:
         raise SystemExit("paretoq_ref: --token-ids is empty")
-    model, src = build(a.model, a.bits, attn=a.attn, scales=a.scales)
+    model, src = build(a.model, a.bits, attn=a.attn, scales=a.scales, precision=a.precision)
     if a.scales == "checkpoint" and src != "checkpoint":
         raise SystemExit(f"paretoq_ref: {a.model} has no weight_clip_val (--scales checkpoint)")
     model.eval()
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids], dtype=torch.long)).logits[0]
-    save_file({"logits": logits.to(torch.float32).contiguous()}, a.out,
+    save_file({"logits": logits.contiguous()}, a.out,  # float64 with --precision f64
               metadata={"model": a.model, "bits": str(a.bits), "token_ids": a.token_ids})
     print(f"wrote logits {list(logits.shape)} to {a.out}")
 
@@ -269,7 +285,7 @@ def cmd_train(a):
     if not blocks:
         raise SystemExit(f"paretoq_ref: {a.data}: too few tokens ({len(ids)}) for blocks of {a.seq_len}")
 
-    model, src = build(a.model, a.bits, attn=a.attn)
+    model, src = build(a.model, a.bits, attn=a.attn, precision=a.precision)
     model.config.use_cache = False
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -285,9 +301,20 @@ def cmd_train(a):
         x = torch.tensor([blocks[i] for i in idx], dtype=torch.long)
         t0 = time.perf_counter()
         lrs.append(opt.param_groups[0]["lr"])
-        loss = model(input_ids=x, labels=x).loss
+        if a.precision == "f64":  # transformers' loss casts the logits to float32
+            logits = model(input_ids=x).logits
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+        else:
+            loss = model(input_ids=x, labels=x).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if step == 0 and a.dump_grads:
+            from safetensors.torch import save_file
+            save_file({n: p.grad.detach().contiguous()
+                       for n, p in model.named_parameters() if p.grad is not None},
+                      a.dump_grads, metadata={"grad_norm_before_clipping": str(float(norm)),
+                                              "loss": str(loss.item())})
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -334,11 +361,13 @@ def cmd_compare_logits(a):
 
 
 def run_losses(out):
-    for fn, key in (("ref_training.json", ("losses",)), ("checkpoint/state.json", ("losses",))):
+    """Per-step training losses of a run: the reference's ref_training.json or paretoqc's
+    checkpoint/state.json."""
+    for fn in ("ref_training.json", os.path.join("checkpoint", "state.json")):
         path = os.path.join(out, fn)
         if os.path.exists(path):
             with open(path) as f:
-                return json.load(f)[key[0]]
+                return json.load(f)["losses"]
     raise SystemExit(f"paretoq_ref: {out}: neither ref_training.json nor checkpoint/state.json")
 
 
@@ -393,6 +422,62 @@ def cmd_compare_train(a):
         print(f"weights-{n} {worst[n][0]:.3e} {worst[n][1]}")
 
 
+def cmd_compare_grads(a):
+    """Prints `grads <rel> <tensor>`: paretoqc's first-step gradient, recovered from the Adam first
+    moment of a 1-step run (m = (1 - beta1) g), against the reference's (train --dump-grads);
+    the max over tensors of max |g_pqc - g_ref| / max |g_ref|."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    path = a.pqc
+    if os.path.isdir(path):
+        path = os.path.join(path, "checkpoint", "adam_m.safetensors")
+    m = load_file(path)
+    g = load_file(a.ref_grads)
+    if "lm_head.weight" in m and "lm_head.weight" not in g:
+        g["lm_head.weight"] = g.get("model.embed_tokens.weight")
+    missing = sorted(k for k in g if k not in m)
+    if missing:
+        raise SystemExit(f"paretoq_ref: paretoqc has no moments for {missing[:5]}")
+    worst, name = 0.0, "-"
+    for k in sorted(g):
+        r = rel_err(m[k].astype(np.float64) / 0.1, g[k])
+        if r > worst or not math.isfinite(r):
+            worst, name = r, k
+    print(f"grads {worst:.3e} {name}")
+
+
+def cmd_compare_qw(a):
+    """Prints `qw <mismatching elements> <of total> <max |diff|> <tensor>`: the reference's Q(W)
+    of every projection of --model at --bits (QuantizeLinear applied to an identity matrix, which
+    is exact) against the weights of `paretoqc quantize` (a folder of Q(W))."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(a.threads)
+    model, _ = build(a.model, a.bits, verbose=False)
+    got = load_weights(a.quantized)
+    bad = total = 0
+    worst, name = 0.0, "-"
+    with torch.no_grad():
+        for i, layer in enumerate(model.model.layers):
+            for block_name, projs in PROJECTIONS:
+                for p in projs:
+                    q = getattr(getattr(layer, block_name), p)
+                    want = q(torch.eye(q.in_features, dtype=torch.float32)).T.numpy()
+                    k = f"model.layers.{i}.{block_name}.{p}.weight"
+                    have = got[k]
+                    if have.shape != want.shape:
+                        raise SystemExit(f"paretoq_ref: {k}: {have.shape} vs {want.shape}")
+                    diff = have != want
+                    bad += int(diff.sum())
+                    total += diff.size
+                    d = float(np.abs(have.astype(np.float64) - want).max())
+                    if d > worst:
+                        worst, name = d, k
+    print(f"qw {bad} {total} {worst:.3e} {name}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -405,6 +490,8 @@ def main():
         p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
         p.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"),
                        help="transformers attention implementation (default sdpa)")
+        p.add_argument("--precision", default="f32", choices=("f32", "f64"),
+                       help="f64: a float64 model around the float32 quantizer (diagnostic)")
 
     p = sub.add_parser("logits", help="fake-quant logits [T, V] of a list of token ids")
     common(p)
@@ -420,6 +507,21 @@ def main():
     p.add_argument("a")
     p.add_argument("b")
     p.set_defaults(fn=cmd_compare_logits)
+
+    p = sub.add_parser("compare-grads", help="first-step gradients: paretoqc's (from the Adam "
+                       "moment of a 1-step run) against the reference's (train --dump-grads)")
+    p.add_argument("pqc", help="output folder of a 1-step `paretoqc train` (or the "
+                   "checkpoint/adam_m.safetensors of a run stopped after step 1)")
+    p.add_argument("ref_grads", help="the reference's --dump-grads file")
+    p.set_defaults(fn=cmd_compare_grads)
+
+    p = sub.add_parser("compare-qw", help="Q(W) of every projection: the reference's against "
+                       "the output folder of `paretoqc quantize`; exact comparison")
+    p.add_argument("quantized", help="output folder of `paretoqc quantize MODEL --bits B`")
+    p.add_argument("--model", required=True, help="the folder that was quantized")
+    p.add_argument("--bits", required=True)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.set_defaults(fn=cmd_compare_qw)
 
     p = sub.add_parser("compare-train", help="two training runs from the same start: losses "
                        "and final weights (paretoqc's checkpoint/state.json or ref_training.json)")
@@ -441,6 +543,8 @@ def main():
                    help="block order: paretoqc's (same --seed, same batches) or torch.randperm")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--verbose", action="store_true", help="print every step")
+    p.add_argument("--dump-grads", metavar="FILE",
+                   help="write the first step's gradients (after clipping) as safetensors")
     p.set_defaults(fn=cmd_train)
 
     # Several commands in one process (torch is slow to import): `CMD ARGS + CMD ARGS + ...`.

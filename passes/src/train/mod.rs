@@ -10,6 +10,7 @@ use crate::interp::{self, grad, InterpError, Value};
 use crate::ir::Graph;
 use crate::tensor::Tensor;
 use optim::{AdamW, AdamWConfig};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 /// What one step did.
@@ -40,10 +41,17 @@ pub fn train_step(
     lr: f64,
     cfg: &AdamWConfig,
 ) -> Result<StepStats, InterpError> {
+    // The blocks of a batch run in parallel (small matrices gain more from that than from
+    // splitting each matmul); their gradients are summed in batch order, so results do not
+    // depend on the thread count.
+    let results: Vec<_> = batch
+        .par_iter()
+        .map(|block| grad::value_and_grad(g, weights, inputs(block), &|_| true))
+        .collect();
     let mut sum: BTreeMap<String, Tensor> = BTreeMap::new();
     let (mut loss, mut peak) = (0.0, 0);
-    for block in batch {
-        let r = grad::value_and_grad(g, weights, inputs(block), &|_| true)?;
+    for r in results {
+        let r = r?;
         loss += r.outputs[0].clone().into_f32()?.data[0] as f64;
         peak = peak.max(r.peak_bytes);
         for (name, gr) in r.grads {
@@ -55,6 +63,8 @@ pub fn train_step(
             }
         }
     }
+    // Up to one block per thread is alive at once.
+    peak *= batch.len().min(rayon::current_num_threads());
     let scale = 1.0 / batch.len() as f32;
     sum.values_mut()
         .for_each(|t| t.data.iter_mut().for_each(|v| *v *= scale));
