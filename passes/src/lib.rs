@@ -2,6 +2,7 @@
 //! interpreter, the pass manager and the passes. Code generation sits behind cargo features so
 //! that this crate builds and tests without LLVM or MLIR.
 
+pub mod eval;
 pub mod import;
 pub mod interp;
 pub mod ir;

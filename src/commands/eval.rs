@@ -3,10 +3,10 @@
 //! the remainder shorter than a window is dropped; no BOS is added. The last line printed is
 //! `perplexity: <value>`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use pqc::interp::{self, Meter, Value};
-use pqc::pass::PassManager;
+use pqc::eval::perplexity;
+use pqc::interp::Meter;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -33,59 +33,42 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.ctx < 2 {
-        bail!("--ctx must be at least 2 (one token of context, one to predict)");
-    }
     let mut m = super::load(&args.model)?;
     if let Some(spec) = args.quant.spec()? {
         super::quant_args::apply(&mut m, &spec, &args.model.display().to_string())?;
     }
     let mut ids = super::tokenize::encode(&m, &super::read_text(&args.text)?, &args.text)?;
     ids.truncate(args.max_tokens.unwrap_or(ids.len()));
-    let windows = ids.len() / args.ctx;
-    if windows == 0 {
-        bail!(
-            "{}: {} tokens is shorter than one window of --ctx {}",
-            args.text.display(),
-            ids.len(),
-            args.ctx
-        );
-    }
-    let mut graph = m.graph.clone();
-    PassManager::parse("add-loss")?.run(&mut graph, &mut std::io::sink())?;
-
+    let windows = ids.len() / args.ctx.max(1);
     let bar = ProgressBar::new(windows as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} windows  {msg}  eta {eta}")
             .expect("valid template"),
     );
     let start = Instant::now();
-    let mut nll_sum = 0.0f64;
     let mut meter = Meter::default();
-    let per_window = args.ctx - 1;
-    for (w, window) in ids.chunks_exact(args.ctx).enumerate() {
-        let tokens: Vec<i32> = window[..per_window].iter().map(|&t| t as i32).collect();
-        let targets: Vec<i32> = window[1..].iter().map(|&t| t as i32).collect();
-        let inputs = vec![Value::ids(tokens), Value::ids(targets)];
-        let out = interp::run_with_stats(&graph, &m.weights, inputs, &mut meter)
-            .with_context(|| format!("window {w}"))?;
-        let loss = out[0].clone().into_f32()?.data[0] as f64;
-        nll_sum += loss * per_window as f64;
-        let done = (w + 1) * per_window;
-        bar.set_message(format!("ppl {:.3}", (nll_sum / done as f64).exp()));
-        bar.inc(1);
-    }
+    let ppl = perplexity(
+        &m.graph,
+        &m.weights,
+        &ids,
+        args.ctx,
+        &mut meter,
+        |done, so_far| {
+            bar.set_position(done as u64);
+            bar.set_message(format!("ppl {:.3}", so_far.value()));
+        },
+    )
+    .with_context(|| args.text.display().to_string())?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
-    let scored = windows * per_window;
     if args.profile {
         print_profile(&meter, secs);
     }
     println!("model: {} ({})", args.model.display(), m.format);
-    println!("windows: {windows} x {} tokens", args.ctx);
-    println!("tokens scored: {scored}");
-    println!("tokens/s: {:.1}", scored as f64 / secs);
-    println!("perplexity: {:.6}", (nll_sum / scored as f64).exp());
+    println!("windows: {} x {} tokens", ppl.windows, args.ctx);
+    println!("tokens scored: {}", ppl.scored);
+    println!("tokens/s: {:.1}", ppl.scored as f64 / secs);
+    println!("perplexity: {:.6}", ppl.value());
     Ok(())
 }
 
