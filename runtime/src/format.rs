@@ -1,0 +1,379 @@
+//! Packed weight formats. Every quantized projection is stored row by row; a row of `cols` weights
+//! is `ceil(cols / 64)` blocks of 64 weights, the last block padded with code 0, and the row has
+//! one f32 scale (ParetoQ's per-row α). Kernels must not read the padded weights' products: they
+//! handle the tail of a row themselves. Each block is a `#[repr(C)]` struct whose size is checked
+//! at compile time; `decode` is the plain reference that kernels are tested against.
+//!
+//! Codes and values (`../shared/paretoq-spec.md` section 2.4; α is the row's scale):
+//!
+//! | format | code c | stored | value |
+//! | --- | --- | --- | --- |
+//! | 1 bit | ±1 | bit = (c+1)/2 | c·α |
+//! | 1.58 bits | {-1,0,1} | base-3 digit c+1 | c·(α/1.5) |
+//! | 2 bits | {-2..1} | c+2 | (c+0.5)·(α/2) |
+//! | 3 bits | {-4..3} | c+4 | c·α |
+//! | 4 bits | {-8..7} | c+8 | c·α |
+
+use std::fmt;
+
+/// Weights per block, for every format.
+pub const BLOCK: usize = 64;
+
+/// A packed weight format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    Bin1,
+    Ternary,
+    Int2,
+    Int3,
+    Int4,
+}
+
+impl Format {
+    pub const ALL: [Format; 5] = [
+        Format::Bin1,
+        Format::Ternary,
+        Format::Int2,
+        Format::Int3,
+        Format::Int4,
+    ];
+
+    /// The name used in manifests and plans: "1", "1.58", "2", "3", "4".
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Bin1 => "1",
+            Format::Ternary => "1.58",
+            Format::Int2 => "2",
+            Format::Int3 => "3",
+            Format::Int4 => "4",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.name() == s)
+    }
+
+    /// Bytes of one block of 64 weights.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Format::Bin1 => std::mem::size_of::<Block1>(),
+            Format::Ternary => std::mem::size_of::<BlockT>(),
+            Format::Int2 => std::mem::size_of::<Block2>(),
+            Format::Int3 => std::mem::size_of::<Block3>(),
+            Format::Int4 => std::mem::size_of::<Block4>(),
+        }
+    }
+
+    /// The smallest and largest code.
+    pub fn code_range(self) -> (i8, i8) {
+        match self {
+            Format::Bin1 => (-1, 1),
+            Format::Ternary => (-1, 1),
+            Format::Int2 => (-2, 1),
+            Format::Int3 => (-4, 3),
+            Format::Int4 => (-8, 7),
+        }
+    }
+
+    /// The weight a code stands for, given the row's scale α.
+    pub fn value(self, code: i8, alpha: f32) -> f32 {
+        let c = code as f32;
+        match self {
+            Format::Ternary => c * (alpha / 1.5),
+            Format::Int2 => (c + 0.5) * (alpha / 2.0),
+            Format::Bin1 | Format::Int3 | Format::Int4 => c * alpha,
+        }
+    }
+
+    /// Bytes of a packed row's codes.
+    pub fn row_bytes(self, cols: usize) -> usize {
+        cols.div_ceil(BLOCK) * self.block_bytes()
+    }
+
+    /// Bytes of a packed `rows x cols` matrix: codes plus one f32 scale per row.
+    pub fn matrix_bytes(self, rows: usize, cols: usize) -> usize {
+        rows * (self.row_bytes(cols) + 4)
+    }
+
+    /// Packs one row of codes (each within `code_range`) into blocks.
+    pub fn pack_row(self, codes: &[i8], out: &mut Vec<u8>) {
+        for chunk in codes.chunks(BLOCK) {
+            let mut block = [0i8; BLOCK];
+            block[..chunk.len()].copy_from_slice(chunk);
+            if self == Format::Bin1 {
+                // Padding must be a valid 1-bit code.
+                block[chunk.len()..].fill(1);
+            }
+            match self {
+                Format::Bin1 => out.extend_from_slice(&Block1::encode(&block).bits),
+                Format::Ternary => out.extend_from_slice(&BlockT::encode(&block).trits),
+                Format::Int2 => out.extend_from_slice(&Block2::encode(&block).crumbs),
+                Format::Int3 => {
+                    let b = Block3::encode(&block);
+                    out.extend_from_slice(&b.low);
+                    out.extend_from_slice(&b.high);
+                }
+                Format::Int4 => out.extend_from_slice(&Block4::encode(&block).nibbles),
+            }
+        }
+    }
+
+    /// Decodes the first `cols` codes of a packed row.
+    pub fn unpack_row(self, bytes: &[u8], cols: usize) -> Vec<i8> {
+        let bb = self.block_bytes();
+        let mut codes = Vec::with_capacity(cols.div_ceil(BLOCK) * BLOCK);
+        for block in bytes.chunks_exact(bb).take(cols.div_ceil(BLOCK)) {
+            let decoded = match self {
+                Format::Bin1 => Block1 {
+                    bits: block.try_into().unwrap(),
+                }
+                .decode(),
+                Format::Ternary => BlockT {
+                    trits: block.try_into().unwrap(),
+                }
+                .decode(),
+                Format::Int2 => Block2 {
+                    crumbs: block.try_into().unwrap(),
+                }
+                .decode(),
+                Format::Int3 => Block3 {
+                    low: block[..16].try_into().unwrap(),
+                    high: block[16..].try_into().unwrap(),
+                }
+                .decode(),
+                Format::Int4 => Block4 {
+                    nibbles: block.try_into().unwrap(),
+                }
+                .decode(),
+            };
+            codes.extend_from_slice(&decoded);
+        }
+        codes.truncate(cols);
+        codes
+    }
+
+    /// The reference dequantizer: a packed row and its scale to f32 weights.
+    pub fn dequantize_row(self, bytes: &[u8], alpha: f32, cols: usize) -> Vec<f32> {
+        self.unpack_row(bytes, cols)
+            .into_iter()
+            .map(|c| self.value(c, alpha))
+            .collect()
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// 1 bit: bit `i % 8` of byte `i / 8` (a little-endian u64) is weight i; set means +1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block1 {
+    pub bits: [u8; 8],
+}
+
+/// Ternary, base 3 with digit d = c + 1: byte j < 12 holds weights j, 12+j, 24+j, 36+j, 48+j
+/// as digits 0..4 (byte = d0 + 3 d1 + 9 d2 + 27 d3 + 81 d4); byte 12 holds weights 60..63 as
+/// digits 0..3. 1.625 bits per weight.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockT {
+    pub trits: [u8; 13],
+}
+
+/// 2 bits, u = c + 2: bits 2t..2t+1 of byte j (j < 16) hold weight 16t + j, so one 16-byte load
+/// and a shift by 2t gives 16 consecutive weights.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block2 {
+    pub crumbs: [u8; 16],
+}
+
+/// 3 bits, u = c + 4: the low two bits in the 2-bit layout, the high bit in the 1-bit layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block3 {
+    pub low: [u8; 16],
+    pub high: [u8; 8],
+}
+
+/// 4 bits, u = c + 8: byte j (j < 32) holds weight j in its low nibble and weight 32 + j in its
+/// high nibble.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block4 {
+    pub nibbles: [u8; 32],
+}
+
+const _: () = assert!(std::mem::size_of::<Block1>() == 8);
+const _: () = assert!(std::mem::size_of::<BlockT>() == 13);
+const _: () = assert!(std::mem::size_of::<Block2>() == 16);
+const _: () = assert!(std::mem::size_of::<Block3>() == 24);
+const _: () = assert!(std::mem::size_of::<Block4>() == 32);
+
+fn bits_of(codes: impl Fn(usize) -> bool) -> [u8; 8] {
+    let word = (0..BLOCK).fold(0u64, |w, i| w | ((codes(i) as u64) << i));
+    word.to_le_bytes()
+}
+
+fn bit_at(bits: &[u8; 8], i: usize) -> bool {
+    u64::from_le_bytes(*bits) >> i & 1 == 1
+}
+
+fn crumbs_of(unsigned: impl Fn(usize) -> u8) -> [u8; 16] {
+    std::array::from_fn(|j| (0..4).fold(0u8, |b, t| b | (unsigned(16 * t + j) & 3) << (2 * t)))
+}
+
+fn crumb_at(crumbs: &[u8; 16], i: usize) -> u8 {
+    crumbs[i % 16] >> (2 * (i / 16)) & 3
+}
+
+impl Block1 {
+    pub fn encode(codes: &[i8; BLOCK]) -> Self {
+        Block1 {
+            bits: bits_of(|i| codes[i] > 0),
+        }
+    }
+    pub fn decode(&self) -> [i8; BLOCK] {
+        std::array::from_fn(|i| if bit_at(&self.bits, i) { 1 } else { -1 })
+    }
+}
+
+/// Where weight i of a ternary block lives: (byte, power of three).
+fn trit_slot(i: usize) -> (usize, u32) {
+    if i < 60 {
+        (i % 12, (i / 12) as u32)
+    } else {
+        (12, (i - 60) as u32)
+    }
+}
+
+impl BlockT {
+    pub fn encode(codes: &[i8; BLOCK]) -> Self {
+        let mut trits = [0u8; 13];
+        for (i, &c) in codes.iter().enumerate() {
+            let (byte, power) = trit_slot(i);
+            trits[byte] += (c + 1) as u8 * 3u8.pow(power);
+        }
+        BlockT { trits }
+    }
+    pub fn decode(&self) -> [i8; BLOCK] {
+        std::array::from_fn(|i| {
+            let (byte, power) = trit_slot(i);
+            (self.trits[byte] / 3u8.pow(power) % 3) as i8 - 1
+        })
+    }
+}
+
+impl Block2 {
+    pub fn encode(codes: &[i8; BLOCK]) -> Self {
+        Block2 {
+            crumbs: crumbs_of(|i| (codes[i] + 2) as u8),
+        }
+    }
+    pub fn decode(&self) -> [i8; BLOCK] {
+        std::array::from_fn(|i| crumb_at(&self.crumbs, i) as i8 - 2)
+    }
+}
+
+impl Block3 {
+    pub fn encode(codes: &[i8; BLOCK]) -> Self {
+        let u = |i: usize| (codes[i] + 4) as u8;
+        Block3 {
+            low: crumbs_of(u),
+            high: bits_of(|i| u(i) & 4 != 0),
+        }
+    }
+    pub fn decode(&self) -> [i8; BLOCK] {
+        std::array::from_fn(|i| {
+            let u = crumb_at(&self.low, i) | (bit_at(&self.high, i) as u8) << 2;
+            u as i8 - 4
+        })
+    }
+}
+
+impl Block4 {
+    pub fn encode(codes: &[i8; BLOCK]) -> Self {
+        let u = |i: usize| (codes[i] + 8) as u8;
+        Block4 {
+            nibbles: std::array::from_fn(|j| u(j) | u(32 + j) << 4),
+        }
+    }
+    pub fn decode(&self) -> [i8; BLOCK] {
+        std::array::from_fn(|i| {
+            let b = self.nibbles[i % 32];
+            (if i < 32 { b & 15 } else { b >> 4 }) as i8 - 8
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic stream of codes in the format's range.
+    fn codes(f: Format, n: usize, seed: u64) -> Vec<i8> {
+        let (lo, hi) = f.code_range();
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let c = lo + ((s >> 33) % (hi - lo + 1) as u64) as i8;
+                if f == Format::Bin1 && c == 0 {
+                    1
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_format_round_trips_any_row_length() {
+        for f in Format::ALL {
+            for cols in [1, 5, 63, 64, 65, 100, 576, 1536] {
+                let c = codes(f, cols, cols as u64);
+                let mut bytes = Vec::new();
+                f.pack_row(&c, &mut bytes);
+                assert_eq!(bytes.len(), f.row_bytes(cols), "{f} {cols}");
+                assert_eq!(f.unpack_row(&bytes, cols), c, "{f} {cols}");
+            }
+        }
+    }
+
+    #[test]
+    fn layouts_are_the_documented_ones() {
+        let mut c = [0i8; BLOCK];
+        c[17] = 1; // 2-bit: weight 17 = 16*1 + 1 -> byte 1, bits 2..3
+        let b = Block2::encode(&c);
+        assert_eq!(b.crumbs[1], 0b10_10_11_10);
+        assert_eq!(b.crumbs[0], 0b10_10_10_10);
+        let mut c4 = [0i8; BLOCK];
+        c4[33] = 7;
+        assert_eq!(Block4::encode(&c4).nibbles[1], 0xF8);
+        let mut ct = [0i8; BLOCK];
+        ct[13] = 1; // byte 1, digit 1
+        ct[61] = -1; // byte 12, digit 1
+        let t = BlockT::encode(&ct);
+        assert_eq!(t.trits[1], 1 + 2 * 3 + 9 + 27 + 81);
+        assert_eq!(t.trits[12], 1 + 0 + 9 + 27);
+    }
+
+    #[test]
+    fn values_follow_the_spec() {
+        assert_eq!(Format::Int2.value(-2, 0.5), -0.375);
+        assert_eq!(Format::Int2.value(1, 0.5), 0.375);
+        assert_eq!(Format::Int4.value(-8, 0.25), -2.0);
+        assert_eq!(Format::Ternary.value(1, 1.5), 1.0);
+        assert_eq!(
+            Format::matrix_bytes(Format::Ternary, 2, 576),
+            2 * (9 * 13 + 4)
+        );
+    }
+}
