@@ -7,6 +7,7 @@ pub mod import;
 pub mod interp;
 pub mod ir;
 pub mod opt;
+pub mod pack;
 pub mod pass;
 pub mod qat;
 pub mod quant;

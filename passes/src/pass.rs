@@ -124,6 +124,10 @@ pub const PASS_NAMES: &[(&str, &str)] = &[
         "qat-lower",
         "puts fake_quant on the seven projections of each block (option bits=1|1.58|2|3|4|16)",
     ),
+    (
+        "pack-weights",
+        "turns linear of fake_quant into packed_linear over integer codes in the runtime's block format",
+    ),
 ];
 
 /// Builds a pass from its spec; the one place that knows every pass.
@@ -147,6 +151,10 @@ pub fn create_pass(spec: &PassSpec) -> Result<Box<dyn Pass>, PassError> {
         "qat-lower" => Ok(Box::new(transforms::qat_lower::QatLower::from_options(
             &spec.options,
         )?)),
+        "pack-weights" => {
+            no_options(spec)?;
+            Ok(Box::new(transforms::pack_weights::PackWeights))
+        }
         _ => Err(unknown()),
     }
 }

@@ -226,6 +226,42 @@ pub fn fake_quant(bits: Bits, w: &[f32], scale: &[f32], cols: usize) -> Vec<f32>
     out
 }
 
+/// The integer codes of a [rows, cols] weight for packed storage (`paretoqc-spec.md` 2.4), with
+/// the scales the packed values use (floored at 1e-5 as the quantizer does). With
+/// `paretoqc_runtime::format::Format::value`, code and scale give back `fake_quant` exactly at 2,
+/// 3 and 4 bits; ternary is `c·(α/1.5)` against the quantizer's `(c/1.5)·α` (within one
+/// rounding); at 1 bit an exact zero weight (Q = 0) packs as +1 (Q = +α).
+pub fn codes(bits: Bits, w: &[f32], scale: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
+    let floored: Vec<f32> = scale.iter().map(|&a| floor_scale(a)).collect();
+    let mut out = Vec::with_capacity(w.len());
+    for (row, &a) in w.chunks(cols).zip(&floored) {
+        out.extend(row.iter().map(|&wi| code(bits, wi, wi / a)));
+    }
+    (out, floored)
+}
+
+fn code(bits: Bits, w: f32, x: f32) -> i8 {
+    let c = match bits {
+        Bits::One => {
+            if w < 0.0 {
+                -1.0
+            } else {
+                1.0
+            }
+        }
+        Bits::Ternary | Bits::Two => {
+            let (k, s) = seq_params(bits);
+            (x.clamp(-SEQ_CLIP, SEQ_CLIP) * k - s).round_ties_even()
+        }
+        Bits::Three | Bits::Four => {
+            let (qn, qp) = lsq_range(bits);
+            x.round_ties_even().clamp(qn, qp)
+        }
+        Bits::Full => panic!("16-bit weights have no codes"),
+    };
+    c as i8
+}
+
 /// Gradients of L with respect to W and to the scales, given G = dL/dQ.
 pub struct FakeQuantGrad {
     pub dw: Vec<f32>,

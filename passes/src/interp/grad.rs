@@ -30,6 +30,7 @@ fn saved_by(op: &Op) -> (&'static [usize], bool) {
         Op::Silu => (&[0], false),
         Op::LogSoftmax => (&[], true),
         Op::Rope { .. } | Op::Add | Op::Input { .. } | Op::Param { .. } => (&[], false),
+        Op::PackedLinear { .. } => (&[], false),
     }
 }
 
@@ -266,5 +267,10 @@ fn rule(op: &Op, dy: &[f32], a: &Args) -> Result<Vec<Option<Vec<f32>>>, InterpEr
             vec![Some(r.dw), Some(r.dscale)]
         }
         Op::Input { .. } | Op::Param { .. } => vec![],
+        Op::PackedLinear { .. } => {
+            return Err(InterpError::Graph(
+                "packed_linear has no gradient: train before packing".into(),
+            ))
+        }
     })
 }

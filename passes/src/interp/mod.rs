@@ -335,6 +335,9 @@ pub(crate) fn eval_op(op: &Op, a: &[ValRef]) -> Result<Value, InterpError> {
                 crate::quant::fake_quant(*bits, &w.data, &scale.data, w.row_len()),
             )
         }
+        Op::PackedLinear { .. } => Err(InterpError::Graph(
+            "packed_linear (stage packed) runs in the runtime: compile the model and run the artifact".into(),
+        )),
         Op::Input { .. } | Op::Param { .. } => {
             Err(InterpError::Graph("leaf evaluated as an op".into()))
         }

@@ -53,6 +53,14 @@ pub enum Op {
     FakeQuant {
         bits: Bits,
     },
+    /// `packed_linear %x[..,K], %codes[N,B], %scale[N,1]` -> `[..,N]`: `linear` with a weight
+    /// stored as integer codes in the runtime's block format for `bits` (B bytes per row) and one
+    /// scale per row (`paretoqc_runtime::format`). Executed by the runtime, not the interpreter.
+    PackedLinear {
+        bits: Bits,
+        /// K: the row length, which the byte count B alone does not give.
+        cols: usize,
+    },
 }
 
 /// An attribute value as it appears in the text form.
@@ -97,6 +105,7 @@ impl Op {
             Op::LogSoftmax => "log_softmax",
             Op::CrossEntropy => "cross_entropy",
             Op::FakeQuant { .. } => "fake_quant",
+            Op::PackedLinear { .. } => "packed_linear",
         }
     }
 
@@ -107,7 +116,7 @@ impl Op {
             Op::Rope { .. } | Op::Silu | Op::LogSoftmax => 1,
             Op::Embedding | Op::RmsNorm { .. } | Op::Linear | Op::Mul | Op::Add => 2,
             Op::CrossEntropy | Op::FakeQuant { .. } => 2,
-            Op::Attention { .. } => 3,
+            Op::Attention { .. } | Op::PackedLinear { .. } => 3,
         }
     }
 
@@ -132,6 +141,7 @@ impl Op {
                 ("bits", bits_attr(*bits)),
                 ("quantizer", Attr::Str(bits.quantizer().into())),
             ],
+            Op::PackedLinear { bits, cols } => vec![("bits", bits_attr(*bits)), ("cols", u(*cols))],
             _ => vec![],
         }
     }
@@ -171,6 +181,10 @@ impl Op {
                 }
                 Op::FakeQuant { bits }
             }
+            "packed_linear" => Op::PackedLinear {
+                bits: Bits::parse(&a.get("bits")?.to_string())?,
+                cols: a.usize("cols")?,
+            },
             other => return Err(format!("unknown op `{other}`")),
         };
         a.finish(name)?;
@@ -205,6 +219,7 @@ impl Op {
             Op::LogSoftmax => float_like(args[0]),
             Op::CrossEntropy => infer_cross_entropy(args[0], args[1]),
             Op::FakeQuant { .. } => infer_fake_quant(args[0], args[1]),
+            Op::PackedLinear { bits, cols } => infer_packed_linear(args, *bits, *cols),
         }
     }
 }
@@ -336,6 +351,52 @@ fn infer_fake_quant(w: &TensorType, scale: &TensorType) -> Result<TensorType, St
         ));
     }
     Ok(w.clone())
+}
+
+/// The runtime's packed format of a quantized bit width (`Full` has none).
+pub fn packed_format(bits: Bits) -> Option<paretoqc_runtime::format::Format> {
+    use paretoqc_runtime::format::Format;
+    match bits {
+        Bits::One => Some(Format::Bin1),
+        Bits::Ternary => Some(Format::Ternary),
+        Bits::Two => Some(Format::Int2),
+        Bits::Three => Some(Format::Int3),
+        Bits::Four => Some(Format::Int4),
+        Bits::Full => None,
+    }
+}
+
+fn infer_packed_linear(
+    args: &[&TensorType],
+    bits: Bits,
+    cols: usize,
+) -> Result<TensorType, String> {
+    let (x, codes, scale) = (args[0], args[1], args[2]);
+    float_like(x)?;
+    float_like(scale)?;
+    let format = packed_format(bits).ok_or("packed_linear needs a width below 16 bits")?;
+    if codes.dtype != DType::U8 || codes.rank() != 2 {
+        return Err(format!(
+            "packed_linear codes must be u8[rows, bytes], got {codes}"
+        ));
+    }
+    let want = Dim::Fixed(format.row_bytes(cols));
+    if codes.dims[1] != want {
+        return Err(format!(
+            "packed_linear: {cols} {bits}-bit weights per row take {want} bytes, codes are {codes}"
+        ));
+    }
+    if scale.dims != [codes.dims[0].clone(), Dim::Fixed(1)] {
+        return Err(format!(
+            "packed_linear scale {scale} must be [rows, 1] for codes {codes}"
+        ));
+    }
+    if x.rank() == 0 || x.last() != Some(&Dim::Fixed(cols)) {
+        return Err(format!(
+            "packed_linear: input {x} does not have {cols} columns"
+        ));
+    }
+    Ok(x.with_last(codes.dims[0].clone()))
 }
 
 /// Reads typed attributes out of a parsed map and notices the ones nobody asked for.

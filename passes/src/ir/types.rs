@@ -7,6 +7,8 @@ use std::fmt;
 pub enum DType {
     F32,
     I32,
+    /// Bytes: the packed codes of low-bit weights.
+    U8,
 }
 
 impl DType {
@@ -14,6 +16,7 @@ impl DType {
         match self {
             DType::F32 => "f32",
             DType::I32 => "i32",
+            DType::U8 => "u8",
         }
     }
 
@@ -21,6 +24,7 @@ impl DType {
         match s {
             "f32" => Some(DType::F32),
             "i32" => Some(DType::I32),
+            "u8" => Some(DType::U8),
             _ => None,
         }
     }

@@ -19,6 +19,9 @@ pub enum Stage {
     Model,
     /// After `qat-lower`: projection weights pass through `fake_quant`.
     Qat,
+    /// After `pack-weights`: quantized projections are `packed_linear` over integer codes; only
+    /// the runtime executes this stage.
+    Packed,
 }
 
 impl Stage {
@@ -26,6 +29,7 @@ impl Stage {
     pub fn of_op(op: &Op) -> Stage {
         match op {
             Op::FakeQuant { .. } => Stage::Qat,
+            Op::PackedLinear { .. } => Stage::Packed,
             _ => Stage::Model,
         }
     }

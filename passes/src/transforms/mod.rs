@@ -2,4 +2,5 @@
 
 pub mod add_loss;
 pub mod dce;
+pub mod pack_weights;
 pub mod qat_lower;
