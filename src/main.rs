@@ -41,6 +41,8 @@ enum Command {
     Quantize(commands::quantize::Args),
     Diff(commands::diff::Args),
     Init(commands::init::Args),
+    Compile(commands::compile::Args),
+    Run(commands::run::Args),
 }
 
 /// Output piped into `head` ends the program quietly, as for other Unix tools, instead of a
@@ -77,6 +79,8 @@ fn main() -> ExitCode {
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Diff(a) => commands::diff::run(a),
         Command::Init(a) => commands::init::run(a),
+        Command::Compile(a) => commands::compile::run(a),
+        Command::Run(a) => commands::run::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

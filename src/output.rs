@@ -49,6 +49,28 @@ pub fn write_dir(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Resul
         .with_context(|| format!("{}: cannot rename into place", target.display()))
 }
 
+/// Writes a folder like `write_dir`, but replaces a previous output at `target`: the new folder
+/// is complete before the old one is moved aside and removed.
+pub fn replace_dir(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if !target.exists() {
+        return write_dir(target, fill);
+    }
+    let fresh = temp_path(&target.with_file_name(format!(
+        "{}.new",
+        target.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    )));
+    write_dir(&fresh, fill)?;
+    let old = temp_path(&target.with_file_name(format!(
+        "{}.old",
+        target.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    )));
+    std::fs::rename(target, &old)
+        .with_context(|| format!("{}: cannot move aside", target.display()))?;
+    std::fs::rename(&fresh, target)
+        .with_context(|| format!("{}: cannot rename into place", target.display()))?;
+    std::fs::remove_dir_all(&old).with_context(|| format!("{}: cannot remove", old.display()))
+}
+
 /// Serializes named f32 tensors as safetensors bytes.
 pub fn safetensors_bytes<'a>(
     tensors: impl IntoIterator<Item = (&'a str, &'a [usize], &'a [f32])>,
@@ -67,7 +89,7 @@ pub fn safetensors_bytes<'a>(
 }
 
 /// The bytes of an f32 slice (little-endian on every target we build for).
-fn f32_bytes(data: &[f32]) -> &[u8] {
+pub fn f32_bytes(data: &[f32]) -> &[u8] {
     // SAFETY: f32 has no padding or invalid bit patterns, u8 has alignment 1, and the length
     // covers exactly the same memory.
     unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) }

@@ -3,12 +3,13 @@
 
 use anyhow::{bail, Context, Result};
 use pqc::interp::{self, Value};
+use pqc::tensor::Tensor;
 use std::path::PathBuf;
 
 /// Compute next-token logits for a list of token ids.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model folder or .gguf file.
+    /// Model folder, .gguf file, or compiled artifact (NAME.pqc).
     pub model: PathBuf,
     /// Fake-quantize the projection weights in memory first.
     #[command(flatten)]
@@ -25,21 +26,11 @@ pub fn run(args: Args) -> Result<()> {
     if args.token_ids.is_empty() {
         bail!("--token-ids is empty");
     }
-    let mut m = super::load(&args.model)?;
-    if let Some(spec) = args.quant.spec()? {
-        super::quant_args::apply(&mut m, &spec, &args.model.display().to_string())?;
-    }
-    let outs = interp::run(
-        &m.graph,
-        &m.weights,
-        vec![Value::ids(args.token_ids.clone())],
-    )
-    .with_context(|| format!("{}", args.model.display()))?;
-    let logits = outs
-        .into_iter()
-        .next()
-        .context("the graph returned nothing")?
-        .into_f32()?;
+    let logits = if super::is_artifact(&args.model) {
+        artifact_logits(&args)?
+    } else {
+        model_logits(&args)?
+    };
     let mut meta = std::collections::HashMap::new();
     meta.insert("model".to_string(), args.model.display().to_string());
     meta.insert("token_ids".to_string(), format!("{:?}", args.token_ids));
@@ -50,4 +41,46 @@ pub fn run(args: Args) -> Result<()> {
     crate::output::write_file(&args.out, &bytes)?;
     println!("wrote logits {:?} to {}", logits.shape, args.out.display());
     Ok(())
+}
+
+/// The interpreter's logits (fake-quantized in memory with --bits/--plan).
+fn model_logits(args: &Args) -> Result<Tensor> {
+    let mut m = super::load(&args.model)?;
+    if let Some(spec) = args.quant.spec()? {
+        super::quant_args::apply(&mut m, &spec, &args.model.display().to_string())?;
+    }
+    let outs = interp::run(
+        &m.graph,
+        &m.weights,
+        vec![Value::ids(args.token_ids.clone())],
+    )
+    .with_context(|| format!("{}", args.model.display()))?;
+    Ok(outs
+        .into_iter()
+        .next()
+        .context("the graph returned nothing")?
+        .into_f32()?)
+}
+
+/// The runtime's logits of a compiled artifact (its bits are fixed at compile time).
+fn artifact_logits(args: &Args) -> Result<Tensor> {
+    if args.quant.spec()?.is_some() {
+        bail!(
+            "{}: an artifact's bit widths are fixed when it is compiled; drop --bits/--plan",
+            args.model.display()
+        );
+    }
+    let art = paretoqc_runtime::Artifact::load(&args.model)?;
+    let ids: Vec<u32> = args
+        .token_ids
+        .iter()
+        .map(|&t| u32::try_from(t).map_err(|_| anyhow::anyhow!("token id {t} is negative")))
+        .collect::<Result<_>>()?;
+    let mut session =
+        paretoqc_runtime::decoder::Session::new(&art.model, art.kernels.as_ref(), ids.len());
+    let data = session.forward(&ids, true)?;
+    Ok(Tensor::new(
+        vec![ids.len(), art.model.config.vocab_size],
+        data,
+    ))
 }

@@ -1,5 +1,6 @@
 //! One file per command. Shared helpers for loading a model with a spinner live here.
 
+pub mod compile;
 pub mod convert;
 pub mod diff;
 pub mod eval;
@@ -10,6 +11,7 @@ pub mod logits;
 pub mod opt;
 pub mod quant_args;
 pub mod quantize;
+pub mod run;
 pub mod tokenize;
 pub mod train;
 
@@ -30,6 +32,11 @@ pub fn load(path: &Path) -> Result<Model> {
     let model = load_model(path);
     spinner.finish_and_clear();
     Ok(model?)
+}
+
+/// Whether `path` is a compiled artifact folder (it has a manifest.json) rather than a model.
+pub fn is_artifact(path: &Path) -> bool {
+    path.join(paretoqc_runtime::manifest::MANIFEST).is_file()
 }
 
 /// Reads a text file, saying which file when it cannot.

@@ -1,0 +1,169 @@
+//! Loading an artifact folder `NAME.pqc/`: the manifest first (version), then every file it lists
+//! against its size and SHA-256, the CPU features the kernels need, the weights and the kernels.
+//! Anything wrong is an `ArtifactError` naming the file and the problem.
+
+use crate::error::ArtifactError;
+use crate::kernels::native::Native;
+use crate::kernels::reference::Reference;
+use crate::kernels::Kernels;
+use crate::manifest::{FileSum, Manifest, FORMAT_VERSION, KERNELS, MANIFEST, TOKENIZER, WEIGHTS};
+use crate::model::Model;
+use std::path::{Path, PathBuf};
+
+pub struct Artifact {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub model: Model,
+    pub kernels: Box<dyn Kernels>,
+}
+
+impl Artifact {
+    pub fn load(dir: &Path) -> Result<Artifact, ArtifactError> {
+        if !dir.is_dir() {
+            return Err(ArtifactError::file(
+                dir,
+                "not an artifact folder (paretoqc compile writes one)",
+            ));
+        }
+        let manifest = read_manifest(dir)?;
+        for (name, sum) in &manifest.files {
+            check_file(&dir.join(name), sum)?;
+        }
+        for required in [WEIGHTS, TOKENIZER] {
+            if !manifest.files.contains_key(required) {
+                return Err(ArtifactError::file(
+                    dir.join(MANIFEST),
+                    format!("lists no {required}"),
+                ));
+            }
+        }
+        check_cpu(&dir.join(MANIFEST), &manifest.target.features)?;
+        let weights_path = dir.join(WEIGHTS);
+        let bytes = map(&weights_path)?;
+        let model = Model::read(&manifest, &bytes, &weights_path)?;
+        let kernels = load_kernels(dir, &manifest)?;
+        Ok(Artifact {
+            dir: dir.to_path_buf(),
+            manifest,
+            model,
+            kernels,
+        })
+    }
+
+    pub fn tokenizer(&self) -> Result<tokenizers::Tokenizer, ArtifactError> {
+        let path = self.dir.join(TOKENIZER);
+        tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| ArtifactError::file(path, format!("not a tokenizer: {e}")))
+    }
+}
+
+fn read_manifest(dir: &Path) -> Result<Manifest, ArtifactError> {
+    let path = dir.join(MANIFEST);
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| ArtifactError::file(&path, e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ArtifactError::file(&path, format!("not JSON: {e}")))?;
+    let version = value.get("format_version").and_then(|v| v.as_u64());
+    if version != Some(FORMAT_VERSION as u64) {
+        return Err(ArtifactError::file(
+            &path,
+            format!(
+                "artifact format version {}, this runtime reads version {FORMAT_VERSION} (recompile the model)",
+                version.map_or("missing".to_string(), |v| v.to_string())
+            ),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ArtifactError::file(&path, format!("bad manifest: {e}")))
+}
+
+fn map(path: &Path) -> Result<memmap2::Mmap, ArtifactError> {
+    let file = std::fs::File::open(path).map_err(|e| ArtifactError::file(path, e.to_string()))?;
+    // SAFETY: the artifact is read-only for its lifetime here; a file truncated underneath us is
+    // the same hazard every memory-mapping reader accepts.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ArtifactError::file(path, e.to_string()))
+}
+
+fn check_file(path: &Path, want: &FileSum) -> Result<(), ArtifactError> {
+    let bytes = map(path)?;
+    if bytes.len() as u64 != want.bytes {
+        return Err(ArtifactError::file(
+            path,
+            format!(
+                "{} bytes, the manifest says {} (truncated or replaced)",
+                bytes.len(),
+                want.bytes
+            ),
+        ));
+    }
+    let got = FileSum::of(&bytes);
+    if got.sha256 != want.sha256 {
+        return Err(ArtifactError::file(
+            path,
+            "checksum does not match the manifest (corrupt or replaced)",
+        ));
+    }
+    Ok(())
+}
+
+fn load_kernels(dir: &Path, m: &Manifest) -> Result<Box<dyn Kernels>, ArtifactError> {
+    match m.target.arch.as_str() {
+        "portable" => Ok(Box::new(Reference)),
+        "x86" => {
+            if !m.files.contains_key(KERNELS) {
+                return Err(ArtifactError::file(
+                    dir.join(MANIFEST),
+                    "an x86 artifact must list kernels.so",
+                ));
+            }
+            Ok(Box::new(Native::load(
+                &dir.join(KERNELS),
+                &m.kernels,
+                &m.target.cpu,
+            )?))
+        }
+        other => Err(ArtifactError::file(
+            dir.join(MANIFEST),
+            format!("unknown target `{other}`"),
+        )),
+    }
+}
+
+/// Refuses a CPU that lacks a feature the kernels were generated for.
+pub fn check_cpu(file: &Path, features: &[String]) -> Result<(), ArtifactError> {
+    let missing: Vec<String> = features.iter().filter(|f| !cpu_has(f)).cloned().collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ArtifactError::Cpu {
+            file: file.to_path_buf(),
+            missing,
+        })
+    }
+}
+
+/// Whether this CPU has an x86 feature, by LLVM's name for it.
+pub fn cpu_has(feature: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match feature {
+            "sse4.2" => std::arch::is_x86_feature_detected!("sse4.2"),
+            "avx" => std::arch::is_x86_feature_detected!("avx"),
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "fma" => std::arch::is_x86_feature_detected!("fma"),
+            "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+            "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
+            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+            "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
+            "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
+            "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
+            "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = feature;
+        false
+    }
+}

@@ -1,0 +1,24 @@
+//! `pqc-run ART --prompt "..."`: the standalone runtime. Loads a compiled artifact and generates
+//! text; it carries no compiler (no LLVM, no MLIR). `paretoqc run` is the same command.
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "Generate text with a compiled paretoqc artifact")]
+struct Cli {
+    #[command(flatten)]
+    run: paretoqc_runtime::cli::RunArgs,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()?;
+    }
+    paretoqc_runtime::cli::run(cli.run)
+}

@@ -1,0 +1,97 @@
+//! Text generation: prefill the prompt, then decode token by token, streaming the text.
+
+use crate::decoder::Session;
+use crate::error::ArtifactError;
+use crate::sample::Sampler;
+use crate::Artifact;
+use std::time::Instant;
+
+/// Timings of one generation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    pub prefill_secs: f64,
+    pub generated: usize,
+    pub decode_secs: f64,
+}
+
+impl GenerationStats {
+    pub fn prefill_tokens_per_sec(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_secs
+    }
+    pub fn decode_tokens_per_sec(&self) -> f64 {
+        // The first generated token comes from the prefill's logits.
+        (self.generated.saturating_sub(1)) as f64 / self.decode_secs
+    }
+}
+
+/// Wraps a user message in the ChatML template (SmolLM2's), when the tokenizer knows its tokens.
+pub fn chat_prompt(tok: &tokenizers::Tokenizer, message: &str) -> Result<String, ArtifactError> {
+    if tok.token_to_id("<|im_start|>").is_none() {
+        return Err(ArtifactError::Run(
+            "--chat: this model's tokenizer has no <|im_start|> token (no ChatML template)".into(),
+        ));
+    }
+    Ok(format!(
+        "<|im_start|>user\n{message}<|im_end|>\n<|im_start|>assistant\n"
+    ))
+}
+
+/// Generates up to `n` tokens after `prompt`, calling `on_text` with each new piece of text.
+pub fn generate(
+    art: &Artifact,
+    tok: &tokenizers::Tokenizer,
+    prompt: &str,
+    n: usize,
+    sampler: &mut Sampler,
+    mut on_text: impl FnMut(&str),
+) -> Result<GenerationStats, ArtifactError> {
+    let enc = tok
+        .encode(prompt, false)
+        .map_err(|e| ArtifactError::Run(format!("tokenizing: {e}")))?;
+    let ids = enc.get_ids().to_vec();
+    if ids.is_empty() {
+        return Err(ArtifactError::Run("the prompt is empty".into()));
+    }
+    let cfg = &art.model.config;
+    let capacity = (ids.len() + n).min(cfg.max_position_embeddings.max(ids.len() + 1));
+    let mut session = Session::new(&art.model, art.kernels.as_ref(), capacity);
+    let stops: Vec<u32> = cfg
+        .eos_token_id
+        .into_iter()
+        .chain(tok.token_to_id("<|im_end|>"))
+        .collect();
+
+    let mut stats = GenerationStats {
+        prompt_tokens: ids.len(),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let mut logits = session.forward(&ids, false)?;
+    stats.prefill_secs = start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    let mut out: Vec<u32> = vec![];
+    let mut shown = 0;
+    while out.len() < n && session.pos < capacity {
+        let next = sampler.pick(&logits);
+        if stops.contains(&next) {
+            break;
+        }
+        out.push(next);
+        let text = tok
+            .decode(&out, true)
+            .map_err(|e| ArtifactError::Run(format!("decoding: {e}")))?;
+        // Print only whole characters: a multi-byte character may span tokens.
+        if !text.ends_with('\u{FFFD}') && text.len() > shown {
+            on_text(&text[shown..]);
+            shown = text.len();
+        }
+        if out.len() < n && session.pos < capacity {
+            logits = session.forward(&[next], false)?;
+        }
+    }
+    stats.decode_secs = start.elapsed().as_secs_f64();
+    stats.generated = out.len();
+    Ok(stats)
+}

@@ -1,0 +1,73 @@
+//! `manifest.json`: what an artifact holds and needs. The compiler writes it last (the artifact
+//! folder is renamed into place only when complete); the runtime reads it first.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bumped on any change the runtime of the previous version could misread.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub const MANIFEST: &str = "manifest.json";
+pub const WEIGHTS: &str = "weights.safetensors";
+pub const KERNELS: &str = "kernels.so";
+pub const TOKENIZER: &str = "tokenizer.json";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    /// The compiler that wrote it, e.g. `paretoqc 0.1.0`.
+    pub producer: String,
+    pub model: ModelConfig,
+    pub target: Target,
+    /// Projection module -> bit width ("1", "1.58", "2", "3", "4" or "16").
+    pub projections: BTreeMap<String, String>,
+    /// Kernel symbols in `kernels.so`, by role (`gemv.<bits>.<rows>x<cols>`); empty for the
+    /// portable target.
+    pub kernels: BTreeMap<String, String>,
+    /// File name -> checksum, for every other file of the artifact.
+    pub files: BTreeMap<String, FileSum>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// `x86` (generated kernels in kernels.so) or `portable` (the runtime's Rust kernels).
+    pub arch: String,
+    /// The CPU the kernels were generated for: `native` resolved to a name, `x86-64-v3`, ...
+    pub cpu: String,
+    /// CPU features the kernels use; the runtime refuses a CPU that lacks one.
+    pub features: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileSum {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl FileSum {
+    pub fn of(data: &[u8]) -> FileSum {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(data);
+        FileSum {
+            bytes: data.len() as u64,
+            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}

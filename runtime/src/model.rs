@@ -1,0 +1,257 @@
+//! The model as the runtime holds it: per layer, the norms and seven projections, each either a
+//! dense f32 matrix or packed codes with per-row scales, read from `weights.safetensors`.
+
+use crate::error::ArtifactError;
+use crate::format::Format;
+use crate::manifest::{Manifest, ModelConfig};
+use safetensors::{Dtype, SafeTensors};
+use std::path::Path;
+
+/// A `rows x cols` matrix that multiplies activations: y = x · Wᵀ.
+pub enum Matrix {
+    Dense {
+        w: Vec<f32>,
+        rows: usize,
+        cols: usize,
+    },
+    Packed(PackedMatrix),
+}
+
+pub struct PackedMatrix {
+    pub format: Format,
+    pub rows: usize,
+    pub cols: usize,
+    /// `rows * format.row_bytes(cols)` bytes.
+    pub codes: Vec<u8>,
+    /// The per-row factor the kernels multiply by: α/2 at 2 bits, α/1.5 for ternary, α
+    /// otherwise (so that a row's output is `factor · Σ x_i · level(c_i)`).
+    pub factor: Vec<f32>,
+}
+
+impl Matrix {
+    pub fn rows(&self) -> usize {
+        match self {
+            Matrix::Dense { rows, .. } => *rows,
+            Matrix::Packed(p) => p.rows,
+        }
+    }
+    pub fn cols(&self) -> usize {
+        match self {
+            Matrix::Dense { cols, .. } => *cols,
+            Matrix::Packed(p) => p.cols,
+        }
+    }
+    /// Bytes of the stored matrix (codes and scales, or f32 values).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Matrix::Dense { w, .. } => w.len() * 4,
+            Matrix::Packed(p) => p.codes.len() + p.factor.len() * 4,
+        }
+    }
+}
+
+/// The level a code contributes before the row factor: c + 0.5 at 2 bits, c otherwise.
+pub fn level(format: Format, code: i8) -> f32 {
+    match format {
+        Format::Int2 => code as f32 + 0.5,
+        _ => code as f32,
+    }
+}
+
+/// The row factor of a format given the ParetoQ scale α.
+pub fn row_factor(format: Format, alpha: f32) -> f32 {
+    match format {
+        Format::Int2 => alpha / 2.0,
+        Format::Ternary => alpha / 1.5,
+        _ => alpha,
+    }
+}
+
+pub struct Layer {
+    pub input_norm: Vec<f32>,
+    pub post_attention_norm: Vec<f32>,
+    pub q: Matrix,
+    pub k: Matrix,
+    pub v: Matrix,
+    pub o: Matrix,
+    pub gate: Matrix,
+    pub up: Matrix,
+    pub down: Matrix,
+}
+
+pub struct Model {
+    pub config: ModelConfig,
+    /// [vocab, hidden].
+    pub embed: Vec<f32>,
+    pub layers: Vec<Layer>,
+    pub norm: Vec<f32>,
+    /// The output projection; `None` when tied to the embedding.
+    pub lm_head: Option<Matrix>,
+}
+
+/// The seven projections of a block, as (module suffix, field order of `Layer`).
+pub const PROJECTIONS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+struct Reader<'a> {
+    st: SafeTensors<'a>,
+    file: &'a Path,
+}
+
+impl Reader<'_> {
+    fn err(&self, problem: String) -> ArtifactError {
+        ArtifactError::file(self.file, problem)
+    }
+
+    fn tensor(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<&[u8], ArtifactError> {
+        let t = self
+            .st
+            .tensor(name)
+            .map_err(|_| self.err(format!("no tensor `{name}`")))?;
+        if t.dtype() != dtype || t.shape() != shape {
+            return Err(self.err(format!(
+                "tensor `{name}` is {:?}{:?}, expected {dtype:?}{shape:?}",
+                t.dtype(),
+                t.shape()
+            )));
+        }
+        Ok(t.data())
+    }
+
+    fn f32s(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ArtifactError> {
+        let data = self.tensor(name, Dtype::F32, shape)?;
+        Ok(data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect())
+    }
+
+    fn matrix(
+        &self,
+        module: &str,
+        bits: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Matrix, ArtifactError> {
+        if bits == "16" {
+            let w = self.f32s(&format!("{module}.weight"), &[rows, cols])?;
+            return Ok(Matrix::Dense { w, rows, cols });
+        }
+        let format = Format::from_name(bits).ok_or_else(|| {
+            self.err(format!(
+                "{module}: unknown bit width `{bits}` in the manifest"
+            ))
+        })?;
+        let codes = self
+            .tensor(
+                &format!("{module}.qweight"),
+                Dtype::U8,
+                &[rows, format.row_bytes(cols)],
+            )?
+            .to_vec();
+        let alpha = self.f32s(&format!("{module}.weight_clip_val"), &[rows, 1])?;
+        let factor = alpha.iter().map(|&a| row_factor(format, a)).collect();
+        Ok(Matrix::Packed(PackedMatrix {
+            format,
+            rows,
+            cols,
+            codes,
+            factor,
+        }))
+    }
+}
+
+impl Model {
+    /// Reads the model that `manifest` describes from the bytes of `weights.safetensors`.
+    pub fn read(manifest: &Manifest, bytes: &[u8], file: &Path) -> Result<Model, ArtifactError> {
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| ArtifactError::file(file, format!("not a safetensors file: {e}")))?;
+        let r = Reader { st, file };
+        let c = &manifest.model;
+        let (h, inter) = (c.hidden_size, c.intermediate_size);
+        let (qw, kvw) = (
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+        );
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for l in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let shapes = [
+                (qw, h),
+                (kvw, h),
+                (kvw, h),
+                (h, qw),
+                (inter, h),
+                (inter, h),
+                (h, inter),
+            ];
+            let mut mats = Vec::with_capacity(7);
+            for (proj, (rows, cols)) in PROJECTIONS.iter().zip(shapes) {
+                let module = format!("{p}.{proj}");
+                let bits = manifest
+                    .projections
+                    .get(&module)
+                    .map(String::as_str)
+                    .unwrap_or("16");
+                mats.push(r.matrix(&module, bits, rows, cols)?);
+            }
+            let mut m = mats.into_iter();
+            let mut next = || m.next().expect("seven projections");
+            layers.push(Layer {
+                input_norm: r.f32s(&format!("{p}.input_layernorm.weight"), &[h])?,
+                post_attention_norm: r
+                    .f32s(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                q: next(),
+                k: next(),
+                v: next(),
+                o: next(),
+                gate: next(),
+                up: next(),
+                down: next(),
+            });
+        }
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            let w = r.f32s("lm_head.weight", &[c.vocab_size, h])?;
+            Some(Matrix::Dense {
+                w,
+                rows: c.vocab_size,
+                cols: h,
+            })
+        };
+        Ok(Model {
+            config: c.clone(),
+            embed: r.f32s("model.embed_tokens.weight", &[c.vocab_size, h])?,
+            layers,
+            norm: r.f32s("model.norm.weight", &[h])?,
+            lm_head,
+        })
+    }
+
+    /// Every matrix with its module name, for kernels lookup and reports.
+    pub fn matrices(&self) -> impl Iterator<Item = (String, &Matrix)> {
+        self.layers.iter().enumerate().flat_map(|(l, layer)| {
+            let ms = [
+                &layer.q,
+                &layer.k,
+                &layer.v,
+                &layer.o,
+                &layer.gate,
+                &layer.up,
+                &layer.down,
+            ];
+            PROJECTIONS
+                .iter()
+                .zip(ms)
+                .map(move |(p, m)| (format!("model.layers.{l}.{p}"), m))
+        })
+    }
+}

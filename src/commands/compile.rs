@@ -1,0 +1,316 @@
+//! `paretoqc compile MODEL --bits B|--plan FILE --target x86|portable -o NAME.pqc`: quantize,
+//! pack (`pack-weights`), generate kernels for the target and write the artifact folder
+//! atomically: manifest.json, weights.safetensors, kernels.so (x86), tokenizer.json.
+//! Prints one line per projection (shape, bits, bytes before and after) and the totals.
+
+use anyhow::{bail, Context, Result};
+use paretoqc_runtime::manifest::{self, FileSum, Manifest, ModelConfig, Target};
+use pqc::import::Model;
+use pqc::pack::{pack_values, quantized_weights, PackedTensor};
+use pqc::pass::PassManager;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Compile a model into an artifact that the runtime runs.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model folder, .gguf file, or a folder's model.safetensors.
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub quant: super::quant_args::QuantArgs,
+    /// `x86`: kernels generated through LLVM into kernels.so; `portable`: the runtime's Rust
+    /// kernels (no code generation); `ptx`: GPU kernels (not built yet).
+    #[arg(long, default_value = "x86")]
+    pub target: String,
+    /// CPU to generate x86 code for: native (this machine), x86-64-v3 (AVX2, FMA) or x86-64-v4
+    /// (AVX-512).
+    #[arg(long, default_value = "native")]
+    pub cpu: String,
+    /// The artifact folder to write (default: the model's name + .pqc).
+    #[arg(short = 'o', long)]
+    pub out: Option<PathBuf>,
+    /// Print the graph after each pass, as MLIR's --print-ir-after-all.
+    #[arg(long)]
+    pub print_ir_after_all: bool,
+}
+
+/// What the code generator gives back for the x86 target.
+pub struct GeneratedKernels {
+    pub shared_object: Vec<u8>,
+    pub symbols: BTreeMap<String, String>,
+    pub cpu: String,
+    pub features: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let start = Instant::now();
+    let model_path = model_folder(&args.model);
+    let mut m = super::load(&model_path)?;
+    let what = model_path.display().to_string();
+    if let Some(spec) = args.quant.spec()? {
+        super::quant_args::apply(&mut m, &spec, &what)?;
+    }
+    let bits = bits_per_module(&m);
+    let packed: BTreeMap<String, PackedTensor> = pack_values(&m.graph, &m.weights)
+        .map_err(anyhow::Error::msg)
+        .context(what.clone())?
+        .into_iter()
+        .collect();
+    let mut graph = m.graph.clone();
+    let mut pm = PassManager::parse("pack-weights,dce")?;
+    if args.print_ir_after_all {
+        pm = pm.print_ir(pqc::pass::PrintIr::AfterAll);
+    }
+    pm.run(&mut graph, &mut std::io::stderr())?;
+
+    let weights = weights_file(&graph, &m, &packed)?;
+    let kernels = match args.target.as_str() {
+        "portable" => None,
+        "x86" => Some(generate_x86(&packed, &args.cpu)?),
+        "ptx" => {
+            bail!("--target ptx: the GPU code generator is not built yet (use x86 or portable)")
+        }
+        other => bail!("unknown --target `{other}` (x86, portable)"),
+    };
+    let tokenizer = tokenizer_json(&m)?;
+    let out = args.out.clone().unwrap_or_else(|| default_out(&model_path));
+    let manifest = build_manifest(&m, &bits, &kernels, &weights, &tokenizer);
+    crate::output::replace_dir(&out, |dir| {
+        crate::output::write_file(&dir.join(manifest::WEIGHTS), &weights)?;
+        crate::output::write_file(&dir.join(manifest::TOKENIZER), &tokenizer)?;
+        if let Some(k) = &kernels {
+            crate::output::write_file(&dir.join(manifest::KERNELS), &k.shared_object)?;
+        }
+        let json = serde_json::to_string_pretty(&manifest)?;
+        crate::output::write_file(&dir.join(manifest::MANIFEST), json.as_bytes())
+    })?;
+    print_report(&m, &bits, &packed);
+    println!(
+        "wrote {} (target {}, {:.1} s)",
+        out.display(),
+        kernels
+            .as_ref()
+            .map_or("portable".to_string(), |k| format!("x86 {}", k.cpu)),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `dir/model.safetensors` means the folder.
+fn model_folder(p: &Path) -> PathBuf {
+    if p.file_name().is_some_and(|n| n == "model.safetensors") {
+        p.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        p.to_path_buf()
+    }
+}
+
+fn default_out(model: &Path) -> PathBuf {
+    let stem = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or("model".into());
+    PathBuf::from(format!("{stem}.pqc"))
+}
+
+/// Module -> bits ("16" for projections left dense).
+fn bits_per_module(m: &Model) -> BTreeMap<String, String> {
+    let mut bits = BTreeMap::new();
+    for (name, _) in m.graph.params() {
+        if let Some(module) = pqc::transforms::qat_lower::projection_module(name) {
+            bits.insert(module.to_string(), "16".to_string());
+        }
+    }
+    for q in quantized_weights(&m.graph) {
+        if let Some(module) = pqc::transforms::qat_lower::projection_module(&q.weight) {
+            bits.insert(module.to_string(), q.bits.to_string());
+        }
+    }
+    bits
+}
+
+/// weights.safetensors: every param of the packed graph; codes as u8, the rest f32.
+fn weights_file(
+    graph: &pqc::ir::Graph,
+    m: &Model,
+    packed: &BTreeMap<String, PackedTensor>,
+) -> Result<Vec<u8>> {
+    let scales: HashMap<String, &PackedTensor> = packed
+        .iter()
+        .map(|(codes, p)| (codes.replace(".qweight", ".weight_clip_val"), p))
+        .collect();
+    let mut views = Vec::new();
+    for (name, _) in graph.params() {
+        let view = if let Some(p) = packed.get(name) {
+            TensorView::new(
+                Dtype::U8,
+                vec![p.rows, p.format.row_bytes(p.cols)],
+                &p.bytes,
+            )
+        } else if let Some(p) = scales.get(name) {
+            TensorView::new(
+                Dtype::F32,
+                vec![p.rows, 1],
+                crate::output::f32_bytes(&p.scales),
+            )
+        } else {
+            let t = m
+                .weights
+                .get(name)
+                .with_context(|| format!("no value for weight {name}"))?;
+            TensorView::new(
+                Dtype::F32,
+                t.shape.clone(),
+                crate::output::f32_bytes(&t.data),
+            )
+        };
+        views.push((
+            name.to_string(),
+            view.with_context(|| format!("tensor {name}"))?,
+        ));
+    }
+    let mut meta = HashMap::new();
+    meta.insert(
+        "producer".to_string(),
+        format!("paretoqc {}", env!("CARGO_PKG_VERSION")),
+    );
+    Ok(safetensors::serialize(views, Some(meta))?)
+}
+
+fn tokenizer_json(m: &Model) -> Result<Vec<u8>> {
+    let tok = m.tokenizer()?;
+    let json = tok
+        .to_string(false)
+        .map_err(|e| anyhow::anyhow!("cannot serialize the tokenizer: {e}"))?;
+    Ok(json.into_bytes())
+}
+
+#[cfg(feature = "llvm")]
+fn generate_x86(packed: &BTreeMap<String, PackedTensor>, cpu: &str) -> Result<GeneratedKernels> {
+    let shapes: Vec<pqc::codegen::x86::GemvShape> = packed
+        .values()
+        .map(|p| pqc::codegen::x86::GemvShape {
+            format: p.format,
+            rows: p.rows,
+            cols: p.cols,
+        })
+        .collect();
+    let k = pqc::codegen::x86::compile_kernels(&shapes, cpu)?;
+    Ok(GeneratedKernels {
+        shared_object: k.shared_object,
+        symbols: k.symbols,
+        cpu: k.cpu,
+        features: k.features,
+    })
+}
+
+#[cfg(not(feature = "llvm"))]
+fn generate_x86(_: &BTreeMap<String, PackedTensor>, _: &str) -> Result<GeneratedKernels> {
+    bail!("--target x86: this paretoqc was built without the LLVM code generator (build with `--features llvm`, or use --target portable)")
+}
+
+fn build_manifest(
+    m: &Model,
+    bits: &BTreeMap<String, String>,
+    kernels: &Option<GeneratedKernels>,
+    weights: &[u8],
+    tokenizer: &[u8],
+) -> Manifest {
+    let c = &m.config;
+    let mut files = BTreeMap::new();
+    files.insert(manifest::WEIGHTS.to_string(), FileSum::of(weights));
+    files.insert(manifest::TOKENIZER.to_string(), FileSum::of(tokenizer));
+    if let Some(k) = kernels {
+        files.insert(manifest::KERNELS.to_string(), FileSum::of(&k.shared_object));
+    }
+    Manifest {
+        format_version: manifest::FORMAT_VERSION,
+        producer: format!("paretoqc {}", env!("CARGO_PKG_VERSION")),
+        model: ModelConfig {
+            hidden_size: c.hidden_size,
+            intermediate_size: c.intermediate_size,
+            num_hidden_layers: c.num_hidden_layers,
+            num_attention_heads: c.num_attention_heads,
+            num_key_value_heads: c.n_kv_heads(),
+            head_dim: c.head_dim(),
+            vocab_size: c.vocab_size,
+            rms_norm_eps: c.rms_norm_eps,
+            rope_theta: c.rope_theta,
+            max_position_embeddings: c.max_position_embeddings,
+            tie_word_embeddings: c.tie_word_embeddings,
+            bos_token_id: c.bos_token_id,
+            eos_token_id: c.eos_token_id.as_ref().and_then(first_id),
+        },
+        target: match kernels {
+            Some(k) => Target {
+                arch: "x86".into(),
+                cpu: k.cpu.clone(),
+                features: k.features.clone(),
+            },
+            None => Target {
+                arch: "portable".into(),
+                cpu: "any".into(),
+                features: vec![],
+            },
+        },
+        projections: bits.clone(),
+        kernels: kernels
+            .as_ref()
+            .map(|k| k.symbols.clone())
+            .unwrap_or_default(),
+        files,
+    }
+}
+
+/// `eos_token_id` is a number or a list of numbers in config.json.
+fn first_id(v: &serde_json::Value) -> Option<u32> {
+    v.as_u64()
+        .or_else(|| v.as_array()?.first()?.as_u64())
+        .map(|x| x as u32)
+}
+
+fn print_report(
+    m: &Model,
+    bits: &BTreeMap<String, String>,
+    packed: &BTreeMap<String, PackedTensor>,
+) {
+    println!(
+        "{:<42} {:>11} {:>5} {:>12} {:>12}",
+        "projection", "shape", "bits", "f32 bytes", "packed bytes"
+    );
+    let (mut before, mut after) = (0usize, 0usize);
+    for (module, b) in bits {
+        let t = &m.weights[&format!("{module}.weight")];
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        let f32_bytes = rows * cols * 4;
+        let stored = packed
+            .get(&format!("{module}.qweight"))
+            .map_or(f32_bytes, |p| p.format.matrix_bytes(rows, cols));
+        println!(
+            "{module:<42} {:>11} {b:>5} {f32_bytes:>12} {stored:>12}",
+            format!("{rows}x{cols}")
+        );
+        before += f32_bytes;
+        after += stored;
+    }
+    let others: usize = m
+        .weights
+        .iter()
+        .filter(|(n, _)| {
+            pqc::transforms::qat_lower::projection_module(n).is_none()
+                && !n.ends_with(".weight_clip_val")
+        })
+        .map(|(_, t)| t.numel() * 4)
+        .sum();
+    println!(
+        "projections: {:.2} MB -> {:.2} MB ({:.2}x); other tensors (embeddings, norms) {:.2} MB; total {:.2} MB",
+        before as f64 / 1e6,
+        after as f64 / 1e6,
+        before as f64 / after.max(1) as f64,
+        others as f64 / 1e6,
+        (after + others) as f64 / 1e6
+    );
+}
