@@ -2,6 +2,8 @@
 //! interpreter, the pass manager and the passes. Code generation sits behind cargo features so
 //! that this crate builds and tests without LLVM or MLIR.
 
+#[cfg(feature = "llvm")]
+pub mod codegen;
 pub mod eval;
 pub mod import;
 pub mod interp;

@@ -198,7 +198,7 @@ fn generate_x86(packed: &BTreeMap<String, PackedTensor>, cpu: &str) -> Result<Ge
             cols: p.cols,
         })
         .collect();
-    let k = pqc::codegen::x86::compile_kernels(&shapes, cpu)?;
+    let k = pqc::codegen::x86::compile_kernels(&shapes, cpu).context("generating x86 kernels")?;
     Ok(GeneratedKernels {
         shared_object: k.shared_object,
         symbols: k.symbols,

@@ -1,0 +1,567 @@
+//! The LLVM IR of one packed matrix-vector kernel (`paretoqc_runtime::kernels::native` has its
+//! ABI): for each row r in [row_begin, row_end),
+//! `y[r - row_begin] = factor[r] · Σ_i level(code[r, i]) · x[i]`.
+//!
+//! A row is `cols / 64` full blocks, walked by a loop, and an optional tail block whose x loads are
+//! masked to the row's end (the padded codes then multiply zeros). Each format decodes a block
+//! into *segments*: a run of consecutive weights as an f32 vector of levels (16 weights for 2 bits,
+//! 32 for 4 bits, 12 for ternary digits). Each segment position has its own accumulator, so the
+//! FMAs of a block are independent; they are summed once per row.
+
+use inkwell::builder::Builder;
+use inkwell::context::Context;
+use inkwell::intrinsics::Intrinsic;
+use inkwell::module::Module;
+use inkwell::types::VectorType;
+use inkwell::values::{BasicMetadataValueEnum, FunctionValue, IntValue, PointerValue, VectorValue};
+use inkwell::AddressSpace;
+use paretoqc_runtime::format::{Format, BLOCK};
+
+type Result<T> = std::result::Result<T, String>;
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("building LLVM IR: {e}")
+}
+
+/// What one kernel is specialised to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GemvShape {
+    pub format: Format,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl GemvShape {
+    /// `pqc_gemv_q2_576x576`.
+    pub fn symbol(&self) -> String {
+        let tag = match self.format {
+            Format::Bin1 => "b1",
+            Format::Ternary => "t158",
+            Format::Int2 => "q2",
+            Format::Int3 => "q3",
+            Format::Int4 => "q4",
+        };
+        format!("pqc_gemv_{tag}_{}x{}", self.rows, self.cols)
+    }
+}
+
+/// A run of `width` consecutive weights starting `offset` weights into the block.
+struct Segment<'ctx> {
+    offset: usize,
+    levels: VectorValue<'ctx>,
+}
+
+struct Emitter<'a, 'ctx> {
+    ctx: &'ctx Context,
+    module: &'a Module<'ctx>,
+    b: Builder<'ctx>,
+}
+
+impl<'a, 'ctx> Emitter<'a, 'ctx> {
+    fn i8v(&self, n: u32) -> VectorType<'ctx> {
+        self.ctx.i8_type().vec_type(n)
+    }
+    fn f32v(&self, n: u32) -> VectorType<'ctx> {
+        self.ctx.f32_type().vec_type(n)
+    }
+    fn splat_i8(&self, n: u32, v: u64) -> VectorValue<'ctx> {
+        let c = self.ctx.i8_type().const_int(v, false);
+        VectorType::const_vector(&vec![c; n as usize])
+    }
+    fn splat_f32(&self, n: u32, v: f64) -> VectorValue<'ctx> {
+        let c = self.ctx.f32_type().const_float(v);
+        VectorType::const_vector(&vec![c; n as usize])
+    }
+    fn byte_ptr(&self, base: PointerValue<'ctx>, offset: u64) -> Result<PointerValue<'ctx>> {
+        let off = self.ctx.i64_type().const_int(offset, false);
+        // SAFETY (of the IR): offsets stay inside the block being decoded.
+        unsafe {
+            self.b
+                .build_in_bounds_gep(self.ctx.i8_type(), base, &[off], "p")
+        }
+        .map_err(err)
+    }
+    fn load_vec(&self, ty: VectorType<'ctx>, ptr: PointerValue<'ctx>) -> Result<VectorValue<'ctx>> {
+        let v = self.b.build_load(ty, ptr, "v").map_err(err)?;
+        if let Some(i) = v.as_instruction_value() {
+            i.set_alignment(1).map_err(err)?;
+        }
+        Ok(v.into_vector_value())
+    }
+    fn load_i64(&self, ptr: PointerValue<'ctx>) -> Result<IntValue<'ctx>> {
+        let v = self
+            .b
+            .build_load(self.ctx.i64_type(), ptr, "w")
+            .map_err(err)?;
+        if let Some(i) = v.as_instruction_value() {
+            i.set_alignment(1).map_err(err)?;
+        }
+        Ok(v.into_int_value())
+    }
+    /// Unsigned bytes to f32 levels minus `offset`.
+    fn levels(&self, u: VectorValue<'ctx>, offset: f64) -> Result<VectorValue<'ctx>> {
+        let n = u.get_type().get_size();
+        let f = self
+            .b
+            .build_unsigned_int_to_float(u, self.f32v(n), "f")
+            .map_err(err)?;
+        self.b
+            .build_float_sub(f, self.splat_f32(n, offset), "lv")
+            .map_err(err)
+    }
+    /// `(v >> shift) & mask` on bytes.
+    fn field(&self, v: VectorValue<'ctx>, shift: u64, mask: u64) -> Result<VectorValue<'ctx>> {
+        let n = v.get_type().get_size();
+        let s = self
+            .b
+            .build_right_shift(v, self.splat_i8(n, shift), false, "s")
+            .map_err(err)?;
+        self.b
+            .build_and(s, self.splat_i8(n, mask), "m")
+            .map_err(err)
+    }
+    /// Bits `16t .. 16t+16` of a 64-bit word as 16 lanes of i1.
+    fn bit_lanes(&self, word: IntValue<'ctx>, t: u64) -> Result<VectorValue<'ctx>> {
+        let i64t = self.ctx.i64_type();
+        let s = self
+            .b
+            .build_right_shift(word, i64t.const_int(16 * t, false), false, "s")
+            .map_err(err)?;
+        let h = self
+            .b
+            .build_int_truncate(s, self.ctx.i16_type(), "h")
+            .map_err(err)?;
+        let lanes = self
+            .b
+            .build_bit_cast(h, self.ctx.bool_type().vec_type(16), "bits")
+            .map_err(err)?;
+        Ok(lanes.into_vector_value())
+    }
+
+    /// The segments of the block at `p`.
+    fn decode(&self, format: Format, p: PointerValue<'ctx>) -> Result<Vec<Segment<'ctx>>> {
+        match format {
+            Format::Int4 => {
+                let bytes = self.load_vec(self.i8v(32), p)?;
+                Ok(vec![
+                    Segment {
+                        offset: 0,
+                        levels: self.levels(self.field(bytes, 0, 15)?, 8.0)?,
+                    },
+                    Segment {
+                        offset: 32,
+                        levels: self.levels(self.field(bytes, 4, 15)?, 8.0)?,
+                    },
+                ])
+            }
+            Format::Int2 => {
+                let bytes = self.load_vec(self.i8v(16), p)?;
+                (0..4)
+                    .map(|t| {
+                        let u = self.field(bytes, 2 * t, 3)?;
+                        Ok(Segment {
+                            offset: 16 * t as usize,
+                            levels: self.levels(u, 1.5)?,
+                        })
+                    })
+                    .collect()
+            }
+            Format::Int3 => {
+                let low = self.load_vec(self.i8v(16), p)?;
+                let high = self.load_i64(self.byte_ptr(p, 16)?)?;
+                (0..4)
+                    .map(|t| {
+                        let hb = self
+                            .b
+                            .build_int_z_extend(self.bit_lanes(high, t)?, self.i8v(16), "hb")
+                            .map_err(err)?;
+                        let hb = self
+                            .b
+                            .build_left_shift(hb, self.splat_i8(16, 2), "hb2")
+                            .map_err(err)?;
+                        let u = self
+                            .b
+                            .build_or(self.field(low, 2 * t, 3)?, hb, "u")
+                            .map_err(err)?;
+                        Ok(Segment {
+                            offset: 16 * t as usize,
+                            levels: self.levels(u, 4.0)?,
+                        })
+                    })
+                    .collect()
+            }
+            Format::Bin1 => {
+                let word = self.load_i64(p)?;
+                (0..4)
+                    .map(|t| {
+                        let bits = self.bit_lanes(word, t)?;
+                        let l = self
+                            .b
+                            .build_select(
+                                bits,
+                                self.splat_f32(16, 1.0),
+                                self.splat_f32(16, -1.0),
+                                "pm",
+                            )
+                            .map_err(err)?;
+                        Ok(Segment {
+                            offset: 16 * t as usize,
+                            levels: l.into_vector_value(),
+                        })
+                    })
+                    .collect()
+            }
+            Format::Ternary => self.decode_ternary(p),
+        }
+    }
+
+    /// Base-3 digits: byte j < 12 holds weights j + 12k (k = 0..4), byte 12 weights 60..63.
+    fn decode_ternary(&self, p: PointerValue<'ctx>) -> Result<Vec<Segment<'ctx>>> {
+        let i16t = self.ctx.i16_type();
+        let digits = |wide: VectorValue<'ctx>, powers: &[u64]| -> Result<VectorValue<'ctx>> {
+            let n = wide.get_type().get_size();
+            let pw: Vec<_> = powers.iter().map(|&v| i16t.const_int(v, false)).collect();
+            let pw = if pw.len() == 1 {
+                vec![pw[0]; n as usize]
+            } else {
+                pw
+            };
+            let three = VectorType::const_vector(&vec![i16t.const_int(3, false); n as usize]);
+            let q = self
+                .b
+                .build_int_unsigned_div(wide, VectorType::const_vector(&pw), "q")
+                .map_err(err)?;
+            let d = self.b.build_int_unsigned_rem(q, three, "d").map_err(err)?;
+            self.levels(d, 1.0)
+        };
+        let bytes = self.load_vec(self.i8v(12), p)?;
+        let wide = self
+            .b
+            .build_int_z_extend(bytes, i16t.vec_type(12), "w")
+            .map_err(err)?;
+        let mut segs = vec![];
+        for k in 0..5u32 {
+            segs.push(Segment {
+                offset: 12 * k as usize,
+                levels: digits(wide, &[3u64.pow(k)])?,
+            });
+        }
+        let last = self.load_vec(self.i8v(1), self.byte_ptr(p, 12)?)?;
+        let zero4 = VectorType::const_vector(&[self.ctx.i32_type().const_zero(); 4]);
+        let splat = self
+            .b
+            .build_shuffle_vector(last, self.i8v(1).get_undef(), zero4, "b12")
+            .map_err(err)?;
+        let wide4 = self
+            .b
+            .build_int_z_extend(splat, i16t.vec_type(4), "w4")
+            .map_err(err)?;
+        segs.push(Segment {
+            offset: 60,
+            levels: digits(wide4, &[1, 3, 9, 27])?,
+        });
+        Ok(segs)
+    }
+}
+
+/// Declares `llvm.<name>` overloaded on `tys`.
+fn intrinsic<'ctx>(
+    module: &Module<'ctx>,
+    name: &str,
+    tys: &[inkwell::types::BasicTypeEnum<'ctx>],
+) -> Result<FunctionValue<'ctx>> {
+    Intrinsic::find(name)
+        .and_then(|i| i.get_declaration(module, tys))
+        .ok_or_else(|| format!("LLVM has no intrinsic {name}"))
+}
+
+/// Adds the kernel for `shape` to `module`.
+pub fn emit_gemv<'ctx>(
+    ctx: &'ctx Context,
+    module: &Module<'ctx>,
+    shape: GemvShape,
+) -> Result<FunctionValue<'ctx>> {
+    let e = Emitter {
+        ctx,
+        module,
+        b: ctx.create_builder(),
+    };
+    let ptr = ctx.ptr_type(AddressSpace::default());
+    let i64t = ctx.i64_type();
+    let f32t = ctx.f32_type();
+    let fn_ty = ctx.void_type().fn_type(
+        &[
+            ptr.into(),
+            ptr.into(),
+            ptr.into(),
+            ptr.into(),
+            i64t.into(),
+            i64t.into(),
+        ],
+        false,
+    );
+    let f = module.add_function(&shape.symbol(), fn_ty, None);
+    let [codes, factor, x, y, r0, r1] =
+        [0, 1, 2, 3, 4, 5].map(|i| f.get_nth_param(i).expect("param"));
+    let (codes, factor, x, y) = (
+        codes.into_pointer_value(),
+        factor.into_pointer_value(),
+        x.into_pointer_value(),
+        y.into_pointer_value(),
+    );
+    let (r0, r1) = (r0.into_int_value(), r1.into_int_value());
+    for (i, name) in ["codes", "factor", "x", "y", "row_begin", "row_end"]
+        .iter()
+        .enumerate()
+    {
+        f.get_nth_param(i as u32).expect("param").set_name(name);
+    }
+    let entry = ctx.append_basic_block(f, "entry");
+    let row_head = ctx.append_basic_block(f, "row");
+    let row_body = ctx.append_basic_block(f, "row.body");
+    let exit = ctx.append_basic_block(f, "exit");
+    e.b.position_at_end(entry);
+    let r_slot = e.b.build_alloca(i64t, "r").map_err(err)?;
+    e.b.build_store(r_slot, r0).map_err(err)?;
+    e.b.build_unconditional_branch(row_head).map_err(err)?;
+
+    e.b.position_at_end(row_head);
+    let r =
+        e.b.build_load(i64t, r_slot, "r")
+            .map_err(err)?
+            .into_int_value();
+    let more =
+        e.b.build_int_compare(inkwell::IntPredicate::ULT, r, r1, "more")
+            .map_err(err)?;
+    e.b.build_conditional_branch(more, row_body, exit)
+        .map_err(err)?;
+
+    e.b.position_at_end(row_body);
+    let rb = i64t.const_int(shape.format.row_bytes(shape.cols) as u64, false);
+    let row_off = e.b.build_int_mul(r, rb, "row.off").map_err(err)?;
+    // SAFETY (of the IR): r < rows, so the row is inside the codes.
+    let row = unsafe {
+        e.b.build_in_bounds_gep(ctx.i8_type(), codes, &[row_off], "row.codes")
+    }
+    .map_err(err)?;
+    let sum = emit_row_dot(&e, f, shape, row, x)?;
+    // SAFETY (of the IR): factor has `rows` entries and y has row_end - row_begin.
+    let fp = unsafe { e.b.build_in_bounds_gep(f32t, factor, &[r], "fp") }.map_err(err)?;
+    let fr =
+        e.b.build_load(f32t, fp, "factor.r")
+            .map_err(err)?
+            .into_float_value();
+    let out = e.b.build_float_mul(fr, sum, "y.r").map_err(err)?;
+    let yi = e.b.build_int_sub(r, r0, "yi").map_err(err)?;
+    let yp = unsafe { e.b.build_in_bounds_gep(f32t, y, &[yi], "yp") }.map_err(err)?;
+    e.b.build_store(yp, out).map_err(err)?;
+    let next =
+        e.b.build_int_add(r, i64t.const_int(1, false), "r.next")
+            .map_err(err)?;
+    e.b.build_store(r_slot, next).map_err(err)?;
+    e.b.build_unconditional_branch(row_head).map_err(err)?;
+
+    e.b.position_at_end(exit);
+    e.b.build_return(None).map_err(err)?;
+    Ok(f)
+}
+
+/// Emits Σ level · x over one row, leaving the builder in the block that continues the row.
+fn emit_row_dot<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    f: FunctionValue<'ctx>,
+    shape: GemvShape,
+    row: PointerValue<'ctx>,
+    x: PointerValue<'ctx>,
+) -> Result<inkwell::values::FloatValue<'ctx>> {
+    let (ctx, b) = (e.ctx, &e.b);
+    let i64t = ctx.i64_type();
+    let full = (shape.cols / BLOCK) as u64;
+    let bb = shape.format.block_bytes() as u64;
+    // One accumulator per segment position, in allocas (mem2reg makes them registers).
+    let widths = segment_widths(shape.format);
+    let accs: Vec<PointerValue<'ctx>> = widths
+        .iter()
+        .map(|&w| {
+            let a = b.build_alloca(e.f32v(w), "acc").map_err(err)?;
+            b.build_store(a, e.f32v(w).const_zero()).map_err(err)?;
+            Ok(a)
+        })
+        .collect::<Result<_>>()?;
+    if full > 0 {
+        let blk_slot = b.build_alloca(i64t, "blk").map_err(err)?;
+        b.build_store(blk_slot, i64t.const_zero()).map_err(err)?;
+        let body = ctx.append_basic_block(f, "block");
+        let after = ctx.append_basic_block(f, "blocks.done");
+        b.build_unconditional_branch(body).map_err(err)?;
+        b.position_at_end(body);
+        let blk = b
+            .build_load(i64t, blk_slot, "blk")
+            .map_err(err)?
+            .into_int_value();
+        let boff = b
+            .build_int_mul(blk, i64t.const_int(bb, false), "boff")
+            .map_err(err)?;
+        let p = unsafe { b.build_in_bounds_gep(ctx.i8_type(), row, &[boff], "bp") }.map_err(err)?;
+        let xbase = b
+            .build_int_mul(blk, i64t.const_int(BLOCK as u64, false), "xbase")
+            .map_err(err)?;
+        accumulate_block(e, shape, p, x, xbase, None, &accs)?;
+        let next = b
+            .build_int_add(blk, i64t.const_int(1, false), "blk.next")
+            .map_err(err)?;
+        b.build_store(blk_slot, next).map_err(err)?;
+        let more = b
+            .build_int_compare(
+                inkwell::IntPredicate::ULT,
+                next,
+                i64t.const_int(full, false),
+                "more",
+            )
+            .map_err(err)?;
+        b.build_conditional_branch(more, body, after).map_err(err)?;
+        b.position_at_end(after);
+    }
+    let tail = shape.cols % BLOCK;
+    if tail > 0 {
+        let p = e.byte_ptr(row, full * bb)?;
+        let xbase = i64t.const_int(full * BLOCK as u64, false);
+        accumulate_block(e, shape, p, x, xbase, Some(tail), &accs)?;
+    }
+    sum_accumulators(e, &widths, &accs)
+}
+
+/// The vector width of each segment position of a format's block.
+fn segment_widths(format: Format) -> Vec<u32> {
+    match format {
+        Format::Int4 => vec![32, 32],
+        Format::Int2 | Format::Int3 | Format::Bin1 => vec![16; 4],
+        Format::Ternary => vec![12, 12, 12, 12, 12, 4],
+    }
+}
+
+/// acc[i] += levels[i] · x[xbase + offset_i ..]; in a tail block (`valid` weights), x loads are
+/// masked to the row's end and segments past it are skipped.
+fn accumulate_block<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    shape: GemvShape,
+    p: PointerValue<'ctx>,
+    x: PointerValue<'ctx>,
+    xbase: IntValue<'ctx>,
+    valid: Option<usize>,
+    accs: &[PointerValue<'ctx>],
+) -> Result<()> {
+    let (ctx, b) = (e.ctx, &e.b);
+    let f32t = ctx.f32_type();
+    for (seg, acc) in e.decode(shape.format, p)?.into_iter().zip(accs) {
+        let n = seg.levels.get_type().get_size();
+        let live = valid.map_or(n as usize, |v| v.saturating_sub(seg.offset).min(n as usize));
+        if live == 0 {
+            continue;
+        }
+        let xi = b
+            .build_int_add(
+                xbase,
+                ctx.i64_type().const_int(seg.offset as u64, false),
+                "xi",
+            )
+            .map_err(err)?;
+        let xp = unsafe { b.build_in_bounds_gep(f32t, x, &[xi], "xp") }.map_err(err)?;
+        let xv = if live == n as usize {
+            let v = b.build_load(e.f32v(n), xp, "xv").map_err(err)?;
+            v.as_instruction_value()
+                .expect("load")
+                .set_alignment(4)
+                .map_err(err)?;
+            v.into_vector_value()
+        } else {
+            masked_load(e, xp, n, live)?
+        };
+        let a = b
+            .build_load(e.f32v(n), *acc, "a")
+            .map_err(err)?
+            .into_vector_value();
+        let fma = intrinsic(e.module, "llvm.fma", &[e.f32v(n).into()])?;
+        let args: [BasicMetadataValueEnum; 3] = [seg.levels.into(), xv.into(), a.into()];
+        let r = b
+            .build_call(fma, &args, "fma")
+            .map_err(err)?
+            .try_as_basic_value()
+            .basic()
+            .expect("value");
+        b.build_store(*acc, r).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Loads the first `live` of `n` floats at `p`, zeros in the other lanes.
+fn masked_load<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    p: PointerValue<'ctx>,
+    n: u32,
+    live: usize,
+) -> Result<VectorValue<'ctx>> {
+    let ctx = e.ctx;
+    let bits: Vec<_> = (0..n as usize)
+        .map(|i| ctx.bool_type().const_int((i < live) as u64, false))
+        .collect();
+    let mask = VectorType::const_vector(&bits);
+    let ptr = ctx.ptr_type(AddressSpace::default());
+    let f = intrinsic(
+        e.module,
+        "llvm.masked.load",
+        &[e.f32v(n).into(), ptr.into()],
+    )?;
+    let args: [BasicMetadataValueEnum; 4] = [
+        p.into(),
+        ctx.i32_type().const_int(4, false).into(),
+        mask.into(),
+        e.f32v(n).const_zero().into(),
+    ];
+    let v =
+        e.b.build_call(f, &args, "xm")
+            .map_err(err)?
+            .try_as_basic_value()
+            .basic()
+            .expect("value");
+    Ok(v.into_vector_value())
+}
+
+/// Σ of every lane of every accumulator (same-width accumulators first added as vectors).
+fn sum_accumulators<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    widths: &[u32],
+    accs: &[PointerValue<'ctx>],
+) -> Result<inkwell::values::FloatValue<'ctx>> {
+    let b = &e.b;
+    let mut by_width: Vec<(u32, VectorValue<'ctx>)> = vec![];
+    for (&w, &acc) in widths.iter().zip(accs) {
+        let v = b
+            .build_load(e.f32v(w), acc, "acc.v")
+            .map_err(err)?
+            .into_vector_value();
+        match by_width.iter_mut().find(|(bw, _)| *bw == w) {
+            Some((_, sum)) => *sum = b.build_float_add(*sum, v, "acc.sum").map_err(err)?,
+            None => by_width.push((w, v)),
+        }
+    }
+    let mut total = e.ctx.f32_type().const_zero();
+    for (w, v) in by_width {
+        let reduce = intrinsic(e.module, "llvm.vector.reduce.fadd", &[e.f32v(w).into()])?;
+        let args: [BasicMetadataValueEnum; 2] =
+            [e.ctx.f32_type().const_float(-0.0).into(), v.into()];
+        let call = b.build_call(reduce, &args, "red").map_err(err)?;
+        let s = call
+            .try_as_basic_value()
+            .basic()
+            .expect("value")
+            .into_float_value();
+        // Reassociation lets LLVM sum the lanes as a tree instead of one after another.
+        s.as_instruction_value()
+            .expect("a call")
+            .set_fast_math_flags(inkwell::values::FastMathFlags::AllowReassoc)
+            .map_err(err)?;
+        total = b.build_float_add(total, s, "total").map_err(err)?;
+    }
+    Ok(total)
+}

@@ -1,0 +1,216 @@
+//! Compiled artifacts end to end on the tiny model: the runtime's logits against the interpreter's
+//! fake-quant logits for every width and a mixed plan (portable kernels always; generated x86
+//! kernels with the `llvm` feature), generation, and every kind of bad artifact.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+const IDS: &str = "5,17,300,2,99,42,7,8,9,10,400,1,3";
+
+fn compile(dir: &Path, name: &str, quant: &[&str], target: &str) -> PathBuf {
+    let out = dir.join(format!("{name}.pqc"));
+    let model = testdata("models/tiny-llama");
+    let mut args = vec![
+        "compile",
+        model.to_str().unwrap(),
+        "--target",
+        target,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(quant);
+    paretoqc(&args);
+    out
+}
+
+fn logits(dir: &Path, model: &Path, quant: &[&str], name: &str) -> Vec<f32> {
+    let out = dir.join(format!("{name}.safetensors"));
+    let mut args = vec![
+        "logits",
+        model.to_str().unwrap(),
+        "--token-ids",
+        IDS,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(quant);
+    paretoqc(&args);
+    f32s(&read_st(&out)["logits"].1)
+}
+
+fn targets() -> Vec<&'static str> {
+    if cfg!(feature = "llvm") {
+        vec!["portable", "x86"]
+    } else {
+        vec!["portable"]
+    }
+}
+
+#[test]
+fn compiled_logits_match_the_interpreter_for_every_width_and_a_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"model.layers.0.self_attn.q_proj": 1, "model.layers.0.self_attn.k_proj": 1.58,
+            "model.layers.0.mlp.down_proj": 3, "model.layers.1.mlp.up_proj": 4,
+            "model.layers.1.self_attn.o_proj": 2}"#,
+    )
+    .unwrap();
+    let plan_arg = plan.to_str().unwrap().to_string();
+    let cases: Vec<(String, Vec<&str>)> = ["1", "1.58", "2", "3", "4", "16"]
+        .iter()
+        .map(|b| (format!("bits{b}"), vec!["--bits", *b]))
+        .chain([("plan".to_string(), vec!["--plan", plan_arg.as_str()])])
+        .collect();
+    let model = testdata("models/tiny-llama");
+    for (name, quant) in &cases {
+        let want = logits(dir.path(), &model, quant, &format!("{name}-interp"));
+        for target in targets() {
+            let art = compile(dir.path(), &format!("{name}-{target}"), quant, target);
+            let got = logits(dir.path(), &art, &[], &format!("{name}-{target}"));
+            let err = rel_err(&got, &want);
+            assert!(err < 1e-4, "{name} on {target}: relative error {err}");
+        }
+    }
+}
+
+#[test]
+fn run_generates_text_and_reports_speed() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets() {
+        let art = compile(
+            dir.path(),
+            &format!("run-{target}"),
+            &["--bits", "4"],
+            target,
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_paretoqc"))
+            .args([
+                "run",
+                art.to_str().unwrap(),
+                "--prompt",
+                "It is a truth",
+                "-n",
+                "12",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("It is a truth") && text.trim().len() > "It is a truth".len(),
+            "{text}"
+        );
+        let report = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            report.contains("prefill:") && report.contains("decode: 12 tokens"),
+            "{report}"
+        );
+    }
+}
+
+/// Compiles once, then damages a copy in each way a user's artifact can be damaged.
+#[test]
+fn bad_artifacts_are_refused_with_the_file_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = compile(dir.path(), "good", &["--bits", "2"], "portable");
+    let damage = |name: &str, f: &dyn Fn(&Path)| -> String {
+        let copy = dir.path().join(format!("{name}.pqc"));
+        std::fs::create_dir_all(&copy).unwrap();
+        for e in std::fs::read_dir(&good).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+        }
+        f(&copy);
+        let out = dir.path().join(format!("{name}.st"));
+        paretoqc_err(&[
+            "logits",
+            copy.to_str().unwrap(),
+            "--token-ids",
+            "1,2",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let edit_manifest = |p: &Path, from: &str, to: &str| {
+        let m = p.join("manifest.json");
+        let text = std::fs::read_to_string(&m).unwrap();
+        assert!(text.contains(from), "manifest has no {from}");
+        std::fs::write(&m, text.replacen(from, to, 1)).unwrap();
+    };
+    let truncated = damage("truncated", &|p| {
+        let w = p.join("weights.safetensors");
+        let bytes = std::fs::read(&w).unwrap();
+        std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+    });
+    assert!(
+        truncated.contains("weights.safetensors") && truncated.contains("truncated"),
+        "{truncated}"
+    );
+    let flipped = damage("flipped", &|p| {
+        let w = p.join("weights.safetensors");
+        let mut bytes = std::fs::read(&w).unwrap();
+        let n = bytes.len() - 10;
+        bytes[n] ^= 0x40;
+        std::fs::write(&w, &bytes).unwrap();
+    });
+    assert!(
+        flipped.contains("weights.safetensors") && flipped.contains("checksum"),
+        "{flipped}"
+    );
+    let version = damage("version", &|p| {
+        edit_manifest(p, "\"format_version\": 1", "\"format_version\": 99")
+    });
+    assert!(
+        version.contains("manifest.json") && version.contains("version 99"),
+        "{version}"
+    );
+    let missing = damage("missing", &|p| {
+        std::fs::remove_file(p.join("tokenizer.json")).unwrap()
+    });
+    assert!(missing.contains("tokenizer.json"), "{missing}");
+    let garbage = damage("garbage", &|p| {
+        std::fs::write(p.join("manifest.json"), "{not json").unwrap()
+    });
+    assert!(
+        garbage.contains("manifest.json") && garbage.contains("not JSON"),
+        "{garbage}"
+    );
+    let cpu = damage("cpu", &|p| {
+        edit_manifest(p, "\"features\": []", "\"features\": [\"avx10.9\"]")
+    });
+    assert!(
+        cpu.contains("CPU features") && cpu.contains("avx10.9"),
+        "{cpu}"
+    );
+    let no_kernels = damage("nokernels", &|p| {
+        edit_manifest(p, "\"arch\": \"portable\"", "\"arch\": \"x86\"")
+    });
+    assert!(no_kernels.contains("kernels.so"), "{no_kernels}");
+}
+
+#[test]
+fn compile_refuses_bad_requests_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.pqc");
+    let model = testdata("models/tiny-llama");
+    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+    let e = paretoqc_err(&["compile", m, "--bits", "5", "-o", o]);
+    assert!(e.contains("unsupported bit width"), "{e}");
+    let e = paretoqc_err(&["compile", m, "--bits", "2", "--target", "arm", "-o", o]);
+    assert!(e.contains("unknown --target `arm`"), "{e}");
+    let e = paretoqc_err(&[
+        "compile", m, "--bits", "2", "--target", "x86", "--cpu", "pentium9", "-o", o,
+    ]);
+    assert!(
+        e.contains("pentium9") || e.contains("without the LLVM code generator"),
+        "{e}"
+    );
+    assert!(!out.exists(), "a failed compile left {}", out.display());
+}
