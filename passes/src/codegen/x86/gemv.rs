@@ -13,6 +13,7 @@ use inkwell::context::Context;
 use inkwell::intrinsics::Intrinsic;
 use inkwell::module::Module;
 use inkwell::types::VectorType;
+use inkwell::values::BasicValue;
 use inkwell::values::{BasicMetadataValueEnum, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::AddressSpace;
 use paretoqc_runtime::format::{Format, BLOCK};
@@ -512,12 +513,8 @@ fn masked_load<'ctx>(
         "llvm.masked.load",
         &[e.f32v(n).into(), ptr.into()],
     )?;
-    let args: [BasicMetadataValueEnum; 4] = [
-        p.into(),
-        ctx.i32_type().const_int(4, false).into(),
-        mask.into(),
-        e.f32v(n).const_zero().into(),
-    ];
+    // LLVM 22's masked load takes (ptr, mask, passthru); the alignment is the pointer's.
+    let args: [BasicMetadataValueEnum; 3] = [p.into(), mask.into(), e.f32v(n).const_zero().into()];
     let v =
         e.b.build_call(f, &args, "xm")
             .map_err(err)?
