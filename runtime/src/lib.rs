@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod manifest;
 pub mod model;
 pub mod sample;
+pub mod score;
 
 pub use artifact::Artifact;
 pub use error::ArtifactError;

@@ -33,6 +33,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if super::is_artifact(&args.model) {
+        return eval_artifact(&args);
+    }
     let mut m = super::load(&args.model)?;
     if let Some(spec) = args.quant.spec()? {
         super::quant_args::apply(&mut m, &spec, &args.model.display().to_string())?;
@@ -69,6 +72,47 @@ pub fn run(args: Args) -> Result<()> {
     println!("tokens scored: {}", ppl.scored);
     println!("tokens/s: {:.1}", ppl.scored as f64 / secs);
     println!("perplexity: {:.6}", ppl.value());
+    Ok(())
+}
+
+/// Perplexity of a compiled artifact, with the runtime (its kernels, its KV cache).
+fn eval_artifact(args: &Args) -> Result<()> {
+    if args.quant.spec()?.is_some() {
+        anyhow::bail!(
+            "{}: an artifact's bit widths are fixed when it is compiled; drop --bits/--plan",
+            args.model.display()
+        );
+    }
+    let art = paretoqc_runtime::Artifact::load(&args.model)?;
+    let tok = art.tokenizer()?;
+    let text = super::read_text(&args.text)?;
+    let enc = tok
+        .encode(text, false)
+        .map_err(|e| anyhow::anyhow!("{}: cannot tokenize: {e}", args.text.display()))?;
+    let mut ids = enc.get_ids().to_vec();
+    ids.truncate(args.max_tokens.unwrap_or(ids.len()));
+    let bar = ProgressBar::new((ids.len() / args.ctx.max(1)) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} windows  {msg}  eta {eta}")
+            .expect("valid template"),
+    );
+    let start = Instant::now();
+    let score = paretoqc_runtime::score::perplexity(&art, &ids, args.ctx, |done, so_far| {
+        bar.set_position(done as u64);
+        bar.set_message(format!("ppl {:.3}", so_far.perplexity()));
+    })
+    .with_context(|| args.text.display().to_string())?;
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "model: {} (artifact, {} kernels)",
+        args.model.display(),
+        art.kernels.name()
+    );
+    println!("windows: {} x {} tokens", score.windows, args.ctx);
+    println!("tokens scored: {}", score.scored);
+    println!("tokens/s: {:.1}", score.scored as f64 / secs);
+    println!("perplexity: {:.6}", score.perplexity());
     Ok(())
 }
 
