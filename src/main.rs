@@ -43,6 +43,7 @@ enum Command {
     Init(commands::init::Args),
     Compile(commands::compile::Args),
     Run(commands::run::Args),
+    Bench(commands::bench::Args),
 }
 
 /// Output piped into `head` ends the program quietly, as for other Unix tools, instead of a
@@ -81,6 +82,7 @@ fn main() -> ExitCode {
         Command::Init(a) => commands::init::run(a),
         Command::Compile(a) => commands::compile::run(a),
         Command::Run(a) => commands::run::run(a),
+        Command::Bench(a) => commands::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -35,6 +35,9 @@ pub struct Args {
     /// Print the graph after each pass, as MLIR's --print-ir-after-all.
     #[arg(long)]
     pub print_ir_after_all: bool,
+    /// Print only the last line (no per-projection table).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 /// What the code generator gives back for the x86 target.
@@ -87,7 +90,9 @@ pub fn run(args: Args) -> Result<()> {
         let json = serde_json::to_string_pretty(&manifest)?;
         crate::output::write_file(&dir.join(manifest::MANIFEST), json.as_bytes())
     })?;
-    print_report(&m, &bits, &packed);
+    if !args.quiet {
+        print_report(&m, &bits, &packed);
+    }
     println!(
         "wrote {} (target {}, {:.1} s)",
         out.display(),

@@ -217,34 +217,21 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     }
 
     /// Base-3 digits: byte j < 12 holds weights j + 12k (k = 0..4), byte 12 weights 60..63.
+    /// x86 has no vector integer division, so digits are taken in f32, exactly: for a byte b < 243,
+    /// q = floor((b + 0.5) / 3^k) (the +0.5 keeps every quotient at least 0.5/81 away from an
+    /// integer, far beyond f32 rounding) and d = q − 3·floor((q + 0.5) / 3).
     fn decode_ternary(&self, p: PointerValue<'ctx>) -> Result<Vec<Segment<'ctx>>> {
-        let i16t = self.ctx.i16_type();
-        let digits = |wide: VectorValue<'ctx>, powers: &[u64]| -> Result<VectorValue<'ctx>> {
-            let n = wide.get_type().get_size();
-            let pw: Vec<_> = powers.iter().map(|&v| i16t.const_int(v, false)).collect();
-            let pw = if pw.len() == 1 {
-                vec![pw[0]; n as usize]
-            } else {
-                pw
-            };
-            let three = VectorType::const_vector(&vec![i16t.const_int(3, false); n as usize]);
-            let q = self
-                .b
-                .build_int_unsigned_div(wide, VectorType::const_vector(&pw), "q")
-                .map_err(err)?;
-            let d = self.b.build_int_unsigned_rem(q, three, "d").map_err(err)?;
-            self.levels(d, 1.0)
-        };
         let bytes = self.load_vec(self.i8v(12), p)?;
-        let wide = self
+        let b12 = self
             .b
-            .build_int_z_extend(bytes, i16t.vec_type(12), "w")
+            .build_unsigned_int_to_float(bytes, self.f32v(12), "b")
             .map_err(err)?;
         let mut segs = vec![];
         for k in 0..5u32 {
+            let inv = vec![1.0 / 3f64.powi(k as i32); 12];
             segs.push(Segment {
                 offset: 12 * k as usize,
-                levels: digits(wide, &[3u64.pow(k)])?,
+                levels: self.ternary_digit(b12, &inv)?,
             });
         }
         let last = self.load_vec(self.i8v(1), self.byte_ptr(p, 12)?)?;
@@ -253,15 +240,53 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             .b
             .build_shuffle_vector(last, self.i8v(1).get_undef(), zero4, "b12")
             .map_err(err)?;
-        let wide4 = self
+        let b4 = self
             .b
-            .build_int_z_extend(splat, i16t.vec_type(4), "w4")
+            .build_unsigned_int_to_float(splat, self.f32v(4), "b4")
             .map_err(err)?;
+        let inv4: Vec<f64> = (0..4).map(|k| 1.0 / 3f64.powi(k)).collect();
         segs.push(Segment {
             offset: 60,
-            levels: digits(wide4, &[1, 3, 9, 27])?,
+            levels: self.ternary_digit(b4, &inv4)?,
         });
         Ok(segs)
+    }
+
+    /// The level (digit − 1) of each lane's digit, given 1/3^k per lane.
+    fn ternary_digit(&self, b: VectorValue<'ctx>, inv_power: &[f64]) -> Result<VectorValue<'ctx>> {
+        let n = b.get_type().get_size();
+        let floor = intrinsic(self.module, "llvm.floor", &[self.f32v(n).into()])?;
+        let call_floor = |v: VectorValue<'ctx>| -> Result<VectorValue<'ctx>> {
+            let args: [BasicMetadataValueEnum; 1] = [v.into()];
+            let r = self.b.build_call(floor, &args, "fl").map_err(err)?;
+            Ok(r.try_as_basic_value()
+                .basic()
+                .expect("value")
+                .into_vector_value())
+        };
+        let f32t = self.ctx.f32_type();
+        let powers: Vec<_> = inv_power.iter().map(|&v| f32t.const_float(v)).collect();
+        let half = self.splat_f32(n, 0.5);
+        let bh = self.b.build_float_add(b, half, "bh").map_err(err)?;
+        let bq = self
+            .b
+            .build_float_mul(bh, VectorType::const_vector(&powers), "bq")
+            .map_err(err)?;
+        let q = call_floor(bq)?;
+        let qh = self.b.build_float_add(q, half, "qh").map_err(err)?;
+        let q3 = call_floor(
+            self.b
+                .build_float_mul(qh, self.splat_f32(n, 1.0 / 3.0), "q3")
+                .map_err(err)?,
+        )?;
+        let three_q3 = self
+            .b
+            .build_float_mul(q3, self.splat_f32(n, 3.0), "t")
+            .map_err(err)?;
+        let d = self.b.build_float_sub(q, three_q3, "d").map_err(err)?;
+        self.b
+            .build_float_sub(d, self.splat_f32(n, 1.0), "lv")
+            .map_err(err)
     }
 }
 

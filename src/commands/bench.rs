@@ -1,0 +1,355 @@
+//! `paretoqc bench`: the speed table of issue 4, measured in one run on this machine.
+//!
+//! 1. Read bandwidth floors: one 4 MiB buffer read over and over (cache-resident) and a rotation
+//!    over 1 GiB of buffers (memory), with 1 and 2 threads.
+//! 2. Each format's generated matrix-vector kernel on 4096x4096 and SmolLM2-135M's shapes, hot
+//!    (one matrix) and cold (rotating over copies filling 1 GiB), beside the floor for its bytes.
+//! 3. End to end on a model (SmolLM2-135M by default): for each width, compile, then prefill and
+//!    decode tokens/s with 1 and 2 threads, and perplexity on a text.
+//! 4. With `--llama-bench BIN --gguf FILE`: llama.cpp's own prefill/decode figures, same machine.
+
+use anyhow::{bail, Context, Result};
+use paretoqc_runtime::decoder::Session;
+use paretoqc_runtime::format::Format;
+use paretoqc_runtime::kernels::linear;
+use paretoqc_runtime::model::{Matrix, PackedMatrix};
+use paretoqc_runtime::Artifact;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Measure kernels and end-to-end speed against this machine's memory floor.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model for the end-to-end rows.
+    #[arg(long, default_value = "data/models/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    pub model: PathBuf,
+    /// Text for the perplexity column.
+    #[arg(long, default_value = "data/text/wiki.txt")]
+    pub text: PathBuf,
+    /// Tokens of --text to score (windows of 512).
+    #[arg(long, default_value_t = 4096)]
+    pub ppl_tokens: usize,
+    /// Widths for the end-to-end rows.
+    #[arg(long, value_delimiter = ',', default_value = "2,3,4,16")]
+    pub bits: Vec<String>,
+    /// Skip the end-to-end rows.
+    #[arg(long)]
+    pub kernels_only: bool,
+    /// llama.cpp's llama-bench binary, to add its figures.
+    #[arg(long, requires = "gguf")]
+    pub llama_bench: Option<PathBuf>,
+    /// The GGUF file llama-bench runs (e.g. SmolLM2 at its fastest type).
+    #[arg(long)]
+    pub gguf: Option<PathBuf>,
+}
+
+const MIB: usize = 1 << 20;
+const HOT_BYTES: usize = 4 * MIB;
+const COLD_BYTES: usize = 1024 * MIB;
+
+pub fn run(args: Args) -> Result<()> {
+    let floors = Floors::measure();
+    floors.print();
+    kernels_table(&floors)?;
+    if !args.kernels_only {
+        end_to_end(&args)?;
+    }
+    if let (Some(bin), Some(gguf)) = (&args.llama_bench, &args.gguf) {
+        llama_bench(bin, gguf)?;
+    }
+    Ok(())
+}
+
+/// Seconds per call of `f`: the best of 5 trials, each long enough to time (>= 50 ms).
+fn time_per_call(mut f: impl FnMut(usize)) -> f64 {
+    let mut calls = 1;
+    loop {
+        let t = Instant::now();
+        (0..calls).for_each(&mut f);
+        if t.elapsed().as_secs_f64() > 0.05 {
+            break;
+        }
+        calls *= 2;
+    }
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            (0..calls).for_each(&mut f);
+            t.elapsed().as_secs_f64() / calls as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn pool(threads: usize) -> Result<rayon::ThreadPool> {
+    Ok(rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?)
+}
+
+/// Sums a buffer as u64 words with eight independent lanes (vectorised; reads every byte).
+fn read_all(buf: &[u8]) -> u64 {
+    let mut acc = [0u64; 8];
+    for chunk in buf.chunks_exact(64) {
+        for (i, w) in chunk.chunks_exact(8).enumerate() {
+            acc[i] = acc[i].wrapping_add(u64::from_le_bytes(w.try_into().unwrap()));
+        }
+    }
+    acc.iter().fold(0, |a, b| a ^ b)
+}
+
+/// Read bandwidth in bytes/s: (cache 1 thread, cache 2 threads, memory 1 thread, memory 2 threads).
+struct Floors {
+    cache: [f64; 2],
+    memory: [f64; 2],
+}
+
+impl Floors {
+    fn measure() -> Floors {
+        let bufs: Vec<Vec<u8>> = (0..COLD_BYTES / HOT_BYTES)
+            .map(|i| vec![i as u8; HOT_BYTES])
+            .collect();
+        let mut cache = [0.0; 2];
+        let mut memory = [0.0; 2];
+        for (slot, threads) in [1usize, 2].into_iter().enumerate() {
+            let p = pool(threads).expect("thread pool");
+            let read = |b: &[u8]| {
+                p.install(|| {
+                    use rayon::prelude::*;
+                    b.par_chunks(b.len() / threads)
+                        .map(read_all)
+                        .reduce(|| 0, |a, b| a ^ b)
+                })
+            };
+            cache[slot] = HOT_BYTES as f64
+                / time_per_call(|_| {
+                    black_box(read(&bufs[0]));
+                });
+            memory[slot] = HOT_BYTES as f64
+                / time_per_call(|i| {
+                    black_box(read(&bufs[i % bufs.len()]));
+                });
+        }
+        Floors { cache, memory }
+    }
+
+    fn print(&self) {
+        println!("## Read bandwidth (this machine, this run)\n");
+        println!("| source | 1 thread GB/s | 2 threads GB/s |");
+        println!("| --- | ---: | ---: |");
+        println!(
+            "| 4 MiB buffer (cache) | {:.1} | {:.1} |",
+            self.cache[0] / 1e9,
+            self.cache[1] / 1e9
+        );
+        println!(
+            "| 1 GiB rotation (memory) | {:.1} | {:.1} |\n",
+            self.memory[0] / 1e9,
+            self.memory[1] / 1e9
+        );
+    }
+}
+
+const SHAPES: [(usize, usize); 5] = [
+    (4096, 4096),
+    (576, 576),
+    (192, 576),
+    (1536, 576),
+    (576, 1536),
+];
+
+fn random_packed(format: Format, rows: usize, cols: usize, seed: u64) -> PackedMatrix {
+    let (lo, hi) = format.code_range();
+    let mut s = seed;
+    let mut codes = Vec::with_capacity(format.matrix_bytes(rows, cols));
+    let mut row = vec![0i8; cols];
+    for _ in 0..rows {
+        for c in row.iter_mut() {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = lo + ((s >> 33) % (hi - lo + 1) as u64) as i8;
+            *c = if format == Format::Bin1 && v == 0 {
+                1
+            } else {
+                v
+            };
+        }
+        format.pack_row(&row, &mut codes);
+    }
+    PackedMatrix {
+        format,
+        rows,
+        cols,
+        codes,
+        factor: vec![0.01; rows],
+    }
+}
+
+#[cfg(feature = "llvm")]
+fn generated_kernels(dir: &std::path::Path) -> Result<paretoqc_runtime::kernels::native::Native> {
+    use pqc::codegen::x86::{compile_kernels, GemvShape};
+    let shapes: Vec<GemvShape> = Format::ALL
+        .iter()
+        .flat_map(|&format| SHAPES.map(|(rows, cols)| GemvShape { format, rows, cols }))
+        .collect();
+    let k = compile_kernels(&shapes, "native")?;
+    let so = dir.join("kernels.so");
+    std::fs::write(&so, &k.shared_object)?;
+    let symbols = shapes
+        .iter()
+        .map(|s| {
+            (
+                paretoqc_runtime::kernels::native::gemv_role(s.format.name(), s.rows, s.cols),
+                s.symbol(),
+            )
+        })
+        .collect();
+    Ok(paretoqc_runtime::kernels::native::Native::load(
+        &so, &symbols, &k.cpu,
+    )?)
+}
+
+#[cfg(not(feature = "llvm"))]
+fn generated_kernels(
+    _: &std::path::Path,
+) -> Result<paretoqc_runtime::kernels::reference::Reference> {
+    bail!("paretoqc bench measures generated kernels: build with `--features llvm`")
+}
+
+fn kernels_table(floors: &Floors) -> Result<()> {
+    let dir = tempfile_dir()?;
+    let native = generated_kernels(&dir)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("## Matrix-vector kernels (generated, f32 activations)\n");
+    println!("Hot: one matrix, read from cache; floor = bytes / cache bandwidth. Cold: rotating over copies");
+    println!("filling 1 GiB; floor = bytes / memory bandwidth. x floor = time / floor (1.0 is the floor).\n");
+    println!("| bits | shape | bytes | threads | hot us | x floor | cold us | x floor |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for format in Format::ALL {
+        for (rows, cols) in SHAPES {
+            let bytes = format.matrix_bytes(rows, cols);
+            let copies = (COLD_BYTES / bytes).clamp(2, 4096);
+            let mats: Vec<Matrix> = (0..copies)
+                .map(|i| Matrix::Packed(random_packed(format, rows, cols, i as u64)))
+                .collect();
+            let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut y = vec![0.0f32; rows];
+            for (slot, threads) in [1usize, 2].into_iter().enumerate() {
+                let p = pool(threads)?;
+                let hot = p.install(|| time_per_call(|_| linear(&native, &mats[0], &x, 1, &mut y)));
+                let cold = p.install(|| {
+                    time_per_call(|i| linear(&native, &mats[i % copies], &x, 1, &mut y))
+                });
+                let hot_floor = bytes as f64 / floors.cache[slot];
+                let cold_floor = bytes as f64 / floors.memory[slot];
+                println!(
+                    "| {format} | {rows}x{cols} | {bytes} | {threads} | {:.1} | {:.2} | {:.1} | {:.2} |",
+                    hot * 1e6,
+                    hot / hot_floor,
+                    cold * 1e6,
+                    cold / cold_floor
+                );
+            }
+        }
+    }
+    println!();
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("paretoqc-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Prefill tokens/s (one batch of `prompt` tokens) and decode tokens/s (`decode` steps).
+fn generation_speed(art: &Artifact, prompt: &[u32], decode: usize) -> Result<(f64, f64)> {
+    let mut s = Session::new(&art.model, art.kernels.as_ref(), prompt.len() + decode);
+    let t = Instant::now();
+    let mut logits = s.forward(prompt, false)?;
+    let prefill = prompt.len() as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..decode {
+        let next = paretoqc_runtime::sample::argmax(&logits);
+        logits = s.forward(&[next], false)?;
+    }
+    Ok((prefill, decode as f64 / t.elapsed().as_secs_f64()))
+}
+
+fn end_to_end(args: &Args) -> Result<()> {
+    if !args.model.exists() {
+        bail!(
+            "{}: not found (scripts/get-data fetches SmolLM2-135M)",
+            args.model.display()
+        );
+    }
+    let dir = tempfile_dir()?;
+    println!(
+        "## End to end: {} (prompt 128 tokens, 64 decoded, greedy)\n",
+        args.model.display()
+    );
+    println!("| bits | artifact MB | threads | prefill tok/s | decode tok/s | perplexity ({} tokens of {}) |", args.ppl_tokens, args.text.display());
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for bits in &args.bits {
+        let out = dir.join(format!("b{bits}.pqc"));
+        let quant = super::quant_args::QuantArgs {
+            bits: (bits != "16").then(|| bits.clone()),
+            plan: None,
+        };
+        super::compile::run(super::compile::Args {
+            model: args.model.clone(),
+            quant,
+            target: "x86".into(),
+            cpu: "native".into(),
+            out: Some(out.clone()),
+            print_ir_after_all: false,
+            quiet: true,
+        })?;
+        let art = Artifact::load(&out)?;
+        let mb = std::fs::metadata(out.join("weights.safetensors"))?.len() as f64 / 1e6;
+        let tok = art.tokenizer()?;
+        let text = super::read_text(&args.text)?;
+        let ids = tok
+            .encode(text, false)
+            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?
+            .get_ids()
+            .to_vec();
+        let ppl = paretoqc_runtime::score::perplexity(
+            &art,
+            &ids[..args.ppl_tokens.min(ids.len())],
+            512,
+            |_, _| {},
+        )
+        .context("perplexity")?
+        .perplexity();
+        for threads in [1usize, 2] {
+            let (prefill, decode) =
+                pool(threads)?.install(|| generation_speed(&art, &ids[..128], 64))?;
+            println!("| {bits} | {mb:.1} | {threads} | {prefill:.1} | {decode:.1} | {ppl:.3} |");
+        }
+        std::fs::remove_dir_all(&out)?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!();
+    Ok(())
+}
+
+fn llama_bench(bin: &std::path::Path, gguf: &std::path::Path) -> Result<()> {
+    let out = std::process::Command::new(bin)
+        .args(["-m"])
+        .arg(gguf)
+        .args(["-p", "128", "-n", "64", "-t", "1,2", "-o", "md"])
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    println!("## llama.cpp (llama-bench, same machine, same run)\n");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    Ok(())
+}
