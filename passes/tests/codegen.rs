@@ -103,3 +103,20 @@ fn generated_gemv_matches_the_reference_on_random_shapes() {
         }
     }
 }
+
+/// The LLVM IR we emit, before optimisation, for each width on a 4 x 100 matrix (one full block
+/// and a masked tail of 36 weights): the snapshot shows each format's decoding.
+#[test]
+fn llvm_ir_before_optimisation_per_width() {
+    for format in Format::ALL {
+        let ctx = inkwell::context::Context::create();
+        let shape = GemvShape {
+            format,
+            rows: 4,
+            cols: 100,
+        };
+        let module = pqc::codegen::x86::gemv_module(&ctx, &[shape]).expect("module");
+        let name = format!("gemv_{}", shape.symbol());
+        insta::assert_snapshot!(name, module.print_to_string().to_string());
+    }
+}

@@ -59,6 +59,21 @@ struct Emitter<'a, 'ctx> {
 }
 
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
+    /// A stack slot in the function's entry block, where mem2reg promotes it to a register.
+    fn entry_alloca(
+        &self,
+        f: FunctionValue<'ctx>,
+        ty: inkwell::types::BasicTypeEnum<'ctx>,
+        name: &str,
+    ) -> Result<PointerValue<'ctx>> {
+        let entry = f.get_first_basic_block().expect("entry block");
+        let b = self.ctx.create_builder();
+        match entry.get_first_instruction() {
+            Some(i) => b.position_before(&i),
+            None => b.position_at_end(entry),
+        }
+        b.build_alloca(ty, name).map_err(err)
+    }
     fn i8v(&self, n: u32) -> VectorType<'ctx> {
         self.ctx.i8_type().vec_type(n)
     }
@@ -404,18 +419,19 @@ fn emit_row_dot<'ctx>(
     let i64t = ctx.i64_type();
     let full = (shape.cols / BLOCK) as u64;
     let bb = shape.format.block_bytes() as u64;
-    // One accumulator per segment position, in allocas (mem2reg makes them registers).
+    // One accumulator per segment position, in entry-block allocas (mem2reg makes them
+    // registers), zeroed at the start of each row.
     let widths = segment_widths(shape.format);
     let accs: Vec<PointerValue<'ctx>> = widths
         .iter()
         .map(|&w| {
-            let a = b.build_alloca(e.f32v(w), "acc").map_err(err)?;
+            let a = e.entry_alloca(f, e.f32v(w).into(), "acc")?;
             b.build_store(a, e.f32v(w).const_zero()).map_err(err)?;
             Ok(a)
         })
         .collect::<Result<_>>()?;
     if full > 0 {
-        let blk_slot = b.build_alloca(i64t, "blk").map_err(err)?;
+        let blk_slot = e.entry_alloca(f, i64t.into(), "blk")?;
         b.build_store(blk_slot, i64t.const_zero()).map_err(err)?;
         let body = ctx.append_basic_block(f, "block");
         let after = ctx.append_basic_block(f, "blocks.done");
