@@ -214,3 +214,46 @@ fn compile_refuses_bad_requests_without_writing() {
     );
     assert!(!out.exists(), "a failed compile left {}", out.display());
 }
+
+/// `--lm-head int8` stores the (tied) output projection as per-row 8-bit codes: the artifact
+/// drops the f32 table, and the logits stay close to the exact ones (not equal: the head and the
+/// embedding rows are rounded to 8 bits).
+#[test]
+fn int8_output_head_is_smaller_and_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = testdata("models/tiny-llama");
+    let want = logits(dir.path(), &model, &["--bits", "4"], "interp");
+    for target in targets() {
+        let exact = compile(
+            dir.path(),
+            &format!("f32-{target}"),
+            &["--bits", "4"],
+            target,
+        );
+        let small = compile(
+            dir.path(),
+            &format!("i8-{target}"),
+            &["--bits", "4", "--lm-head", "int8"],
+            target,
+        );
+        let size = |p: &Path| {
+            std::fs::metadata(p.join("weights.safetensors"))
+                .unwrap()
+                .len()
+        };
+        assert!(
+            size(&small) < size(&exact) - 60_000,
+            "{} vs {}",
+            size(&small),
+            size(&exact)
+        );
+        let tensors = read_st(&small.join("weights.safetensors"));
+        assert!(
+            tensors.contains_key("lm_head.qweight")
+                && !tensors.contains_key("model.embed_tokens.weight")
+        );
+        let got = logits(dir.path(), &small, &[], &format!("i8-{target}"));
+        let err = rel_err(&got, &want);
+        assert!(err > 1e-6 && err < 2e-2, "{target}: relative error {err}");
+    }
+}

@@ -13,7 +13,6 @@ use paretoqc_runtime::format::Format;
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackedTensor {
     pub format: Format,
-    pub bits: Bits,
     pub rows: usize,
     pub cols: usize,
     /// `rows * format.row_bytes(cols)` bytes.
@@ -34,12 +33,36 @@ impl PackedTensor {
         }
         Some(PackedTensor {
             format,
-            bits,
             rows,
             cols,
             bytes,
             scales,
         })
+    }
+
+    /// Per-row absmax 8-bit codes (`Format::Int8`): the optional storage of the output projection,
+    /// α = max|w| / 127 per row (1 for an all-zero row), c = round(w / α).
+    pub fn int8_rows(w: &[f32], cols: usize) -> PackedTensor {
+        let rows = w.len() / cols;
+        let mut bytes = Vec::with_capacity(Format::Int8.matrix_bytes(rows, cols));
+        let mut scales = Vec::with_capacity(rows);
+        for row in w.chunks(cols) {
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let alpha = if max > 0.0 { max / 127.0 } else { 1.0 };
+            let codes: Vec<i8> = row
+                .iter()
+                .map(|&v| (v / alpha).round_ties_even().clamp(-127.0, 127.0) as i8)
+                .collect();
+            Format::Int8.pack_row(&codes, &mut bytes);
+            scales.push(alpha);
+        }
+        PackedTensor {
+            format: Format::Int8,
+            rows,
+            cols,
+            bytes,
+            scales,
+        }
     }
 
     /// The weights the packed codes stand for (the runtime's reference dequantizer).

@@ -64,7 +64,7 @@ impl<'a> Session<'a> {
                     "token id {id} is outside the vocabulary"
                 )));
             }
-            x.extend_from_slice(&self.model.embed[id * h..(id + 1) * h]);
+            self.model.embed_row(id, &mut x);
         }
         for l in 0..c.num_hidden_layers {
             self.block(l, &mut x, t);

@@ -13,6 +13,10 @@
 //! | 2 bits | {-2..1} | c+2 | (c+0.5)·(α/2) |
 //! | 3 bits | {-4..3} | c+4 | c·α |
 //! | 4 bits | {-8..7} | c+8 | c·α |
+//! | 8 bits | {-127..127} | c (two's complement) | c·α |
+//!
+//! The 8-bit format is not a ParetoQ width: it is the optional storage of the output projection
+//! (`compile --lm-head int8`), a per-row absmax quantization.
 
 use std::fmt;
 
@@ -27,15 +31,17 @@ pub enum Format {
     Int2,
     Int3,
     Int4,
+    Int8,
 }
 
 impl Format {
-    pub const ALL: [Format; 5] = [
+    pub const ALL: [Format; 6] = [
         Format::Bin1,
         Format::Ternary,
         Format::Int2,
         Format::Int3,
         Format::Int4,
+        Format::Int8,
     ];
 
     /// The name used in manifests and plans: "1", "1.58", "2", "3", "4".
@@ -46,6 +52,7 @@ impl Format {
             Format::Int2 => "2",
             Format::Int3 => "3",
             Format::Int4 => "4",
+            Format::Int8 => "8",
         }
     }
 
@@ -61,6 +68,7 @@ impl Format {
             Format::Int2 => std::mem::size_of::<Block2>(),
             Format::Int3 => std::mem::size_of::<Block3>(),
             Format::Int4 => std::mem::size_of::<Block4>(),
+            Format::Int8 => std::mem::size_of::<Block8>(),
         }
     }
 
@@ -72,6 +80,7 @@ impl Format {
             Format::Int2 => (-2, 1),
             Format::Int3 => (-4, 3),
             Format::Int4 => (-8, 7),
+            Format::Int8 => (-127, 127),
         }
     }
 
@@ -81,7 +90,7 @@ impl Format {
         match self {
             Format::Ternary => c * (alpha / 1.5),
             Format::Int2 => (c + 0.5) * (alpha / 2.0),
-            Format::Bin1 | Format::Int3 | Format::Int4 => c * alpha,
+            Format::Bin1 | Format::Int3 | Format::Int4 | Format::Int8 => c * alpha,
         }
     }
 
@@ -114,6 +123,7 @@ impl Format {
                     out.extend_from_slice(&b.high);
                 }
                 Format::Int4 => out.extend_from_slice(&Block4::encode(&block).nibbles),
+                Format::Int8 => out.extend(block.iter().map(|&c| c as u8)),
             }
         }
     }
@@ -145,6 +155,7 @@ impl Format {
                     nibbles: block.try_into().unwrap(),
                 }
                 .decode(),
+                Format::Int8 => std::array::from_fn(|i| block[i] as i8),
             };
             codes.extend_from_slice(&decoded);
         }
@@ -207,6 +218,14 @@ pub struct Block4 {
     pub nibbles: [u8; 32],
 }
 
+/// 8 bits: byte i is weight i's code as a two's-complement i8.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block8 {
+    pub codes: [u8; 64],
+}
+
+const _: () = assert!(std::mem::size_of::<Block8>() == 64);
 const _: () = assert!(std::mem::size_of::<Block1>() == 8);
 const _: () = assert!(std::mem::size_of::<BlockT>() == 13);
 const _: () = assert!(std::mem::size_of::<Block2>() == 16);

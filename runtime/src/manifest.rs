@@ -19,6 +19,10 @@ pub struct Manifest {
     pub producer: String,
     pub model: ModelConfig,
     pub target: Target,
+    /// How the output projection (lm_head, or the tied embedding) is stored: "f32", or "int8"
+    /// (per-row absmax codes in `lm_head.qweight`; a tied embedding's rows are then read from them).
+    #[serde(default = "f32_head")]
+    pub lm_head: String,
     /// Projection module -> bit width ("1", "1.58", "2", "3", "4" or "16").
     pub projections: BTreeMap<String, String>,
     /// Kernel symbols in `kernels.so`, by role (`gemv.<bits>.<rows>x<cols>`); empty for the
@@ -26,6 +30,10 @@ pub struct Manifest {
     pub kernels: BTreeMap<String, String>,
     /// File name -> checksum, for every other file of the artifact.
     pub files: BTreeMap<String, FileSum>,
+}
+
+fn f32_head() -> String {
+    "f32".into()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

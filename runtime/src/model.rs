@@ -81,7 +81,7 @@ pub struct Layer {
 
 pub struct Model {
     pub config: ModelConfig,
-    /// [vocab, hidden].
+    /// [vocab, hidden]; empty when a tied embedding is read from an 8-bit `lm_head`.
     pub embed: Vec<f32>,
     pub layers: Vec<Layer>,
     pub norm: Vec<f32>,
@@ -217,7 +217,16 @@ impl Model {
                 down: next(),
             });
         }
-        let lm_head = if c.tie_word_embeddings {
+        let int8_head = match manifest.lm_head.as_str() {
+            "f32" => false,
+            "int8" => true,
+            other => {
+                return Err(r.err(format!("unknown lm_head storage `{other}` in the manifest")))
+            }
+        };
+        let lm_head = if int8_head {
+            Some(r.matrix("lm_head", "8", c.vocab_size, h)?)
+        } else if c.tie_word_embeddings {
             None
         } else {
             let w = r.f32s("lm_head.weight", &[c.vocab_size, h])?;
@@ -227,13 +236,34 @@ impl Model {
                 cols: h,
             })
         };
+        let embed = if int8_head && c.tie_word_embeddings {
+            Vec::new()
+        } else {
+            r.f32s("model.embed_tokens.weight", &[c.vocab_size, h])?
+        };
         Ok(Model {
             config: c.clone(),
-            embed: r.f32s("model.embed_tokens.weight", &[c.vocab_size, h])?,
+            embed,
             layers,
             norm: r.f32s("model.norm.weight", &[h])?,
             lm_head,
         })
+    }
+
+    /// Appends the input embedding of token `id` to `out` (from the 8-bit head when tied to it).
+    pub fn embed_row(&self, id: usize, out: &mut Vec<f32>) {
+        let h = self.config.hidden_size;
+        match &self.lm_head {
+            Some(Matrix::Packed(p)) if self.embed.is_empty() => {
+                let rb = p.format.row_bytes(h);
+                out.extend(p.format.dequantize_row(
+                    &p.codes[id * rb..(id + 1) * rb],
+                    p.factor[id],
+                    h,
+                ));
+            }
+            _ => out.extend_from_slice(&self.embed[id * h..(id + 1) * h]),
+        }
     }
 
     /// Every matrix with its module name, for kernels lookup and reports.

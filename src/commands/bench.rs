@@ -33,6 +33,9 @@ pub struct Args {
     /// Widths for the end-to-end rows.
     #[arg(long, value_delimiter = ',', default_value = "2,3,4,16")]
     pub bits: Vec<String>,
+    /// Output-projection storage for the end-to-end rows (compile --lm-head).
+    #[arg(long, value_delimiter = ',', default_value = "f32,int8")]
+    pub lm_head: Vec<String>,
     /// Skip the end-to-end rows.
     #[arg(long)]
     pub kernels_only: bool,
@@ -289,10 +292,18 @@ fn end_to_end(args: &Args) -> Result<()> {
         "## End to end: {} (prompt 128 tokens, 64 decoded, greedy)\n",
         args.model.display()
     );
-    println!("| bits | artifact MB | threads | prefill tok/s | decode tok/s | perplexity ({} tokens of {}) |", args.ppl_tokens, args.text.display());
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for bits in &args.bits {
-        let out = dir.join(format!("b{bits}.pqc"));
+    println!(
+        "| bits | lm_head | artifact MB | threads | prefill tok/s | decode tok/s | perplexity ({} tokens of {}) |",
+        args.ppl_tokens,
+        args.text.display()
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+    let runs = args
+        .bits
+        .iter()
+        .flat_map(|b| args.lm_head.iter().map(move |h| (b, h.as_str())));
+    for (bits, lm_head) in runs {
+        let out = dir.join(format!("b{bits}-{lm_head}.pqc"));
         let quant = super::quant_args::QuantArgs {
             bits: (bits != "16").then(|| bits.clone()),
             plan: None,
@@ -304,6 +315,7 @@ fn end_to_end(args: &Args) -> Result<()> {
             cpu: "native".into(),
             out: Some(out.clone()),
             print_ir_after_all: false,
+            lm_head: lm_head.into(),
             quiet: true,
         })?;
         let art = Artifact::load(&out)?;
@@ -326,7 +338,7 @@ fn end_to_end(args: &Args) -> Result<()> {
         for threads in [1usize, 2] {
             let (prefill, decode) =
                 pool(threads)?.install(|| generation_speed(&art, &ids[..128], 64))?;
-            println!("| {bits} | {mb:.1} | {threads} | {prefill:.1} | {decode:.1} | {ppl:.3} |");
+            println!("| {bits} | {lm_head} | {mb:.1} | {threads} | {prefill:.1} | {decode:.1} | {ppl:.3} |");
         }
         std::fs::remove_dir_all(&out)?;
     }

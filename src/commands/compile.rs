@@ -35,6 +35,11 @@ pub struct Args {
     /// Print the graph after each pass, as MLIR's --print-ir-after-all.
     #[arg(long)]
     pub print_ir_after_all: bool,
+    /// How to store the output projection (the tied embedding too): `f32` (exact), or `int8`
+    /// (per-row absmax codes: a quarter of the bytes that decode reads per token, at a measured
+    /// perplexity cost; see `paretoqc bench`).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "int8"])]
+    pub lm_head: String,
     /// Print only the last line (no per-projection table).
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -62,6 +67,8 @@ pub fn run(args: Args) -> Result<()> {
         .context(what.clone())?
         .into_iter()
         .collect();
+    let mut packed = packed;
+    let head_source = int8_head(&m, &args.lm_head, &mut packed)?;
     let mut graph = m.graph.clone();
     let mut pm = PassManager::parse("pack-weights,dce")?;
     if args.print_ir_after_all {
@@ -69,7 +76,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     pm.run(&mut graph, &mut std::io::stderr())?;
 
-    let weights = weights_file(&graph, &m, &packed)?;
+    let weights = weights_file(&graph, &m, &packed, head_source.as_deref())?;
     let kernels = match args.target.as_str() {
         "portable" => None,
         "x86" => Some(generate_x86(&packed, &args.cpu)?),
@@ -80,7 +87,8 @@ pub fn run(args: Args) -> Result<()> {
     };
     let tokenizer = tokenizer_json(&m)?;
     let out = args.out.clone().unwrap_or_else(|| default_out(&model_path));
-    let manifest = build_manifest(&m, &bits, &kernels, &weights, &tokenizer);
+    let mut manifest = build_manifest(&m, &bits, &kernels, &weights, &tokenizer);
+    manifest.lm_head = args.lm_head.clone();
     crate::output::replace_dir(&out, |dir| {
         crate::output::write_file(&dir.join(manifest::WEIGHTS), &weights)?;
         crate::output::write_file(&dir.join(manifest::TOKENIZER), &tokenizer)?;
@@ -102,6 +110,32 @@ pub fn run(args: Args) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// With `--lm-head int8`, adds `lm_head.qweight` to `packed` and returns the dense tensor it
+/// replaces in the artifact (`lm_head.weight`, or the tied `model.embed_tokens.weight`).
+fn int8_head(
+    m: &Model,
+    mode: &str,
+    packed: &mut BTreeMap<String, PackedTensor>,
+) -> Result<Option<String>> {
+    if mode != "int8" {
+        return Ok(None);
+    }
+    let source = if m.config.tie_word_embeddings {
+        "model.embed_tokens.weight"
+    } else {
+        "lm_head.weight"
+    };
+    let w = m
+        .weights
+        .get(source)
+        .with_context(|| format!("no value for {source}"))?;
+    packed.insert(
+        "lm_head.qweight".into(),
+        PackedTensor::int8_rows(&w.data, w.row_len()),
+    );
+    Ok(Some(source.to_string()))
 }
 
 /// `dir/model.safetensors` means the folder.
@@ -137,18 +171,26 @@ fn bits_per_module(m: &Model) -> BTreeMap<String, String> {
     bits
 }
 
-/// weights.safetensors: every param of the packed graph; codes as u8, the rest f32.
+/// weights.safetensors: every param of the packed graph and every packed tensor with its scales
+/// (codes as u8, the rest f32), less `skip` (the dense tensor an 8-bit head replaces).
 fn weights_file(
     graph: &pqc::ir::Graph,
     m: &Model,
     packed: &BTreeMap<String, PackedTensor>,
+    skip: Option<&str>,
 ) -> Result<Vec<u8>> {
     let scales: HashMap<String, &PackedTensor> = packed
         .iter()
         .map(|(codes, p)| (codes.replace(".qweight", ".weight_clip_val"), p))
         .collect();
+    let mut names: std::collections::BTreeSet<&str> = graph.params().map(|(n, _)| n).collect();
+    names.extend(packed.keys().map(String::as_str));
+    names.extend(scales.keys().map(String::as_str));
+    if let Some(s) = skip {
+        names.remove(s);
+    }
     let mut views = Vec::new();
-    for (name, _) in graph.params() {
+    for name in names {
         let view = if let Some(p) = packed.get(name) {
             TensorView::new(
                 Dtype::U8,
@@ -232,6 +274,7 @@ fn build_manifest(
         files.insert(manifest::KERNELS.to_string(), FileSum::of(&k.shared_object));
     }
     Manifest {
+        lm_head: "f32".into(),
         format_version: manifest::FORMAT_VERSION,
         producer: format!("paretoqc {}", env!("CARGO_PKG_VERSION")),
         model: ModelConfig {

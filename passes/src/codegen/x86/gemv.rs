@@ -41,6 +41,7 @@ impl GemvShape {
             Format::Int2 => "q2",
             Format::Int3 => "q3",
             Format::Int4 => "q4",
+            Format::Int8 => "q8",
         };
         format!("pqc_gemv_{tag}_{}x{}", self.rows, self.cols)
     }
@@ -228,6 +229,19 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                     .collect()
             }
             Format::Ternary => self.decode_ternary(p),
+            Format::Int8 => (0..4)
+                .map(|t| {
+                    let bytes = self.load_vec(self.i8v(16), self.byte_ptr(p, 16 * t)?)?;
+                    let f = self
+                        .b
+                        .build_signed_int_to_float(bytes, self.f32v(16), "f")
+                        .map_err(err)?;
+                    Ok(Segment {
+                        offset: 16 * t as usize,
+                        levels: f,
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -479,6 +493,7 @@ fn segment_widths(format: Format) -> Vec<u32> {
         Format::Int4 => vec![32, 32],
         Format::Int2 | Format::Int3 | Format::Bin1 => vec![16; 4],
         Format::Ternary => vec![12, 12, 12, 12, 12, 4],
+        Format::Int8 => vec![16; 4],
     }
 }
 
