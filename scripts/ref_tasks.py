@@ -12,7 +12,7 @@ zero-shot context. Each pair is tokenized as lm-eval's HFLM does (trailing conte
 moved to the continuation; context+continuation encoded whole, split at the context's token
 count; no special tokens; at most max_position_embeddings input tokens, cut on the left). The
 model runs in float32 with eager attention, the choices of one document as one right-padded
-batch; log-softmax in float32 as lm-eval. acc: argmax of summed log-likelihoods; acc_norm: of
+batch, the lm_head on the continuation's rows only; log-softmax in float32 as lm-eval. acc: argmax of summed log-likelihoods; acc_norm: of
 log-likelihood / len(choice) in characters; stderr sqrt(p(1-p)/(n-1)).
 
 --json writes the results in paretoqc's --json shape (tasks[].scores[].loglikelihoods).
@@ -86,6 +86,9 @@ def choice_len(continuation):
 
 
 def score_doc(torch, model, tok, choices, max_len):
+    """Summed log-likelihood of each choice's continuation, and the tokens run. The choices of a
+    document run as one right-padded batch (padding after a sequence cannot change its rows:
+    the model is causal); the lm_head is applied to the continuation's rows only."""
     seqs = [encode_pair(tok, c, k, max_len) for c, k in choices]
     inputs = [s[:-1] for s, _ in seqs]
     width = max(len(i) for i in inputs)
@@ -94,14 +97,14 @@ def score_doc(torch, model, tok, choices, max_len):
     for b, i in enumerate(inputs):
         ids[b, : len(i)] = torch.tensor(i)
         mask[b, : len(i)] = 1
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask).logits
-    logp = torch.log_softmax(logits.float(), dim=-1)
     lls = []
-    for b, (s, n) in enumerate(seqs):
-        rows = logp[b, len(s) - 1 - n: len(s) - 1]
-        target = torch.tensor(s[-n:])
-        lls.append(float(rows.gather(1, target[:, None]).sum()))
+    with torch.no_grad():
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        for b, (s, n) in enumerate(seqs):
+            rows = hidden[b, len(s) - 1 - n: len(s) - 1]
+            logp = torch.log_softmax(model.lm_head(rows).float(), dim=-1)
+            target = torch.tensor(s[-n:])
+            lls.append(float(logp.gather(1, target[:, None]).sum()))
     return lls, sum(len(i) for i in inputs)
 
 
