@@ -43,13 +43,13 @@ fn ids(m: &Model, text: &str) -> Vec<u32> {
 
 /// The log-likelihood of `continuation` after `context`, the slow way: the lm-eval split,
 /// then the whole graph on the (left-truncated) sequence, log-softmax of every row in f64.
-fn reference_loglik(m: &Model, context: &str, continuation: &str) -> (f64, usize) {
+fn reference_loglik(m: &Model, context: &str, continuation: &str) -> (f64, usize, Vec<i32>) {
     let whole = ids(m, &format!("{context}{continuation}"));
     let n_cont = whole.len() - ids(m, context).len();
     let max_len = m.config.max_position_embeddings;
     let seq = &whole[whole.len().saturating_sub(max_len + 1)..];
     let input: Vec<i32> = seq[..seq.len() - 1].iter().map(|&t| t as i32).collect();
-    let out = interp::run(&m.graph, &m.weights, vec![Value::ids(input)]).unwrap();
+    let out = interp::run(&m.graph, &m.weights, vec![Value::ids(input.clone())]).unwrap();
     let logits = out.into_iter().next().unwrap().into_f32().unwrap();
     let vocab = logits.row_len();
     let mut sum = 0.0;
@@ -59,7 +59,23 @@ fn reference_loglik(m: &Model, context: &str, continuation: &str) -> (f64, usize
         sum += row[target as usize] as f64 - z.ln();
         assert_eq!(row.len(), vocab);
     }
-    (sum, whole.len())
+    (sum, whole.len(), input)
+}
+
+/// Tokens a model must run for these inputs when an input that is a prefix of another (or equal
+/// to it) needs no run of its own.
+fn tokens_to_run(inputs: &[Vec<i32>]) -> usize {
+    let mut needed = 0;
+    for (i, a) in inputs.iter().enumerate() {
+        let covered = inputs
+            .iter()
+            .enumerate()
+            .any(|(j, b)| j != i && b.starts_with(a) && (b.len() > a.len() || j < i));
+        if !covered {
+            needed += a.len();
+        }
+    }
+    needed
 }
 
 #[test]
@@ -70,9 +86,13 @@ fn loglikelihoods_equal_sums_over_the_full_logits() {
     let (mut checked, mut longest) = (0, 0);
     for (task, res) in loaded.iter().zip(&results.tasks) {
         assert_eq!(task.docs.len(), res.scores.len());
+        let (mut run, mut naive) = (0, 0);
         for (doc, score) in task.docs.iter().zip(&res.scores) {
+            let mut inputs = Vec::new();
             for (c, &got) in doc.choices.iter().zip(&score.loglikelihoods) {
-                let (want, len) = reference_loglik(&m, &c.context, &c.continuation);
+                let (want, len, input) = reference_loglik(&m, &c.context, &c.continuation);
+                naive += input.len();
+                inputs.push(input);
                 assert!(
                     (got - want).abs() < 1e-3,
                     "{} doc {}: {got} vs {want}",
@@ -83,6 +103,14 @@ fn loglikelihoods_equal_sums_over_the_full_logits() {
                 longest = longest.max(len);
                 checked += 1;
             }
+            run += tokens_to_run(&inputs);
+        }
+        assert_eq!(res.tokens, run, "{}: tokens run", res.task);
+        if res.task == "boolq" {
+            assert!(
+                run < naive,
+                "BoolQ's two short answers share runs: {run} vs {naive}"
+            );
         }
     }
     assert_eq!(checked, 100, "every choice of the fixture is checked");

@@ -42,13 +42,13 @@ pub struct Args {
     /// With --tasks: the folder with <task>/<variant>/requests.jsonl.gz (made by scripts/get-data).
     #[arg(long, default_value = "data/tasks")]
     pub task_dir: PathBuf,
-    /// Window length in tokens.
+    /// With --text: window length in tokens.
     #[arg(long, default_value_t = 512)]
     pub ctx: usize,
-    /// Score only the first N tokens of the text.
+    /// With --text: score only the first N tokens of the text.
     #[arg(long)]
     pub max_tokens: Option<usize>,
-    /// Print the time spent in each kind of op.
+    /// With --text: print the time spent in each kind of op.
     #[arg(long)]
     pub profile: bool,
 }
