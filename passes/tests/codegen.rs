@@ -30,7 +30,8 @@ fn random_matrix(format: Format, rows: usize, cols: usize, rng: &mut Lcg) -> Pac
     for _ in 0..rows {
         let row: Vec<i8> = (0..cols)
             .map(|_| {
-                let c = lo + (rng.next() % (hi - lo + 1) as u64) as i8;
+                let span = (hi as i32 - lo as i32 + 1) as u64;
+                let c = (lo as i32 + (rng.next() % span) as i32) as i8;
                 if format == Format::Bin1 && c == 0 {
                     1
                 } else {

@@ -343,7 +343,8 @@ mod tests {
                 s = s
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                let c = lo + ((s >> 33) % (hi - lo + 1) as u64) as i8;
+                let span = (hi as i32 - lo as i32 + 1) as u64;
+                let c = (lo as i32 + ((s >> 33) % span) as i32) as i8;
                 if f == Format::Bin1 && c == 0 {
                     1
                 } else {

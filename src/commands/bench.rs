@@ -171,7 +171,8 @@ fn random_packed(format: Format, rows: usize, cols: usize, seed: u64) -> PackedM
             s = s
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            let v = lo + ((s >> 33) % (hi - lo + 1) as u64) as i8;
+            let span = (hi as i32 - lo as i32 + 1) as u64;
+            let v = (lo as i32 + ((s >> 33) % span) as i32) as i8;
             *c = if format == Format::Bin1 && v == 0 {
                 1
             } else {

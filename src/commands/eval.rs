@@ -1,46 +1,84 @@
-//! `paretoqc eval MODEL --text FILE`: perplexity over non-overlapping windows of `--ctx` tokens.
-//! Every prediction in each window is scored (ctx-1 per window: the first token has no prefix);
-//! the remainder shorter than a window is dropped; no BOS is added. The last line printed is
-//! `perplexity: <value>`.
+//! `paretoqc eval MODEL --text FILE | --tasks LIST`: perplexity of a text, or zero-shot accuracy
+//! on multiple-choice tasks.
+//!
+//! `--text`: perplexity over non-overlapping windows of `--ctx` tokens. Every prediction in each
+//! window is scored (ctx-1 per window: the first token has no prefix); the remainder shorter than
+//! a window is dropped; no BOS is added. The last line printed is `perplexity: <value>`.
+//!
+//! `--tasks`: acc and acc_norm per task as lm-eval-harness computes them (`pqc::tasks`), printed
+//! as lm-eval's table plus the average over tasks; `--json FILE` also writes every document's
+//! log-likelihoods.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use pqc::eval::perplexity;
 use pqc::interp::Meter;
-use std::path::PathBuf;
+use pqc::tasks::{self, EvalOptions, TaskResults};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Score a text file: perplexity over non-overlapping windows.
+/// Score a model: perplexity of a text (--text) or zero-shot accuracy on tasks (--tasks).
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["text", "tasks"])))]
 pub struct Args {
     /// Model folder or .gguf file.
     pub model: PathBuf,
     /// Fake-quantize the projection weights in memory first.
     #[command(flatten)]
     pub quant: super::quant_args::QuantArgs,
-    /// Plain-text file to score.
+    /// Plain-text file to score (perplexity). Give this or --tasks.
     #[arg(long)]
-    pub text: PathBuf,
-    /// Window length in tokens.
+    pub text: Option<PathBuf>,
+    /// Comma-separated zero-shot tasks, or `all`: arc_easy, arc_challenge, boolq, piqa, siqa,
+    /// hellaswag, openbookqa, winogrande. Give this or --text.
+    #[arg(long)]
+    pub tasks: Option<String>,
+    /// With --tasks: score only the first N documents of each task.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// With --tasks: also write the results (and every document's log-likelihoods) as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// With --tasks: the folder with <task>/<variant>/requests.jsonl.gz (made by scripts/get-data).
+    #[arg(long, default_value = "data/tasks")]
+    pub task_dir: PathBuf,
+    /// With --text: window length in tokens.
     #[arg(long, default_value_t = 512)]
     pub ctx: usize,
-    /// Score only the first N tokens of the text.
+    /// With --text: score only the first N tokens of the text.
     #[arg(long)]
     pub max_tokens: Option<usize>,
-    /// Print the time spent in each kind of op.
+    /// With --text: print the time spent in each kind of op.
     #[arg(long)]
     pub profile: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if super::is_artifact(&args.model) {
-        return eval_artifact(&args);
+    match (&args.text, &args.tasks) {
+        (Some(text), None) => run_perplexity(&args, text),
+        (None, Some(list)) => run_tasks(&args, list),
+        _ => bail!("give exactly one of --text FILE (perplexity) and --tasks LIST (zero-shot)"),
     }
+}
+
+/// The model with the asked-for quantization applied.
+fn load_quantized(args: &Args) -> Result<pqc::import::Model> {
     let mut m = super::load(&args.model)?;
     if let Some(spec) = args.quant.spec()? {
         super::quant_args::apply(&mut m, &spec, &args.model.display().to_string())?;
     }
-    let mut ids = super::tokenize::encode(&m, &super::read_text(&args.text)?, &args.text)?;
+    Ok(m)
+}
+
+fn run_perplexity(args: &Args, text: &Path) -> Result<()> {
+    if args.limit.is_some() || args.json.is_some() {
+        bail!("--limit and --json go with --tasks; --text prints perplexity only");
+    }
+    if super::is_artifact(&args.model) {
+        return eval_artifact(args, text);
+    }
+    let m = load_quantized(args)?;
+    let mut ids = super::tokenize::encode(&m, &super::read_text(text)?, text)?;
     ids.truncate(args.max_tokens.unwrap_or(ids.len()));
     let windows = ids.len() / args.ctx.max(1);
     let bar = ProgressBar::new(windows as u64);
@@ -61,7 +99,7 @@ pub fn run(args: Args) -> Result<()> {
             bar.set_message(format!("ppl {:.3}", so_far.value()));
         },
     )
-    .with_context(|| args.text.display().to_string())?;
+    .with_context(|| text.display().to_string())?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     if args.profile {
@@ -76,7 +114,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Perplexity of a compiled artifact, with the runtime (its kernels, its KV cache).
-fn eval_artifact(args: &Args) -> Result<()> {
+fn eval_artifact(args: &Args, text_path: &Path) -> Result<()> {
     if args.quant.spec()?.is_some() {
         anyhow::bail!(
             "{}: an artifact's bit widths are fixed when it is compiled; drop --bits/--plan",
@@ -85,10 +123,10 @@ fn eval_artifact(args: &Args) -> Result<()> {
     }
     let art = paretoqc_runtime::Artifact::load(&args.model)?;
     let tok = art.tokenizer()?;
-    let text = super::read_text(&args.text)?;
+    let text = super::read_text(text_path)?;
     let enc = tok
         .encode(text, false)
-        .map_err(|e| anyhow::anyhow!("{}: cannot tokenize: {e}", args.text.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: cannot tokenize: {e}", text_path.display()))?;
     let mut ids = enc.get_ids().to_vec();
     ids.truncate(args.max_tokens.unwrap_or(ids.len()));
     let bar = ProgressBar::new((ids.len() / args.ctx.max(1)) as u64);
@@ -101,7 +139,7 @@ fn eval_artifact(args: &Args) -> Result<()> {
         bar.set_position(done as u64);
         bar.set_message(format!("ppl {:.3}", so_far.perplexity()));
     })
-    .with_context(|| args.text.display().to_string())?;
+    .with_context(|| text_path.display().to_string())?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     println!(
@@ -129,4 +167,121 @@ fn print_profile(meter: &Meter, total: f64) {
         "peak live activations: {:.1} MB",
         meter.peak_bytes() as f64 / 1e6
     );
+}
+
+fn run_tasks(args: &Args, list: &str) -> Result<()> {
+    if args.limit == Some(0) {
+        bail!("--limit must be at least 1 (the number of documents scored per task)");
+    }
+    // Task names and data are checked before the (slower) model load.
+    let specs = tasks::parse_list(list)?;
+    let loaded = tasks::load_tasks(&args.task_dir, &specs, args.limit)?;
+    let m = load_quantized(args)?;
+    let tokenizer = m.tokenizer()?;
+    let total: usize = loaded.iter().map(|t| t.docs.len()).sum();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} documents  {msg}  eta {eta}")
+            .expect("valid template"),
+    );
+    let options = EvalOptions {
+        max_len: m.config.max_position_embeddings,
+    };
+    let start = Instant::now();
+    let results = tasks::evaluate(&m.graph, &m.weights, tokenizer, &loaded, options, &|p| {
+        bar.set_position(p.done as u64);
+        bar.set_message(p.task.to_string());
+    })?;
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    print!("{}", table(&results));
+    let tokens: usize = results.tasks.iter().map(|t| t.tokens).sum();
+    println!("model: {} ({})", args.model.display(), m.format);
+    println!(
+        "documents: {total}, tokens run: {tokens}, seconds: {secs:.1} ({:.1} tokens/s)",
+        tokens as f64 / secs
+    );
+    if let Some(path) = &args.json {
+        let json = results_json(args, &m, options, secs, &results)?;
+        crate::output::write_file(path, json.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// lm-eval-harness's results table (acc and acc_norm rows per task) plus the average.
+pub fn table(results: &TaskResults) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "|{:<14}|{:>5}|{:<8}|{:>6}|{:^3}|{:>6}|\n",
+        "Tasks", "Docs", "Metric", "Value", "", "Stderr"
+    ));
+    out.push_str("|--------------|----:|--------|-----:|---|-----:|\n");
+    for t in &results.tasks {
+        let a = &t.accuracy;
+        let docs = t.documents.to_string();
+        out.push_str(&table_row(
+            &t.task,
+            &docs,
+            "acc",
+            a.acc.value,
+            Some(a.acc.stderr),
+        ));
+        out.push_str(&table_row(
+            "",
+            "",
+            "acc_norm",
+            a.acc_norm.value,
+            Some(a.acc_norm.stderr),
+        ));
+    }
+    let avg = &results.average;
+    out.push_str(&table_row("average", "", "acc", avg.acc, None));
+    out.push_str(&table_row("", "", "acc_norm", avg.acc_norm, None));
+    out
+}
+
+/// One table line; `stderr` is `None` for the average (no error given), `Some(None)` for one
+/// document (undefined: N/A, as lm-eval prints it).
+fn table_row(
+    task: &str,
+    docs: &str,
+    metric: &str,
+    value: f64,
+    stderr: Option<Option<f64>>,
+) -> String {
+    let (pm, se) = match stderr {
+        Some(Some(s)) => ("±", format!("{s:.4}")),
+        Some(None) => ("±", "N/A".to_string()),
+        None => ("", String::new()),
+    };
+    format!("|{task:<14}|{docs:>5}|{metric:<8}|{value:>6.4}|{pm:^3}|{se:>6}|\n")
+}
+
+/// The JSON that --json writes: what was scored and how, then `tasks.rs`'s results.
+fn results_json(
+    args: &Args,
+    m: &pqc::import::Model,
+    options: EvalOptions,
+    secs: f64,
+    results: &TaskResults,
+) -> Result<String> {
+    let quant = match (&args.quant.bits, &args.quant.plan) {
+        (Some(b), _) => format!("bits={b}"),
+        (None, Some(p)) => format!("plan={}", p.display()),
+        (None, None) => "none".to_string(),
+    };
+    let mut json = serde_json::json!({
+        "model": args.model.display().to_string(),
+        "format": m.format,
+        "quant": quant,
+        "limit": args.limit,
+        "max_len": options.max_len,
+        "seconds": secs,
+    });
+    let body = serde_json::to_value(results)?;
+    if let (Some(obj), serde_json::Value::Object(rest)) = (json.as_object_mut(), body) {
+        obj.extend(rest);
+    }
+    Ok(serde_json::to_string_pretty(&json)? + "\n")
 }
