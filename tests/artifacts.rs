@@ -257,3 +257,45 @@ fn int8_output_head_is_smaller_and_close() {
         assert!(err > 1e-6 && err < 2e-2, "{target}: relative error {err}");
     }
 }
+
+/// `eval ART --tasks` scores with the runtime and gives the interpreter's table.
+#[test]
+fn zero_shot_on_an_artifact_matches_the_interpreter() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = testdata("tasks");
+    let model = testdata("models/tiny-llama");
+    let table = |out: String| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with('|'))
+            .map(String::from)
+            .collect()
+    };
+    let want = table(paretoqc(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--bits",
+        "3",
+        "--tasks",
+        "all",
+        "--task-dir",
+        tasks.to_str().unwrap(),
+    ]));
+    assert!(want.len() > 10, "{want:?}");
+    for target in targets() {
+        let art = compile(
+            dir.path(),
+            &format!("tasks-{target}"),
+            &["--bits", "3"],
+            target,
+        );
+        let got = table(paretoqc(&[
+            "eval",
+            art.to_str().unwrap(),
+            "--tasks",
+            "all",
+            "--task-dir",
+            tasks.to_str().unwrap(),
+        ]));
+        assert_eq!(got, want, "{target}");
+    }
+}

@@ -176,6 +176,9 @@ fn run_tasks(args: &Args, list: &str) -> Result<()> {
     // Task names and data are checked before the (slower) model load.
     let specs = tasks::parse_list(list)?;
     let loaded = tasks::load_tasks(&args.task_dir, &specs, args.limit)?;
+    if super::is_artifact(&args.model) {
+        return run_tasks_on_artifact(args, &loaded);
+    }
     let m = load_quantized(args)?;
     let tokenizer = m.tokenizer()?;
     let total: usize = loaded.iter().map(|t| t.docs.len()).sum();
@@ -204,6 +207,62 @@ fn run_tasks(args: &Args, list: &str) -> Result<()> {
     if let Some(path) = &args.json {
         let json = results_json(args, &m, options, secs, &results)?;
         crate::output::write_file(path, json.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `eval ART --tasks`: the same scoring, with the runtime computing the logits.
+fn run_tasks_on_artifact(args: &Args, loaded: &[tasks::LoadedTask]) -> Result<()> {
+    if args.quant.spec()?.is_some() {
+        bail!(
+            "{}: an artifact's bit widths are fixed when it is compiled; drop --bits/--plan",
+            args.model.display()
+        );
+    }
+    let art = paretoqc_runtime::Artifact::load(&args.model)?;
+    let tokenizer = art.tokenizer()?;
+    let total: usize = loaded.iter().map(|t| t.docs.len()).sum();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} documents  {msg}  eta {eta}")
+            .expect("valid template"),
+    );
+    let options = EvalOptions {
+        max_len: art.model.config.max_position_embeddings,
+    };
+    let start = Instant::now();
+    let scorer = tasks::Scorer::artifact(&art);
+    let results = tasks::evaluate_with(&scorer, &tokenizer, loaded, options, &|p| {
+        bar.set_position(p.done as u64);
+        bar.set_message(p.task.to_string());
+    })?;
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    print!("{}", table(&results));
+    println!(
+        "model: {} (artifact, {} kernels)",
+        args.model.display(),
+        art.kernels.name()
+    );
+    println!("documents: {total}, seconds: {secs:.1}");
+    if let Some(path) = &args.json {
+        let mut json = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "format": "artifact",
+            "limit": args.limit,
+            "max_len": options.max_len,
+            "seconds": secs,
+        });
+        if let (Some(obj), serde_json::Value::Object(rest)) =
+            (json.as_object_mut(), serde_json::to_value(&results)?)
+        {
+            obj.extend(rest);
+        }
+        crate::output::write_file(
+            path,
+            (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),
+        )?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -19,10 +19,15 @@ use crate::tensor::Tensor;
 
 /// A model ready to score sequences.
 pub struct Scorer<'w> {
-    graph: Graph,
-    weights: &'w Weights,
+    source: Source<'w>,
     /// The lm_head weight `[V,H]` when `graph` stops before it.
     head: Option<&'w Tensor>,
+}
+
+/// What computes the rows: the interpreter on a graph, or a compiled artifact's runtime.
+enum Source<'w> {
+    Graph { graph: Graph, weights: &'w Weights },
+    Artifact(&'w paretoqc_runtime::Artifact),
 }
 
 /// What a run leaves for scoring: hidden states before the head, or the logits.
@@ -44,8 +49,10 @@ impl<'w> Scorer<'w> {
             .and_then(|mut pm| pm.run(&mut body, &mut std::io::sink()))
             .map_err(|e| format!("cutting off the lm_head: {e}"))?;
         Ok(Scorer {
-            graph: body,
-            weights,
+            source: Source::Graph {
+                graph: body,
+                weights,
+            },
             head: Some(head),
         })
     }
@@ -55,10 +62,20 @@ impl<'w> Scorer<'w> {
     pub fn whole(graph: &Graph, weights: &'w Weights) -> Result<Scorer<'w>, String> {
         check_logits_graph(graph)?;
         Ok(Scorer {
-            graph: graph.clone(),
-            weights,
+            source: Source::Graph {
+                graph: graph.clone(),
+                weights,
+            },
             head: None,
         })
+    }
+
+    /// A scorer that runs a compiled artifact with the runtime (its kernels, its KV cache).
+    pub fn artifact(art: &'w paretoqc_runtime::Artifact) -> Scorer<'w> {
+        Scorer {
+            source: Source::Artifact(art),
+            head: None,
+        }
     }
 
     /// Whether the head is applied to the scored rows only.
@@ -93,13 +110,27 @@ impl<'w> Scorer<'w> {
     }
 
     fn run(&self, input: &[u32]) -> Result<Run, InterpError> {
-        let ids = input.iter().map(|&t| t as i32).collect();
-        let out = interp::run(&self.graph, self.weights, vec![Value::ids(ids)])?;
-        let rows = out
-            .into_iter()
-            .next()
-            .ok_or_else(|| InterpError::Graph("the graph returned nothing".into()))?
-            .into_f32()?;
+        let rows = match &self.source {
+            Source::Graph { graph, weights } => {
+                let ids = input.iter().map(|&t| t as i32).collect();
+                let out = interp::run(graph, weights, vec![Value::ids(ids)])?;
+                out.into_iter()
+                    .next()
+                    .ok_or_else(|| InterpError::Graph("the graph returned nothing".into()))?
+                    .into_f32()?
+            }
+            Source::Artifact(art) => {
+                let mut session = paretoqc_runtime::decoder::Session::new(
+                    &art.model,
+                    art.kernels.as_ref(),
+                    input.len(),
+                );
+                let logits = session
+                    .forward(input, true)
+                    .map_err(|e| InterpError::Input(e.to_string()))?;
+                Tensor::new(vec![input.len(), art.model.config.vocab_size], logits)
+            }
+        };
         Ok(Run {
             input_len: input.len(),
             rows,
