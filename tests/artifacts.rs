@@ -299,3 +299,28 @@ fn zero_shot_on_an_artifact_matches_the_interpreter() {
         assert_eq!(got, want, "{target}");
     }
 }
+
+/// `--act int8` (dynamic per-token int8 activations, integer kernels): logits close to the
+/// interpreter's but not equal (the activations are rounded to 8 bits).
+#[test]
+fn int8_activations_are_close_not_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = testdata("models/tiny-llama");
+    for bits in ["1", "1.58", "2", "3", "4"] {
+        let want = logits(dir.path(), &model, &["--bits", bits], &format!("i-{bits}"));
+        for target in targets() {
+            let art = compile(
+                dir.path(),
+                &format!("a8-{bits}-{target}"),
+                &["--bits", bits, "--act", "int8"],
+                target,
+            );
+            let got = logits(dir.path(), &art, &[], &format!("a8-{bits}-{target}"));
+            let err = rel_err(&got, &want);
+            assert!(
+                err > 1e-6 && err < 5e-2,
+                "{bits} bits on {target}: relative error {err}"
+            );
+        }
+    }
+}

@@ -3,10 +3,10 @@
 #![cfg(feature = "llvm")]
 
 use paretoqc_runtime::format::Format;
-use paretoqc_runtime::kernels::native::{gemv_role, Native};
+use paretoqc_runtime::kernels::native::Native;
 use paretoqc_runtime::kernels::reference::Reference;
-use paretoqc_runtime::kernels::Kernels;
-use paretoqc_runtime::model::{row_factor, PackedMatrix};
+use paretoqc_runtime::kernels::{Kernels, QuantizedX};
+use paretoqc_runtime::model::{level, row_factor, PackedMatrix};
 use pqc::codegen::x86::{compile_kernels, GemvShape};
 use std::collections::BTreeMap;
 
@@ -53,8 +53,15 @@ fn random_matrix(format: Format, rows: usize, cols: usize, rng: &mut Lcg) -> Pac
     }
 }
 
+/// This CPU's kernels (AVX-512 VNNI int8 dot products where present), then AVX2-only kernels.
 #[test]
 fn generated_gemv_matches_the_reference_on_random_shapes() {
+    for cpu in ["native", "x86-64-v3"] {
+        check_kernels_against_reference(cpu);
+    }
+}
+
+fn check_kernels_against_reference(cpu: &str) {
     let shapes: Vec<GemvShape> = Format::ALL
         .iter()
         .flat_map(|&format| {
@@ -72,14 +79,11 @@ fn generated_gemv_matches_the_reference_on_random_shapes() {
             .map(|(rows, cols)| GemvShape { format, rows, cols })
         })
         .collect();
-    let k = compile_kernels(&shapes, "native").expect("kernels compile");
+    let k = compile_kernels(&shapes, cpu, true).expect("kernels compile");
     let dir = tempfile::tempdir().unwrap();
     let so = dir.path().join("kernels.so");
     std::fs::write(&so, &k.shared_object).unwrap();
-    let symbols: BTreeMap<String, String> = shapes
-        .iter()
-        .map(|s| (gemv_role(s.format.name(), s.rows, s.cols), s.symbol()))
-        .collect();
+    let symbols: BTreeMap<String, String> = k.symbols.clone();
     let native = Native::load(&so, &symbols, &k.cpu).expect("kernels load");
     let mut rng = Lcg(7);
     for s in &shapes {
@@ -95,6 +99,30 @@ fn generated_gemv_matches_the_reference_on_random_shapes() {
                 (w - g).abs() <= 1e-5 * scale,
                 "{s:?} row {r}: reference {w}, generated {g}"
             );
+        }
+        // The int8-activation kernel against the reference's exact integer sum.
+        if s.format != Format::Int8 {
+            let xq = QuantizedX::new(&x);
+            let mut want_i8 = vec![0.0; s.rows];
+            let mut got_i8 = vec![0.0; s.rows];
+            Reference.packed_gemv_i8(&m, &xq, &mut want_i8, 0..s.rows);
+            native.packed_gemv_i8(&m, &xq, &mut got_i8, 0..s.rows);
+            for (r, (w, g)) in want_i8.iter().zip(&got_i8).enumerate() {
+                assert!(
+                    (w - g).abs() <= 1e-5 * scale,
+                    "{s:?} int8 row {r}: reference {w}, generated {g}"
+                );
+                // and within the worst case of rounding x to 8 bits: factor · scale/2 · Σ|level|.
+                let rb = s.format.row_bytes(s.cols);
+                let codes = s.format.unpack_row(&m.codes[r * rb..(r + 1) * rb], s.cols);
+                let levels: f32 = codes.iter().map(|&c| level(s.format, c).abs()).sum();
+                let bound = m.factor[r] * xq.scale * 0.5 * levels * 1.001 + 1e-6;
+                assert!(
+                    (w - want[r]).abs() <= bound,
+                    "{s:?} int8 row {r}: {w} vs f32 {} (bound {bound})",
+                    want[r]
+                );
+            }
         }
         // A row range in the middle writes only its rows.
         if s.rows > 2 {
@@ -116,7 +144,8 @@ fn llvm_ir_before_optimisation_per_width() {
             rows: 4,
             cols: 100,
         };
-        let module = pqc::codegen::x86::gemv_module(&ctx, &[shape]).expect("module");
+        let module = pqc::codegen::x86::gemv_module(&ctx, &[shape], pqc::codegen::x86::Int8Act::No)
+            .expect("module");
         let name = format!("gemv_{}", shape.symbol());
         insta::assert_snapshot!(name, module.print_to_string().to_string());
     }

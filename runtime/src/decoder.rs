@@ -4,7 +4,7 @@
 //! operations (as the interpreter does), so artifacts match the interpreter.
 
 use crate::error::ArtifactError;
-use crate::kernels::{linear, Kernels};
+use crate::kernels::{linear, linear_with, Kernels};
 use crate::model::{Layer, Model};
 use rayon::prelude::*;
 
@@ -93,9 +93,9 @@ impl<'a> Session<'a> {
         let mut q = vec![0.0; t * qw];
         let mut kk = vec![0.0; t * kvw];
         let mut vv = vec![0.0; t * kvw];
-        linear(k, &layer.q, &hn, t, &mut q);
-        linear(k, &layer.k, &hn, t, &mut kk);
-        linear(k, &layer.v, &hn, t, &mut vv);
+        linear_with(k, &layer.q, &hn, t, &mut q, self.model.activations);
+        linear_with(k, &layer.k, &hn, t, &mut kk, self.model.activations);
+        linear_with(k, &layer.v, &hn, t, &mut vv, self.model.activations);
         self.rope(&mut q, qw);
         self.rope(&mut kk, kvw);
         let at = self.pos * kvw;
@@ -103,19 +103,19 @@ impl<'a> Session<'a> {
         self.values[l][at..at + t * kvw].copy_from_slice(&vv);
         let attn = self.attention(l, &q, t);
         let mut o = vec![0.0; t * c.hidden_size];
-        linear(k, &layer.o, &attn, t, &mut o);
+        linear_with(k, &layer.o, &attn, t, &mut o, self.model.activations);
         add_in_place(x, &o);
         let hn = rms_norm(x, &layer.post_attention_norm, c.rms_norm_eps);
         let inter = c.intermediate_size;
         let mut gate = vec![0.0; t * inter];
         let mut up = vec![0.0; t * inter];
-        linear(k, &layer.gate, &hn, t, &mut gate);
-        linear(k, &layer.up, &hn, t, &mut up);
+        linear_with(k, &layer.gate, &hn, t, &mut gate, self.model.activations);
+        linear_with(k, &layer.up, &hn, t, &mut up, self.model.activations);
         for (g, u) in gate.iter_mut().zip(&up) {
             *g = *g / (1.0 + (-*g).exp()) * u;
         }
         let mut down = vec![0.0; t * c.hidden_size];
-        linear(k, &layer.down, &gate, t, &mut down);
+        linear_with(k, &layer.down, &gate, t, &mut down, self.model.activations);
         add_in_place(x, &down);
     }
 

@@ -23,6 +23,9 @@ pub struct Manifest {
     /// (per-row absmax codes in `lm_head.qweight`; a tied embedding's rows are then read from them).
     #[serde(default = "f32_head")]
     pub lm_head: String,
+    /// Activations of the packed products: "f32" (exact path), or "int8" (dynamic per-token).
+    #[serde(default = "f32_head")]
+    pub activations: String,
     /// Projection module -> bit width ("1", "1.58", "2", "3", "4" or "16").
     pub projections: BTreeMap<String, String>,
     /// Kernel symbols in `kernels.so`, by role (`gemv.<bits>.<rows>x<cols>`); empty for the

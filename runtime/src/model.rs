@@ -87,6 +87,8 @@ pub struct Model {
     pub norm: Vec<f32>,
     /// The output projection; `None` when tied to the embedding.
     pub lm_head: Option<Matrix>,
+    /// How activations enter the packed products.
+    pub activations: crate::kernels::Activations,
 }
 
 /// The seven projections of a block, as (module suffix, field order of `Layer`).
@@ -241,8 +243,14 @@ impl Model {
         } else {
             r.f32s("model.embed_tokens.weight", &[c.vocab_size, h])?
         };
+        let activations = match manifest.activations.as_str() {
+            "f32" => crate::kernels::Activations::F32,
+            "int8" => crate::kernels::Activations::Int8,
+            other => return Err(r.err(format!("unknown activations `{other}` in the manifest"))),
+        };
         Ok(Model {
             config: c.clone(),
+            activations,
             embed,
             layers,
             norm: r.f32s("model.norm.weight", &[h])?,

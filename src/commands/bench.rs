@@ -11,7 +11,7 @@
 use anyhow::{bail, Context, Result};
 use paretoqc_runtime::decoder::Session;
 use paretoqc_runtime::format::Format;
-use paretoqc_runtime::kernels::linear;
+use paretoqc_runtime::kernels::{linear_with, Activations, Kernels};
 use paretoqc_runtime::model::{Matrix, PackedMatrix};
 use paretoqc_runtime::Artifact;
 use std::hint::black_box;
@@ -33,9 +33,13 @@ pub struct Args {
     /// Widths for the end-to-end rows.
     #[arg(long, value_delimiter = ',', default_value = "2,3,4,16")]
     pub bits: Vec<String>,
-    /// Output-projection storage for the end-to-end rows (compile --lm-head).
-    #[arg(long, value_delimiter = ',', default_value = "f32,int8")]
-    pub lm_head: Vec<String>,
+    /// End-to-end configurations, each `LM_HEAD:ACT` (compile --lm-head and --act).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "f32:f32,int8:f32,int8:int8"
+    )]
+    pub configs: Vec<String>,
     /// Skip the end-to-end rows.
     #[arg(long)]
     pub kernels_only: bool,
@@ -197,7 +201,7 @@ fn generated_kernels(dir: &std::path::Path) -> Result<paretoqc_runtime::kernels:
         .iter()
         .flat_map(|&format| SHAPES.map(|(rows, cols)| GemvShape { format, rows, cols }))
         .collect();
-    let k = compile_kernels(&shapes, "native")?;
+    let k = compile_kernels(&shapes, "native", true)?;
     let so = dir.join("kernels.so");
     std::fs::write(&so, &k.shared_object)?;
     let symbols = shapes
@@ -225,39 +229,65 @@ fn kernels_table(floors: &Floors) -> Result<()> {
     let dir = tempfile_dir()?;
     let native = generated_kernels(&dir)?;
     let _ = std::fs::remove_dir_all(&dir);
-    println!("## Matrix-vector kernels (generated, f32 activations)\n");
+    println!("## Matrix-vector kernels (generated)\n");
     println!("Hot: one matrix, read from cache; floor = bytes / cache bandwidth. Cold: rotating over copies");
-    println!("filling 1 GiB; floor = bytes / memory bandwidth. x floor = time / floor (1.0 is the floor).\n");
-    println!("| bits | shape | bytes | threads | hot us | x floor | cold us | x floor |");
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("filling 1 GiB; floor = bytes / memory bandwidth. x floor = time / floor (1.0 is the floor).");
+    println!("act int8: per-token int8 activations (quantizing x is included in the time).\n");
+    println!("| bits | act | shape | bytes | threads | hot us | x floor | cold us | x floor |");
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for format in Format::ALL {
         for (rows, cols) in SHAPES {
-            let bytes = format.matrix_bytes(rows, cols);
-            let copies = (COLD_BYTES / bytes).clamp(2, 4096);
-            let mats: Vec<Matrix> = (0..copies)
-                .map(|i| Matrix::Packed(random_packed(format, rows, cols, i as u64)))
-                .collect();
-            let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
-            let mut y = vec![0.0f32; rows];
-            for (slot, threads) in [1usize, 2].into_iter().enumerate() {
-                let p = pool(threads)?;
-                let hot = p.install(|| time_per_call(|_| linear(&native, &mats[0], &x, 1, &mut y)));
-                let cold = p.install(|| {
-                    time_per_call(|i| linear(&native, &mats[i % copies], &x, 1, &mut y))
-                });
-                let hot_floor = bytes as f64 / floors.cache[slot];
-                let cold_floor = bytes as f64 / floors.memory[slot];
-                println!(
-                    "| {format} | {rows}x{cols} | {bytes} | {threads} | {:.1} | {:.2} | {:.1} | {:.2} |",
-                    hot * 1e6,
-                    hot / hot_floor,
-                    cold * 1e6,
-                    cold / cold_floor
-                );
-            }
+            kernel_rows(&native, floors, format, rows, cols)?;
         }
     }
     println!();
+    Ok(())
+}
+
+/// The rows of one format and shape: each activation kind, 1 and 2 threads.
+fn kernel_rows(
+    native: &dyn Kernels,
+    floors: &Floors,
+    format: Format,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let bytes = format.matrix_bytes(rows, cols);
+    let copies = (COLD_BYTES / bytes).clamp(2, 4096);
+    let mats: Vec<Matrix> = (0..copies)
+        .map(|i| Matrix::Packed(random_packed(format, rows, cols, i as u64)))
+        .collect();
+    let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut y = vec![0.0f32; rows];
+    let acts: &[Activations] = if format == Format::Int8 {
+        &[Activations::F32]
+    } else {
+        &[Activations::F32, Activations::Int8]
+    };
+    for &act in acts {
+        for (slot, threads) in [1usize, 2].into_iter().enumerate() {
+            let p = pool(threads)?;
+            let hot =
+                p.install(|| time_per_call(|_| linear_with(native, &mats[0], &x, 1, &mut y, act)));
+            let cold = p.install(|| {
+                time_per_call(|i| linear_with(native, &mats[i % copies], &x, 1, &mut y, act))
+            });
+            let hot_floor = bytes as f64 / floors.cache[slot];
+            let cold_floor = bytes as f64 / floors.memory[slot];
+            let act_name = if act == Activations::Int8 {
+                "int8"
+            } else {
+                "f32"
+            };
+            println!(
+                "| {format} | {act_name} | {rows}x{cols} | {bytes} | {threads} | {:.1} | {:.2} | {:.1} | {:.2} |",
+                hot * 1e6,
+                hot / hot_floor,
+                cold * 1e6,
+                cold / cold_floor
+            );
+        }
+    }
     Ok(())
 }
 
@@ -294,17 +324,20 @@ fn end_to_end(args: &Args) -> Result<()> {
         args.model.display()
     );
     println!(
-        "| bits | lm_head | artifact MB | threads | prefill tok/s | decode tok/s | perplexity ({} tokens of {}) |",
+        "| bits | lm_head | act | artifact MB | threads | prefill tok/s | decode tok/s | perplexity ({} tokens of {}) |",
         args.ppl_tokens,
         args.text.display()
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |");
     let runs = args
         .bits
         .iter()
-        .flat_map(|b| args.lm_head.iter().map(move |h| (b, h.as_str())));
-    for (bits, lm_head) in runs {
-        let out = dir.join(format!("b{bits}-{lm_head}.pqc"));
+        .flat_map(|b| args.configs.iter().map(move |c| (b, c.as_str())));
+    for (bits, config) in runs {
+        let Some((lm_head, act)) = config.split_once(':') else {
+            bail!("--configs: `{config}` is not LM_HEAD:ACT (e.g. int8:f32)");
+        };
+        let out = dir.join(format!("b{bits}-{lm_head}-{act}.pqc"));
         let quant = super::quant_args::QuantArgs {
             bits: (bits != "16").then(|| bits.clone()),
             plan: None,
@@ -317,6 +350,7 @@ fn end_to_end(args: &Args) -> Result<()> {
             out: Some(out.clone()),
             print_ir_after_all: false,
             lm_head: lm_head.into(),
+            act: act.into(),
             quiet: true,
         })?;
         let art = Artifact::load(&out)?;
@@ -339,7 +373,7 @@ fn end_to_end(args: &Args) -> Result<()> {
         for threads in [1usize, 2] {
             let (prefill, decode) =
                 pool(threads)?.install(|| generation_speed(&art, &ids[..128], 64))?;
-            println!("| {bits} | {lm_head} | {mb:.1} | {threads} | {prefill:.1} | {decode:.1} | {ppl:.3} |");
+            println!("| {bits} | {lm_head} | {act} | {mb:.1} | {threads} | {prefill:.1} | {decode:.1} | {ppl:.3} |");
         }
         std::fs::remove_dir_all(&out)?;
     }

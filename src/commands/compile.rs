@@ -40,6 +40,11 @@ pub struct Args {
     /// perplexity cost; see `paretoqc bench`).
     #[arg(long, default_value = "f32", value_parser = ["f32", "int8"])]
     pub lm_head: String,
+    /// Activations of the packed products: `f32` (matches the interpreter), or `int8` (dynamic
+    /// per-token 8-bit activations, integer dot products with VNNI or AVX2: faster, at a
+    /// perplexity cost that `paretoqc bench` measures).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "int8"])]
+    pub act: String,
     /// Print only the last line (no per-projection table).
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -79,7 +84,7 @@ pub fn run(args: Args) -> Result<()> {
     let weights = weights_file(&graph, &m, &packed, head_source.as_deref())?;
     let kernels = match args.target.as_str() {
         "portable" => None,
-        "x86" => Some(generate_x86(&packed, &args.cpu)?),
+        "x86" => Some(generate_x86(&packed, &args.cpu, args.act == "int8")?),
         "ptx" => {
             bail!("--target ptx: the GPU code generator is not built yet (use x86 or portable)")
         }
@@ -89,6 +94,7 @@ pub fn run(args: Args) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| default_out(&model_path));
     let mut manifest = build_manifest(&m, &bits, &kernels, &weights, &tokenizer);
     manifest.lm_head = args.lm_head.clone();
+    manifest.activations = args.act.clone();
     crate::output::replace_dir(&out, |dir| {
         crate::output::write_file(&dir.join(manifest::WEIGHTS), &weights)?;
         crate::output::write_file(&dir.join(manifest::TOKENIZER), &tokenizer)?;
@@ -236,7 +242,11 @@ fn tokenizer_json(m: &Model) -> Result<Vec<u8>> {
 }
 
 #[cfg(feature = "llvm")]
-fn generate_x86(packed: &BTreeMap<String, PackedTensor>, cpu: &str) -> Result<GeneratedKernels> {
+fn generate_x86(
+    packed: &BTreeMap<String, PackedTensor>,
+    cpu: &str,
+    int8_act: bool,
+) -> Result<GeneratedKernels> {
     let shapes: Vec<pqc::codegen::x86::GemvShape> = packed
         .values()
         .map(|p| pqc::codegen::x86::GemvShape {
@@ -245,7 +255,8 @@ fn generate_x86(packed: &BTreeMap<String, PackedTensor>, cpu: &str) -> Result<Ge
             cols: p.cols,
         })
         .collect();
-    let k = pqc::codegen::x86::compile_kernels(&shapes, cpu).context("generating x86 kernels")?;
+    let k = pqc::codegen::x86::compile_kernels(&shapes, cpu, int8_act)
+        .context("generating x86 kernels")?;
     Ok(GeneratedKernels {
         shared_object: k.shared_object,
         symbols: k.symbols,
@@ -255,7 +266,7 @@ fn generate_x86(packed: &BTreeMap<String, PackedTensor>, cpu: &str) -> Result<Ge
 }
 
 #[cfg(not(feature = "llvm"))]
-fn generate_x86(_: &BTreeMap<String, PackedTensor>, _: &str) -> Result<GeneratedKernels> {
+fn generate_x86(_: &BTreeMap<String, PackedTensor>, _: &str, _: bool) -> Result<GeneratedKernels> {
     bail!("--target x86: this paretoqc was built without the LLVM code generator (build with `--features llvm`, or use --target portable)")
 }
 
@@ -275,6 +286,7 @@ fn build_manifest(
     }
     Manifest {
         lm_head: "f32".into(),
+        activations: "f32".into(),
         format_version: manifest::FORMAT_VERSION,
         producer: format!("paretoqc {}", env!("CARGO_PKG_VERSION")),
         model: ModelConfig {

@@ -17,10 +17,54 @@ const ROWS_PER_TASK: usize = 64;
 pub trait Kernels: Send + Sync {
     fn name(&self) -> String;
     fn packed_gemv(&self, m: &PackedMatrix, x: &[f32], y: &mut [f32], rows: Range<usize>);
+    /// The same product with int8 activations (`QuantizedX`): `y[r] = factor[r] · scale ·
+    /// Σ_i level(code[r, i]) · q[i]`.
+    fn packed_gemv_i8(&self, m: &PackedMatrix, x: &QuantizedX, y: &mut [f32], rows: Range<usize>);
 }
 
-/// `y[t, :] = x[t, :] · Wᵀ` for the `tokens` rows of `x`.
+/// One token's activations as i8 with one scale (absmax / 127), zero-padded to whole 64-weight
+/// blocks, and the sum of the codes (the kernels' zero-point correction).
+pub struct QuantizedX {
+    pub q: Vec<i8>,
+    pub scale: f32,
+    pub sum: i32,
+}
+
+impl QuantizedX {
+    pub fn new(x: &[f32]) -> QuantizedX {
+        let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let mut q = vec![0i8; x.len().div_ceil(crate::format::BLOCK) * crate::format::BLOCK];
+        for (qi, &v) in q.iter_mut().zip(x) {
+            *qi = (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
+        }
+        let sum = q.iter().map(|&v| v as i32).sum();
+        QuantizedX { q, scale, sum }
+    }
+}
+
+/// How activations enter packed matrix products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activations {
+    F32,
+    /// Dynamic per-token int8 (the 8-bit output head stays f32).
+    Int8,
+}
+
+/// `y[t, :] = x[t, :] · Wᵀ` for the `tokens` rows of `x`, f32 activations.
 pub fn linear(k: &dyn Kernels, m: &Matrix, x: &[f32], tokens: usize, y: &mut [f32]) {
+    linear_with(k, m, x, tokens, y, Activations::F32)
+}
+
+/// `linear` with the given activation numerics for packed matrices.
+pub fn linear_with(
+    k: &dyn Kernels,
+    m: &Matrix,
+    x: &[f32],
+    tokens: usize,
+    y: &mut [f32],
+    act: Activations,
+) {
     let (rows, cols) = (m.rows(), m.cols());
     debug_assert_eq!(x.len(), tokens * cols);
     debug_assert_eq!(y.len(), tokens * rows);
@@ -35,6 +79,19 @@ pub fn linear(k: &dyn Kernels, m: &Matrix, x: &[f32], tokens: usize, y: &mut [f3
                         *out = reference::dot(&w[(r0 + j) * cols..(r0 + j + 1) * cols], x);
                     }
                 })
+        }
+        Matrix::Packed(p)
+            if act == Activations::Int8 && p.format != crate::format::Format::Int8 =>
+        {
+            for (xt, yt) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
+                let xq = QuantizedX::new(xt);
+                yt.par_chunks_mut(ROWS_PER_TASK)
+                    .enumerate()
+                    .for_each(|(i, ys)| {
+                        let r0 = i * ROWS_PER_TASK;
+                        k.packed_gemv_i8(p, &xq, ys, r0..r0 + ys.len());
+                    });
+            }
         }
         Matrix::Packed(p) => {
             for (xt, yt) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {

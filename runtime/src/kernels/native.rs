@@ -7,7 +7,8 @@
 //! uint64_t row_begin, uint64_t row_end)`, where `codes` and `factor` point at row 0 of the matrix
 //! and `y` at the output of `row_begin`.
 
-use super::Kernels;
+use super::reference::Reference;
+use super::{Kernels, QuantizedX};
 use crate::error::ArtifactError;
 use crate::model::PackedMatrix;
 use std::collections::HashMap;
@@ -15,6 +16,11 @@ use std::ops::Range;
 use std::path::Path;
 
 pub type GemvFn = unsafe extern "C" fn(*const u8, *const f32, *const f32, *mut f32, u64, u64);
+
+/// The int8-activation kernel (role `gemv_i8.<bits>.<rows>x<cols>`): `(codes, factor, xq,
+/// x_scale, x_sum, y, row_begin, row_end)`, xq zero-padded to whole 64-weight blocks.
+pub type GemvI8Fn =
+    unsafe extern "C" fn(*const u8, *const f32, *const i8, f32, i32, *mut f32, u64, u64);
 
 /// The role name of a gemv kernel in the manifest.
 pub fn gemv_role(bits: &str, rows: usize, cols: usize) -> String {
@@ -25,6 +31,7 @@ pub struct Native {
     /// Keeps the library mapped while the function pointers live.
     _lib: libloading::Library,
     gemv: HashMap<(String, usize, usize), GemvFn>,
+    gemv_i8: HashMap<(String, usize, usize), GemvI8Fn>,
     cpu: String,
 }
 
@@ -39,25 +46,31 @@ impl Native {
         // and has none beyond what the linker adds, and its checksum was verified.
         let lib = unsafe { libloading::Library::new(path) }
             .map_err(|e| ArtifactError::file(path, format!("cannot load the kernels: {e}")))?;
-        let mut gemv = HashMap::new();
+        let (mut gemv, mut gemv_i8) = (HashMap::new(), HashMap::new());
         for (role, symbol) in symbols {
-            let Some(key) = parse_gemv_role(role) else {
+            let missing = |e: libloading::Error| {
+                ArtifactError::file(path, format!("kernel `{symbol}` ({role}) is missing: {e}"))
+            };
+            if let Some(key) = role.strip_prefix("gemv_i8.").and_then(parse_shape) {
+                // SAFETY: the compiler emits every gemv_i8 symbol with the ABI of `GemvI8Fn`.
+                let f: GemvI8Fn =
+                    unsafe { *lib.get::<GemvI8Fn>(symbol.as_bytes()).map_err(missing)? };
+                gemv_i8.insert(key, f);
+            } else if let Some(key) = role.strip_prefix("gemv.").and_then(parse_shape) {
+                // SAFETY: the compiler emits every gemv symbol with the ABI of `GemvFn`.
+                let f: GemvFn = unsafe { *lib.get::<GemvFn>(symbol.as_bytes()).map_err(missing)? };
+                gemv.insert(key, f);
+            } else {
                 return Err(ArtifactError::file(
                     path,
                     format!("unknown kernel role `{role}`"),
                 ));
-            };
-            // SAFETY: the compiler emits every gemv symbol with the ABI of `GemvFn`.
-            let f: GemvFn = unsafe {
-                *lib.get::<GemvFn>(symbol.as_bytes()).map_err(|e| {
-                    ArtifactError::file(path, format!("kernel `{symbol}` ({role}) is missing: {e}"))
-                })?
-            };
-            gemv.insert(key, f);
+            }
         }
         Ok(Native {
             _lib: lib,
             gemv,
+            gemv_i8,
             cpu: cpu.to_string(),
         })
     }
@@ -68,8 +81,8 @@ impl Native {
     }
 }
 
-fn parse_gemv_role(role: &str) -> Option<(String, usize, usize)> {
-    let rest = role.strip_prefix("gemv.")?;
+/// `<bits>.<rows>x<cols>` -> key.
+fn parse_shape(rest: &str) -> Option<(String, usize, usize)> {
     let (bits, shape) = rest.rsplit_once('.')?;
     let (rows, cols) = shape.split_once('x')?;
     Some((bits.to_string(), rows.parse().ok()?, cols.parse().ok()?))
@@ -91,6 +104,32 @@ impl Kernels for Native {
                 m.codes.as_ptr(),
                 m.factor.as_ptr(),
                 x.as_ptr(),
+                y.as_mut_ptr(),
+                rows.start as u64,
+                rows.end as u64,
+            )
+        }
+    }
+
+    fn packed_gemv_i8(&self, m: &PackedMatrix, x: &QuantizedX, y: &mut [f32], rows: Range<usize>) {
+        let key = (m.format.name().to_string(), m.rows, m.cols);
+        let Some(&f) = self.gemv_i8.get(&key) else {
+            return Reference.packed_gemv_i8(m, x, y, rows);
+        };
+        assert!(
+            rows.end <= m.rows
+                && y.len() == rows.len()
+                && x.q.len()
+                    >= m.format.row_bytes(m.cols) / m.format.block_bytes() * crate::format::BLOCK
+        );
+        // SAFETY: as for `packed_gemv`; xq holds every block of the row (zero-padded).
+        unsafe {
+            f(
+                m.codes.as_ptr(),
+                m.factor.as_ptr(),
+                x.q.as_ptr(),
+                x.scale,
+                x.sum,
                 y.as_mut_ptr(),
                 rows.start as u64,
                 rows.end as u64,

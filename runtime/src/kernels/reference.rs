@@ -1,7 +1,7 @@
 //! The portable kernels: plain Rust, the reference that generated kernels are tested against and
 //! the fallback of the `portable` target.
 
-use super::Kernels;
+use super::{Kernels, QuantizedX};
 use crate::format::BLOCK;
 use crate::model::{level, PackedMatrix};
 use std::ops::Range;
@@ -22,6 +22,20 @@ impl Kernels for Reference {
                 *l = level(m.format, c);
             }
             *out = m.factor[r] * dot(&levels[..m.cols], x);
+        }
+    }
+
+    fn packed_gemv_i8(&self, m: &PackedMatrix, x: &QuantizedX, y: &mut [f32], rows: Range<usize>) {
+        let rb = m.format.row_bytes(m.cols);
+        for (out, r) in y.iter_mut().zip(rows) {
+            let codes = m.format.unpack_row(&m.codes[r * rb..(r + 1) * rb], m.cols);
+            // Σ level·q exactly: levels are integers or half-integers, so 2·level is an integer.
+            let twice: i64 = codes
+                .iter()
+                .zip(&x.q)
+                .map(|(&c, &q)| (2.0 * level(m.format, c)) as i64 * q as i64)
+                .sum();
+            *out = m.factor[r] * x.scale * (twice as f32 * 0.5);
         }
     }
 }

@@ -18,9 +18,9 @@ use inkwell::values::{BasicMetadataValueEnum, FunctionValue, IntValue, PointerVa
 use inkwell::AddressSpace;
 use paretoqc_runtime::format::{Format, BLOCK};
 
-type Result<T> = std::result::Result<T, String>;
+pub(super) type Result<T> = std::result::Result<T, String>;
 
-fn err(e: impl std::fmt::Display) -> String {
+pub(super) fn err(e: impl std::fmt::Display) -> String {
     format!("building LLVM IR: {e}")
 }
 
@@ -48,20 +48,20 @@ impl GemvShape {
 }
 
 /// A run of `width` consecutive weights starting `offset` weights into the block.
-struct Segment<'ctx> {
-    offset: usize,
-    levels: VectorValue<'ctx>,
+pub(super) struct Segment<'ctx> {
+    pub(super) offset: usize,
+    pub(super) levels: VectorValue<'ctx>,
 }
 
-struct Emitter<'a, 'ctx> {
-    ctx: &'ctx Context,
-    module: &'a Module<'ctx>,
-    b: Builder<'ctx>,
+pub(super) struct Emitter<'a, 'ctx> {
+    pub(super) ctx: &'ctx Context,
+    pub(super) module: &'a Module<'ctx>,
+    pub(super) b: Builder<'ctx>,
 }
 
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
     /// A stack slot in the function's entry block, where mem2reg promotes it to a register.
-    fn entry_alloca(
+    pub(super) fn entry_alloca(
         &self,
         f: FunctionValue<'ctx>,
         ty: inkwell::types::BasicTypeEnum<'ctx>,
@@ -75,21 +75,25 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         }
         b.build_alloca(ty, name).map_err(err)
     }
-    fn i8v(&self, n: u32) -> VectorType<'ctx> {
+    pub(super) fn i8v(&self, n: u32) -> VectorType<'ctx> {
         self.ctx.i8_type().vec_type(n)
     }
-    fn f32v(&self, n: u32) -> VectorType<'ctx> {
+    pub(super) fn f32v(&self, n: u32) -> VectorType<'ctx> {
         self.ctx.f32_type().vec_type(n)
     }
-    fn splat_i8(&self, n: u32, v: u64) -> VectorValue<'ctx> {
+    pub(super) fn splat_i8(&self, n: u32, v: u64) -> VectorValue<'ctx> {
         let c = self.ctx.i8_type().const_int(v, false);
         VectorType::const_vector(&vec![c; n as usize])
     }
-    fn splat_f32(&self, n: u32, v: f64) -> VectorValue<'ctx> {
+    pub(super) fn splat_f32(&self, n: u32, v: f64) -> VectorValue<'ctx> {
         let c = self.ctx.f32_type().const_float(v);
         VectorType::const_vector(&vec![c; n as usize])
     }
-    fn byte_ptr(&self, base: PointerValue<'ctx>, offset: u64) -> Result<PointerValue<'ctx>> {
+    pub(super) fn byte_ptr(
+        &self,
+        base: PointerValue<'ctx>,
+        offset: u64,
+    ) -> Result<PointerValue<'ctx>> {
         let off = self.ctx.i64_type().const_int(offset, false);
         // SAFETY (of the IR): offsets stay inside the block being decoded.
         unsafe {
@@ -98,14 +102,18 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         }
         .map_err(err)
     }
-    fn load_vec(&self, ty: VectorType<'ctx>, ptr: PointerValue<'ctx>) -> Result<VectorValue<'ctx>> {
+    pub(super) fn load_vec(
+        &self,
+        ty: VectorType<'ctx>,
+        ptr: PointerValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>> {
         let v = self.b.build_load(ty, ptr, "v").map_err(err)?;
         if let Some(i) = v.as_instruction_value() {
             i.set_alignment(1).map_err(err)?;
         }
         Ok(v.into_vector_value())
     }
-    fn load_i64(&self, ptr: PointerValue<'ctx>) -> Result<IntValue<'ctx>> {
+    pub(super) fn load_i64(&self, ptr: PointerValue<'ctx>) -> Result<IntValue<'ctx>> {
         let v = self
             .b
             .build_load(self.ctx.i64_type(), ptr, "w")
@@ -116,7 +124,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         Ok(v.into_int_value())
     }
     /// Unsigned bytes to f32 levels minus `offset`.
-    fn levels(&self, u: VectorValue<'ctx>, offset: f64) -> Result<VectorValue<'ctx>> {
+    pub(super) fn levels(&self, u: VectorValue<'ctx>, offset: f64) -> Result<VectorValue<'ctx>> {
         let n = u.get_type().get_size();
         let f = self
             .b
@@ -127,7 +135,12 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             .map_err(err)
     }
     /// `(v >> shift) & mask` on bytes.
-    fn field(&self, v: VectorValue<'ctx>, shift: u64, mask: u64) -> Result<VectorValue<'ctx>> {
+    pub(super) fn field(
+        &self,
+        v: VectorValue<'ctx>,
+        shift: u64,
+        mask: u64,
+    ) -> Result<VectorValue<'ctx>> {
         let n = v.get_type().get_size();
         let s = self
             .b
@@ -138,7 +151,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             .map_err(err)
     }
     /// Bits `16t .. 16t+16` of a 64-bit word as 16 lanes of i1.
-    fn bit_lanes(&self, word: IntValue<'ctx>, t: u64) -> Result<VectorValue<'ctx>> {
+    pub(super) fn bit_lanes(&self, word: IntValue<'ctx>, t: u64) -> Result<VectorValue<'ctx>> {
         let i64t = self.ctx.i64_type();
         let s = self
             .b
@@ -156,7 +169,11 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     }
 
     /// The segments of the block at `p`.
-    fn decode(&self, format: Format, p: PointerValue<'ctx>) -> Result<Vec<Segment<'ctx>>> {
+    pub(super) fn decode(
+        &self,
+        format: Format,
+        p: PointerValue<'ctx>,
+    ) -> Result<Vec<Segment<'ctx>>> {
         match format {
             Format::Int4 => {
                 let bytes = self.load_vec(self.i8v(32), p)?;
@@ -249,7 +266,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     /// x86 has no vector integer division, so digits are taken in f32, exactly: for a byte b < 243,
     /// q = floor((b + 0.5) / 3^k) (the +0.5 keeps every quotient at least 0.5/81 away from an
     /// integer, far beyond f32 rounding) and d = q − 3·floor((q + 0.5) / 3).
-    fn decode_ternary(&self, p: PointerValue<'ctx>) -> Result<Vec<Segment<'ctx>>> {
+    pub(super) fn decode_ternary(&self, p: PointerValue<'ctx>) -> Result<Vec<Segment<'ctx>>> {
         let bytes = self.load_vec(self.i8v(12), p)?;
         let b12 = self
             .b
@@ -282,7 +299,11 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     }
 
     /// The level (digit − 1) of each lane's digit, given 1/3^k per lane.
-    fn ternary_digit(&self, b: VectorValue<'ctx>, inv_power: &[f64]) -> Result<VectorValue<'ctx>> {
+    pub(super) fn ternary_digit(
+        &self,
+        b: VectorValue<'ctx>,
+        inv_power: &[f64],
+    ) -> Result<VectorValue<'ctx>> {
         let n = b.get_type().get_size();
         let floor = intrinsic(self.module, "llvm.floor", &[self.f32v(n).into()])?;
         let call_floor = |v: VectorValue<'ctx>| -> Result<VectorValue<'ctx>> {
@@ -320,7 +341,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
 }
 
 /// Declares `llvm.<name>` overloaded on `tys`.
-fn intrinsic<'ctx>(
+pub(super) fn intrinsic<'ctx>(
     module: &Module<'ctx>,
     name: &str,
     tys: &[inkwell::types::BasicTypeEnum<'ctx>],

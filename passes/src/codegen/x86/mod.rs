@@ -3,6 +3,7 @@
 //! system C compiler driver (`cc -shared`; the kernels call nothing, so no libraries are linked).
 
 pub mod gemv;
+pub mod gemv_int8;
 
 pub use gemv::GemvShape;
 
@@ -108,10 +109,22 @@ impl Cpu {
     }
 }
 
-/// The module of gemv kernels for these shapes (deduplicated), before optimisation.
+/// Which activation kernels to generate besides the f32 ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int8Act {
+    No,
+    /// Integer dot products with AVX2 `vpmaddubsw`.
+    Avx2,
+    /// Integer dot products with AVX-512 VNNI `vpdpbusd`.
+    Vnni,
+}
+
+/// The module of gemv kernels for these shapes (deduplicated), before optimisation: the f32
+/// kernel of each, and the int8-activation kernel of each sub-8-bit shape when asked.
 pub fn gemv_module<'ctx>(
     ctx: &'ctx Context,
     shapes: &[GemvShape],
+    int8: Int8Act,
 ) -> Result<Module<'ctx>, CodegenError> {
     let module = ctx.create_module("pqc_kernels");
     let mut unique: Vec<GemvShape> = shapes.to_vec();
@@ -119,6 +132,10 @@ pub fn gemv_module<'ctx>(
     unique.dedup();
     for s in unique {
         gemv::emit_gemv(ctx, &module, s).map_err(CodegenError::Llvm)?;
+        if int8 != Int8Act::No && gemv_int8::level_map(s.format).is_some() {
+            gemv_int8::emit_gemv_i8(ctx, &module, s, int8 == Int8Act::Vnni)
+                .map_err(CodegenError::Llvm)?;
+        }
     }
     module
         .verify()
@@ -126,12 +143,22 @@ pub fn gemv_module<'ctx>(
     Ok(module)
 }
 
-/// Generates, optimises, emits and links the kernels for `shapes` on `cpu`.
-pub fn compile_kernels(shapes: &[GemvShape], cpu: &str) -> Result<Kernels, CodegenError> {
+/// Generates, optimises, emits and links the kernels for `shapes` on `cpu` (and the
+/// int8-activation kernels when `int8_act`: VNNI when the CPU has it, else AVX2).
+pub fn compile_kernels(
+    shapes: &[GemvShape],
+    cpu: &str,
+    int8_act: bool,
+) -> Result<Kernels, CodegenError> {
     let cpu = Cpu::parse(cpu)?;
     let machine = cpu.machine()?;
     let ctx = Context::create();
-    let module = gemv_module(&ctx, shapes)?;
+    let int8 = match (int8_act, cpu.features.iter().any(|f| f == "avx512vnni")) {
+        (false, _) => Int8Act::No,
+        (true, true) => Int8Act::Vnni,
+        (true, false) => Int8Act::Avx2,
+    };
+    let module = gemv_module(&ctx, shapes, int8)?;
     module.set_triple(&machine.get_triple());
     module.set_data_layout(&machine.get_target_data().get_data_layout());
     module
@@ -143,8 +170,11 @@ pub fn compile_kernels(shapes: &[GemvShape], cpu: &str) -> Result<Kernels, Codeg
     let shared_object = link_shared(object.as_slice())?;
     let mut symbols = BTreeMap::new();
     for s in shapes {
-        let role = format!("gemv.{}.{}x{}", s.format.name(), s.rows, s.cols);
-        symbols.insert(role, s.symbol());
+        let (bits, r, c) = (s.format.name(), s.rows, s.cols);
+        symbols.insert(format!("gemv.{bits}.{r}x{c}"), s.symbol());
+        if int8 != Int8Act::No && gemv_int8::level_map(s.format).is_some() {
+            symbols.insert(format!("gemv_i8.{bits}.{r}x{c}"), gemv_int8::symbol(s));
+        }
     }
     Ok(Kernels {
         shared_object,

@@ -1,0 +1,384 @@
+//! The int8-activation matrix-vector kernel (`compile --act int8`): the runtime quantizes each
+//! token's activations to i8 with one scale (absmax / 127, dynamic per token) and zero-pads them
+//! to whole 64-weight blocks; the kernel multiplies the weights' *unsigned* codes u by the i8
+//! activations q with integer dot products and corrects for the code offset once per row:
+//!
+//! `y[r] = factor[r] · x_scale · (m · Σ u·q − o · Σ q)`, with (m, o) = (2, 1) at 1 bit, (1, 1)
+//! ternary, (1, 1.5) at 2 bits, (1, 4) at 3 bits and (1, 8) at 4 bits (level = m·u − o).
+//!
+//! The dot products are AVX-512 VNNI `vpdpbusd` (u8 × s8 → i32, 64 per instruction) when the CPU
+//! has it, else AVX2 `vpmaddubsw` + `vpmaddwd` (pairs of u·q never saturate i16: 2 · 15 · 127).
+//! ABI: `void f(const u8 *codes, const float *factor, const i8 *xq, float x_scale, int32 x_sum,
+//! float *y, u64 row_begin, u64 row_end)`.
+
+use super::gemv::{err, intrinsic, Emitter, GemvShape, Result};
+use inkwell::context::Context;
+use inkwell::module::Module;
+use inkwell::types::VectorType;
+use inkwell::values::{BasicMetadataValueEnum, FunctionValue, IntValue, PointerValue, VectorValue};
+use inkwell::AddressSpace;
+use paretoqc_runtime::format::{Format, BLOCK};
+
+/// `pqc_gemvi8_q2_576x576`.
+pub fn symbol(shape: &GemvShape) -> String {
+    shape.symbol().replacen("pqc_gemv_", "pqc_gemvi8_", 1)
+}
+
+/// (m, o): level = m·u − o for the unsigned code u.
+pub fn level_map(format: Format) -> Option<(f64, f64)> {
+    match format {
+        Format::Bin1 => Some((2.0, 1.0)),
+        Format::Ternary => Some((1.0, 1.0)),
+        Format::Int2 => Some((1.0, 1.5)),
+        Format::Int3 => Some((1.0, 4.0)),
+        Format::Int4 => Some((1.0, 8.0)),
+        Format::Int8 => None,
+    }
+}
+
+impl<'a, 'ctx> Emitter<'a, 'ctx> {
+    /// `a ++ b` for two vectors of the same type.
+    fn concat(&self, a: VectorValue<'ctx>, b: VectorValue<'ctx>) -> Result<VectorValue<'ctx>> {
+        let n = a.get_type().get_size();
+        let idx: Vec<_> = (0..2 * n)
+            .map(|i| self.ctx.i32_type().const_int(i as u64, false))
+            .collect();
+        self.b
+            .build_shuffle_vector(a, b, VectorType::const_vector(&idx), "cat")
+            .map_err(err)
+    }
+
+    fn concat4(&self, v: [VectorValue<'ctx>; 4]) -> Result<VectorValue<'ctx>> {
+        let lo = self.concat(v[0], v[1])?;
+        let hi = self.concat(v[2], v[3])?;
+        self.concat(lo, hi)
+    }
+
+    /// The 64 unsigned codes of the block at `p`, in weight order, as `<64 x i8>`.
+    fn block_codes(
+        &self,
+        format: Format,
+        p: PointerValue<'ctx>,
+        scratch: PointerValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>> {
+        match format {
+            Format::Int4 => {
+                let bytes = self.load_vec(self.i8v(32), p)?;
+                self.concat(self.field(bytes, 0, 15)?, self.field(bytes, 4, 15)?)
+            }
+            Format::Int2 => {
+                let bytes = self.load_vec(self.i8v(16), p)?;
+                let parts: Vec<_> = (0..4)
+                    .map(|t| self.field(bytes, 2 * t, 3))
+                    .collect::<Result<_>>()?;
+                self.concat4(parts.try_into().expect("four"))
+            }
+            Format::Int3 => {
+                let low = self.load_vec(self.i8v(16), p)?;
+                let high = self.load_i64(self.byte_ptr(p, 16)?)?;
+                let mut parts = vec![];
+                for t in 0..4 {
+                    let hb = self
+                        .b
+                        .build_int_z_extend(self.bit_lanes(high, t)?, self.i8v(16), "hb")
+                        .map_err(err)?;
+                    let hb = self
+                        .b
+                        .build_left_shift(hb, self.splat_i8(16, 2), "hb2")
+                        .map_err(err)?;
+                    parts.push(
+                        self.b
+                            .build_or(self.field(low, 2 * t, 3)?, hb, "u")
+                            .map_err(err)?,
+                    );
+                }
+                self.concat4(parts.try_into().expect("four"))
+            }
+            Format::Bin1 => {
+                let word = self.load_i64(p)?;
+                let parts: Vec<_> = (0..4)
+                    .map(|t| {
+                        self.b
+                            .build_int_z_extend(self.bit_lanes(word, t)?, self.i8v(16), "b")
+                            .map_err(err)
+                    })
+                    .collect::<Result<_>>()?;
+                self.concat4(parts.try_into().expect("four"))
+            }
+            Format::Ternary => self.ternary_codes(p, scratch),
+            Format::Int8 => Err("the 8-bit format has no int8-activation kernel".into()),
+        }
+    }
+
+    /// Ternary digits (0..2) through the f32 digit extraction, gathered in a 64-byte scratch slot.
+    fn ternary_codes(
+        &self,
+        p: PointerValue<'ctx>,
+        scratch: PointerValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>> {
+        for seg in self.decode_ternary(p)? {
+            let n = seg.levels.get_type().get_size();
+            let d = self
+                .b
+                .build_float_add(seg.levels, self.splat_f32(n, 1.0), "d")
+                .map_err(err)?;
+            let u = self
+                .b
+                .build_float_to_unsigned_int(d, self.i8v(n), "u")
+                .map_err(err)?;
+            let store = self
+                .b
+                .build_store(self.byte_ptr(scratch, seg.offset as u64)?, u)
+                .map_err(err)?;
+            store.set_alignment(1).map_err(err)?;
+        }
+        self.load_vec(self.i8v(64), scratch)
+    }
+
+    /// acc + Σ u·q in 16 lanes of i32.
+    fn dot_u8_s8(
+        &self,
+        acc: VectorValue<'ctx>,
+        u: VectorValue<'ctx>,
+        q: VectorValue<'ctx>,
+        vnni: bool,
+    ) -> Result<VectorValue<'ctx>> {
+        if vnni {
+            // LLVM 22 declares vpdpbusd's operands as <64 x i8>.
+            let f = intrinsic(self.module, "llvm.x86.avx512.vpdpbusd.512", &[])?;
+            let args: [BasicMetadataValueEnum; 3] = [acc.into(), u.into(), q.into()];
+            let r = self.b.build_call(f, &args, "dp").map_err(err)?;
+            return Ok(r
+                .try_as_basic_value()
+                .basic()
+                .expect("value")
+                .into_vector_value());
+        }
+        let maddubs = intrinsic(self.module, "llvm.x86.avx2.pmadd.ub.sw", &[])?;
+        let maddwd = intrinsic(self.module, "llvm.x86.avx2.pmadd.wd", &[])?;
+        let ones = VectorType::const_vector(&vec![self.ctx.i16_type().const_int(1, false); 16]);
+        let half = |v: VectorValue<'ctx>, h: u64| -> Result<VectorValue<'ctx>> {
+            let idx: Vec<_> = (0..32)
+                .map(|i| self.ctx.i32_type().const_int(32 * h + i, false))
+                .collect();
+            self.b
+                .build_shuffle_vector(v, v, VectorType::const_vector(&idx), "h")
+                .map_err(err)
+        };
+        let mut sums = vec![];
+        for h in 0..2 {
+            let args: [BasicMetadataValueEnum; 2] = [half(u, h)?.into(), half(q, h)?.into()];
+            let pairs = self
+                .b
+                .build_call(maddubs, &args, "p16")
+                .map_err(err)?
+                .try_as_basic_value()
+                .basic()
+                .expect("v");
+            let args: [BasicMetadataValueEnum; 2] = [pairs.into(), ones.into()];
+            let quads = self
+                .b
+                .build_call(maddwd, &args, "p32")
+                .map_err(err)?
+                .try_as_basic_value()
+                .basic()
+                .expect("v");
+            sums.push(quads.into_vector_value());
+        }
+        let both = self.concat(sums[0], sums[1])?;
+        self.b.build_int_add(acc, both, "acc").map_err(err)
+    }
+}
+
+/// Adds the int8-activation kernel for `shape` to `module`.
+pub fn emit_gemv_i8<'ctx>(
+    ctx: &'ctx Context,
+    module: &Module<'ctx>,
+    shape: GemvShape,
+    vnni: bool,
+) -> Result<FunctionValue<'ctx>> {
+    let (m, o) = level_map(shape.format).ok_or("the 8-bit format has no int8-activation kernel")?;
+    let e = Emitter {
+        ctx,
+        module,
+        b: ctx.create_builder(),
+    };
+    let ptr = ctx.ptr_type(AddressSpace::default());
+    let (i64t, i32t, f32t) = (ctx.i64_type(), ctx.i32_type(), ctx.f32_type());
+    let params = [
+        ptr.into(),
+        ptr.into(),
+        ptr.into(),
+        f32t.into(),
+        i32t.into(),
+        ptr.into(),
+        i64t.into(),
+        i64t.into(),
+    ];
+    let f = module.add_function(
+        &symbol(&shape),
+        ctx.void_type().fn_type(&params, false),
+        None,
+    );
+    let names = [
+        "codes",
+        "factor",
+        "xq",
+        "x_scale",
+        "x_sum",
+        "y",
+        "row_begin",
+        "row_end",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        f.get_nth_param(i as u32).expect("param").set_name(name);
+    }
+    let p = |i: u32| f.get_nth_param(i).expect("param");
+    let (codes, factor, xq, y) = (
+        p(0).into_pointer_value(),
+        p(1).into_pointer_value(),
+        p(2).into_pointer_value(),
+        p(5).into_pointer_value(),
+    );
+    let (x_scale, x_sum) = (p(3).into_float_value(), p(4).into_int_value());
+    let (r0, r1) = (p(6).into_int_value(), p(7).into_int_value());
+
+    let entry = ctx.append_basic_block(f, "entry");
+    e.b.position_at_end(entry);
+    let scratch = e.b.build_alloca(e.i8v(64), "scratch").map_err(err)?;
+    let acc = e.b.build_alloca(i32t.vec_type(16), "acc").map_err(err)?;
+    let r_slot = e.b.build_alloca(i64t, "r").map_err(err)?;
+    let blk_slot = e.b.build_alloca(i64t, "blk").map_err(err)?;
+    e.b.build_store(r_slot, r0).map_err(err)?;
+    let row_head = ctx.append_basic_block(f, "row");
+    let row_body = ctx.append_basic_block(f, "row.body");
+    let block = ctx.append_basic_block(f, "block");
+    let row_end = ctx.append_basic_block(f, "row.end");
+    let exit = ctx.append_basic_block(f, "exit");
+    e.b.build_unconditional_branch(row_head).map_err(err)?;
+
+    e.b.position_at_end(row_head);
+    let r =
+        e.b.build_load(i64t, r_slot, "r")
+            .map_err(err)?
+            .into_int_value();
+    let more =
+        e.b.build_int_compare(inkwell::IntPredicate::ULT, r, r1, "more")
+            .map_err(err)?;
+    e.b.build_conditional_branch(more, row_body, exit)
+        .map_err(err)?;
+
+    e.b.position_at_end(row_body);
+    let rb = i64t.const_int(shape.format.row_bytes(shape.cols) as u64, false);
+    let row_off = e.b.build_int_mul(r, rb, "row.off").map_err(err)?;
+    // SAFETY (of the IR): r < rows, so the row is inside the codes.
+    let row = unsafe {
+        e.b.build_in_bounds_gep(ctx.i8_type(), codes, &[row_off], "row.codes")
+    }
+    .map_err(err)?;
+    e.b.build_store(acc, i32t.vec_type(16).const_zero())
+        .map_err(err)?;
+    e.b.build_store(blk_slot, i64t.const_zero()).map_err(err)?;
+    e.b.build_unconditional_branch(block).map_err(err)?;
+
+    // Every block, the tail included: xq is zero past the row's end.
+    e.b.position_at_end(block);
+    let blk =
+        e.b.build_load(i64t, blk_slot, "blk")
+            .map_err(err)?
+            .into_int_value();
+    let boff =
+        e.b.build_int_mul(
+            blk,
+            i64t.const_int(shape.format.block_bytes() as u64, false),
+            "boff",
+        )
+        .map_err(err)?;
+    let bp = unsafe { e.b.build_in_bounds_gep(ctx.i8_type(), row, &[boff], "bp") }.map_err(err)?;
+    let u = e.block_codes(shape.format, bp, scratch)?;
+    let qoff =
+        e.b.build_int_mul(blk, i64t.const_int(BLOCK as u64, false), "qoff")
+            .map_err(err)?;
+    let qp = unsafe { e.b.build_in_bounds_gep(ctx.i8_type(), xq, &[qoff], "qp") }.map_err(err)?;
+    let q = e.load_vec(e.i8v(64), qp)?;
+    let a =
+        e.b.build_load(i32t.vec_type(16), acc, "a")
+            .map_err(err)?
+            .into_vector_value();
+    let a = e.dot_u8_s8(a, u, q, vnni)?;
+    e.b.build_store(acc, a).map_err(err)?;
+    let next =
+        e.b.build_int_add(blk, i64t.const_int(1, false), "blk.next")
+            .map_err(err)?;
+    e.b.build_store(blk_slot, next).map_err(err)?;
+    let blocks = i64t.const_int(shape.cols.div_ceil(BLOCK) as u64, false);
+    let more =
+        e.b.build_int_compare(inkwell::IntPredicate::ULT, next, blocks, "more")
+            .map_err(err)?;
+    e.b.build_conditional_branch(more, block, row_end)
+        .map_err(err)?;
+
+    e.b.position_at_end(row_end);
+    let total = reduce_add(&e, acc)?;
+    let out = row_output(&e, total, x_sum, x_scale, (m, o))?;
+    let fp = unsafe { e.b.build_in_bounds_gep(f32t, factor, &[r], "fp") }.map_err(err)?;
+    let fr =
+        e.b.build_load(f32t, fp, "factor.r")
+            .map_err(err)?
+            .into_float_value();
+    let yv = e.b.build_float_mul(fr, out, "y.r").map_err(err)?;
+    let yi = e.b.build_int_sub(r, r0, "yi").map_err(err)?;
+    let yp = unsafe { e.b.build_in_bounds_gep(f32t, y, &[yi], "yp") }.map_err(err)?;
+    e.b.build_store(yp, yv).map_err(err)?;
+    let rn =
+        e.b.build_int_add(r, i64t.const_int(1, false), "r.next")
+            .map_err(err)?;
+    e.b.build_store(r_slot, rn).map_err(err)?;
+    e.b.build_unconditional_branch(row_head).map_err(err)?;
+
+    e.b.position_at_end(exit);
+    e.b.build_return(None).map_err(err)?;
+    Ok(f)
+}
+
+fn reduce_add<'ctx>(e: &Emitter<'_, 'ctx>, acc: PointerValue<'ctx>) -> Result<IntValue<'ctx>> {
+    let v =
+        e.b.build_load(e.ctx.i32_type().vec_type(16), acc, "acc.v")
+            .map_err(err)?;
+    let f = intrinsic(
+        e.module,
+        "llvm.vector.reduce.add",
+        &[e.ctx.i32_type().vec_type(16).into()],
+    )?;
+    let args: [BasicMetadataValueEnum; 1] = [v.into()];
+    let r = e.b.build_call(f, &args, "sum").map_err(err)?;
+    Ok(r.try_as_basic_value()
+        .basic()
+        .expect("value")
+        .into_int_value())
+}
+
+/// x_scale · (m · Σu·q − o · Σq), in f32 (both sums are exact integers below 2^24).
+fn row_output<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    total: IntValue<'ctx>,
+    x_sum: IntValue<'ctx>,
+    x_scale: inkwell::values::FloatValue<'ctx>,
+    (m, o): (f64, f64),
+) -> Result<inkwell::values::FloatValue<'ctx>> {
+    let f32t = e.ctx.f32_type();
+    let t =
+        e.b.build_signed_int_to_float(total, f32t, "t")
+            .map_err(err)?;
+    let s =
+        e.b.build_signed_int_to_float(x_sum, f32t, "s")
+            .map_err(err)?;
+    let mt =
+        e.b.build_float_mul(t, f32t.const_float(m), "mt")
+            .map_err(err)?;
+    let os =
+        e.b.build_float_mul(s, f32t.const_float(o), "os")
+            .map_err(err)?;
+    let lv = e.b.build_float_sub(mt, os, "lv").map_err(err)?;
+    e.b.build_float_mul(lv, x_scale, "out").map_err(err)
+}
