@@ -204,17 +204,8 @@ fn generated_kernels(dir: &std::path::Path) -> Result<paretoqc_runtime::kernels:
     let k = compile_kernels(&shapes, "native", true)?;
     let so = dir.join("kernels.so");
     std::fs::write(&so, &k.shared_object)?;
-    let symbols = shapes
-        .iter()
-        .map(|s| {
-            (
-                paretoqc_runtime::kernels::native::gemv_role(s.format.name(), s.rows, s.cols),
-                s.symbol(),
-            )
-        })
-        .collect();
     Ok(paretoqc_runtime::kernels::native::Native::load(
-        &so, &symbols, &k.cpu,
+        &so, &k.symbols, &k.cpu,
     )?)
 }
 

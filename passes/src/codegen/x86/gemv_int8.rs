@@ -48,12 +48,6 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             .map_err(err)
     }
 
-    fn concat4(&self, v: [VectorValue<'ctx>; 4]) -> Result<VectorValue<'ctx>> {
-        let lo = self.concat(v[0], v[1])?;
-        let hi = self.concat(v[2], v[3])?;
-        self.concat(lo, hi)
-    }
-
     /// The 64 unsigned codes of the block at `p`, in weight order, as `<64 x i8>`.
     fn block_codes(
         &self,
@@ -62,52 +56,57 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         scratch: PointerValue<'ctx>,
     ) -> Result<VectorValue<'ctx>> {
         match format {
-            Format::Int4 => {
-                let bytes = self.load_vec(self.i8v(32), p)?;
-                self.concat(self.field(bytes, 0, 15)?, self.field(bytes, 4, 15)?)
-            }
-            Format::Int2 => {
-                let bytes = self.load_vec(self.i8v(16), p)?;
-                let parts: Vec<_> = (0..4)
-                    .map(|t| self.field(bytes, 2 * t, 3))
-                    .collect::<Result<_>>()?;
-                self.concat4(parts.try_into().expect("four"))
-            }
+            Format::Int4 => self.spread(self.load_vec(self.i8v(32), p)?, 4),
+            Format::Int2 => self.spread(self.load_vec(self.i8v(16), p)?, 2),
             Format::Int3 => {
-                let low = self.load_vec(self.i8v(16), p)?;
-                let high = self.load_i64(self.byte_ptr(p, 16)?)?;
-                let mut parts = vec![];
-                for t in 0..4 {
-                    let hb = self
-                        .b
-                        .build_int_z_extend(self.bit_lanes(high, t)?, self.i8v(16), "hb")
-                        .map_err(err)?;
-                    let hb = self
-                        .b
-                        .build_left_shift(hb, self.splat_i8(16, 2), "hb2")
-                        .map_err(err)?;
-                    parts.push(
-                        self.b
-                            .build_or(self.field(low, 2 * t, 3)?, hb, "u")
-                            .map_err(err)?,
-                    );
-                }
-                self.concat4(parts.try_into().expect("four"))
+                let low = self.spread(self.load_vec(self.i8v(16), p)?, 2)?;
+                let high = self.bits64(self.load_i64(self.byte_ptr(p, 16)?)?)?;
+                let high = self
+                    .b
+                    .build_left_shift(high, self.splat_i8(64, 2), "hb")
+                    .map_err(err)?;
+                self.b.build_or(low, high, "u").map_err(err)
             }
-            Format::Bin1 => {
-                let word = self.load_i64(p)?;
-                let parts: Vec<_> = (0..4)
-                    .map(|t| {
-                        self.b
-                            .build_int_z_extend(self.bit_lanes(word, t)?, self.i8v(16), "b")
-                            .map_err(err)
-                    })
-                    .collect::<Result<_>>()?;
-                self.concat4(parts.try_into().expect("four"))
-            }
+            Format::Bin1 => self.bits64(self.load_i64(p)?),
             Format::Ternary => self.ternary_codes(p, scratch),
             Format::Int8 => Err("the 8-bit format has no int8-activation kernel".into()),
         }
+    }
+
+    /// Fields of `bits` bits packed across the bytes of `v` (n bytes; field k of byte j is weight
+    /// k·n + j) as 64 bytes in weight order: `v` repeated 64/n times, each copy shifted by its
+    /// field's offset, masked.
+    fn spread(&self, v: VectorValue<'ctx>, bits: u64) -> Result<VectorValue<'ctx>> {
+        let n = v.get_type().get_size() as u64;
+        let i32t = self.ctx.i32_type();
+        let repeat: Vec<_> = (0..64).map(|i| i32t.const_int(i % n, false)).collect();
+        let copies = self
+            .b
+            .build_shuffle_vector(v, v, VectorType::const_vector(&repeat), "rep")
+            .map_err(err)?;
+        let i8t = self.ctx.i8_type();
+        let shifts: Vec<_> = (0..64)
+            .map(|i| i8t.const_int(bits * (i / n), false))
+            .collect();
+        let shifted = self
+            .b
+            .build_right_shift(copies, VectorType::const_vector(&shifts), false, "sh")
+            .map_err(err)?;
+        self.b
+            .build_and(shifted, self.splat_i8(64, (1 << bits) - 1), "f")
+            .map_err(err)
+    }
+
+    /// The 64 bits of a word (bit i = weight i) as bytes 0/1.
+    fn bits64(&self, word: IntValue<'ctx>) -> Result<VectorValue<'ctx>> {
+        let lanes = self
+            .b
+            .build_bit_cast(word, self.ctx.bool_type().vec_type(64), "bits")
+            .map_err(err)?
+            .into_vector_value();
+        self.b
+            .build_int_z_extend(lanes, self.i8v(64), "b")
+            .map_err(err)
     }
 
     /// Ternary digits (0..2) through the f32 digit extraction, gathered in a 64-byte scratch slot.
