@@ -333,7 +333,7 @@ fn end_to_end(args: &Args) -> Result<()> {
             bits: (bits != "16").then(|| bits.clone()),
             plan: None,
         };
-        super::compile::run(super::compile::Args {
+        super::compile::compile(&super::compile::Args {
             model: args.model.clone(),
             quant,
             target: "x86".into(),

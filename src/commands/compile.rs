@@ -60,6 +60,18 @@ pub struct GeneratedKernels {
 
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
+    let (out, target) = compile(&args)?;
+    println!(
+        "wrote {} (target {target}, {:.1} s)",
+        out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Compiles as `run` does, printing only the per-projection table (unless quiet); returns the
+/// artifact's path and a description of its target.
+pub fn compile(args: &Args) -> Result<(PathBuf, String)> {
     let model_path = model_folder(&args.model);
     let mut m = super::load(&model_path)?;
     let what = model_path.display().to_string();
@@ -107,15 +119,10 @@ pub fn run(args: Args) -> Result<()> {
     if !args.quiet {
         print_report(&m, &bits, &packed);
     }
-    println!(
-        "wrote {} (target {}, {:.1} s)",
-        out.display(),
-        kernels
-            .as_ref()
-            .map_or("portable".to_string(), |k| format!("x86 {}", k.cpu)),
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+    let target = kernels
+        .as_ref()
+        .map_or("portable".to_string(), |k| format!("x86 {}", k.cpu));
+    Ok((out, target))
 }
 
 /// With `--lm-head int8`, adds `lm_head.qweight` to `packed` and returns the dense tensor it
