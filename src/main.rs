@@ -41,6 +41,7 @@ enum Command {
     Quantize(commands::quantize::Args),
     Diff(commands::diff::Args),
     Init(commands::init::Args),
+    Search(commands::search::Args),
 }
 
 /// Output piped into `head` ends the program quietly, as for other Unix tools, instead of a
@@ -77,6 +78,7 @@ fn main() -> ExitCode {
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Diff(a) => commands::diff::run(a),
         Command::Init(a) => commands::init::run(a),
+        Command::Search(a) => commands::search::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@ pub mod opt;
 pub mod pass;
 pub mod qat;
 pub mod quant;
+pub mod search;
 pub mod tensor;
 pub mod train;
 pub mod transforms;

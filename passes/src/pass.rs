@@ -124,6 +124,10 @@ pub const PASS_NAMES: &[(&str, &str)] = &[
         "qat-lower",
         "puts fake_quant on the seven projections of each block (option bits=1|1.58|2|3|4|16)",
     ),
+    (
+        "pareto-search",
+        "lowers each projection at its width from a plan (plan=FILE), or from the least-cost plan within a budget (costs=FILE,budget=30MB|2.5bpw)",
+    ),
 ];
 
 /// Builds a pass from its spec; the one place that knows every pass.
@@ -147,6 +151,9 @@ pub fn create_pass(spec: &PassSpec) -> Result<Box<dyn Pass>, PassError> {
         "qat-lower" => Ok(Box::new(transforms::qat_lower::QatLower::from_options(
             &spec.options,
         )?)),
+        "pareto-search" => Ok(Box::new(
+            transforms::pareto_search::ParetoSearch::from_options(&spec.options)?,
+        )),
         _ => Err(unknown()),
     }
 }

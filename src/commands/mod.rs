@@ -10,6 +10,7 @@ pub mod logits;
 pub mod opt;
 pub mod quant_args;
 pub mod quantize;
+pub mod search;
 pub mod tokenize;
 pub mod train;
 

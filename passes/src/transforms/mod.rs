@@ -2,4 +2,5 @@
 
 pub mod add_loss;
 pub mod dce;
+pub mod pareto_search;
 pub mod qat_lower;
