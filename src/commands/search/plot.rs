@@ -60,6 +60,7 @@ fn draw(
         .configure_mesh()
         .x_desc("model size, MB (every tensor and scale)")
         .y_desc("held-out perplexity (log scale)")
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     let blue = RGBColor(31, 119, 180);
     let red = RGBColor(214, 39, 40);
@@ -72,17 +73,14 @@ fn draw(
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2)));
     chart.draw_series(mixed.iter().map(|v| Circle::new(xy(v), 4, blue.filled())))?;
     chart
-        .draw_series(
-            uniform
-                .iter()
-                .map(|v| TriangleMarker::new(xy(v), 7, red.filled())),
-        )?
+        .draw_series(uniform.iter().map(|v| {
+            let label = format!("{}-bit", v.uniform.unwrap_or(Bits::Full));
+            EmptyElement::at(xy(v))
+                + TriangleMarker::new((0, 0), 7, red.filled())
+                + Text::new(label, (8, -20), ("sans-serif", 15).into_font().color(&red))
+        }))?
         .label("uniform width")
         .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, red.filled()));
-    chart.draw_series(uniform.iter().map(|v| {
-        let label = format!("{}-bit", v.uniform.unwrap_or(Bits::Full));
-        Text::new(label, xy(v), ("sans-serif", 14).into_font().color(&red))
-    }))?;
     let grey = RGBColor(110, 110, 110);
     chart
         .draw_series(LineSeries::new(
@@ -90,7 +88,7 @@ fn draw(
             grey,
         ))?
         .label(format!(
-            "full precision ({:.1} MB, f32)",
+            "full precision ({:.3} MB, f32)",
             base.size.megabytes()
         ))
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
