@@ -44,6 +44,7 @@ enum Command {
     Compile(commands::compile::Args),
     Run(commands::run::Args),
     Bench(commands::bench::Args),
+    Search(commands::search::Args),
 }
 
 /// Output piped into `head` ends the program quietly, as for other Unix tools, instead of a
@@ -83,6 +84,7 @@ fn main() -> ExitCode {
         Command::Compile(a) => commands::compile::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Search(a) => commands::search::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

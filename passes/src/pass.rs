@@ -125,6 +125,10 @@ pub const PASS_NAMES: &[(&str, &str)] = &[
         "puts fake_quant on the seven projections of each block (option bits=1|1.58|2|3|4|16)",
     ),
     (
+        "pareto-search",
+        "lowers each projection at its width from a plan (plan=FILE), or from the least-cost plan within a budget (costs=FILE,budget=30MB|2.5bpw)",
+    ),
+    (
         "pack-weights",
         "turns linear of fake_quant into packed_linear over integer codes in the runtime's block format",
     ),
@@ -155,6 +159,9 @@ pub fn create_pass(spec: &PassSpec) -> Result<Box<dyn Pass>, PassError> {
             no_options(spec)?;
             Ok(Box::new(transforms::pack_weights::PackWeights))
         }
+        "pareto-search" => Ok(Box::new(
+            transforms::pareto_search::ParetoSearch::from_options(&spec.options)?,
+        )),
         _ => Err(unknown()),
     }
 }

@@ -23,26 +23,7 @@ impl QuantSpec {
     /// Reads a plan: a JSON object from module name to bits (a number such as 2 or 1.58, or a
     /// string). `source` names the file in errors.
     pub fn parse_plan(json: &str, source: &str) -> Result<QuantSpec, String> {
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| format!("{source}: not JSON: {e}"))?;
-        let map = value
-            .as_object()
-            .ok_or_else(|| format!("{source}: a plan is a JSON object from layer name to bits"))?;
-        let mut plan = BTreeMap::new();
-        for (layer, bits) in map {
-            let text = match bits {
-                serde_json::Value::Number(n) => n.to_string(),
-                serde_json::Value::String(s) => s.clone(),
-                other => {
-                    return Err(format!(
-                        "{source}: `{layer}`: bits must be a number, got {other}"
-                    ))
-                }
-            };
-            let bits = Bits::parse(&text).map_err(|m| format!("{source}: `{layer}`: {m}"))?;
-            plan.insert(layer.clone(), bits);
-        }
-        Ok(QuantSpec::Plan(plan))
+        plan_from_json(json, source).map(QuantSpec::Plan)
     }
 
     fn pass(&self) -> QatLower {
@@ -61,10 +42,44 @@ impl QuantSpec {
     }
 }
 
+/// Reads a plan file's JSON: an object from module name to bits (a number such as 2 or 1.58, or a
+/// string). `source` names the file in errors.
+pub fn plan_from_json(json: &str, source: &str) -> Result<BTreeMap<String, Bits>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("{source}: not JSON: {e}"))?;
+    let map = value
+        .as_object()
+        .ok_or_else(|| format!("{source}: a plan is a JSON object from layer name to bits"))?;
+    let mut plan = BTreeMap::new();
+    for (layer, bits) in map {
+        let text = match bits {
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => {
+                return Err(format!(
+                    "{source}: `{layer}`: bits must be a number, got {other}"
+                ))
+            }
+        };
+        let bits = Bits::parse(&text).map_err(|m| format!("{source}: `{layer}`: {m}"))?;
+        plan.insert(layer.clone(), bits);
+    }
+    Ok(plan)
+}
+
 /// Lowers the graph for QAT and gives every new scale its initial value. Scales already in
 /// `weights` (a ParetoQ checkpoint) are kept; a scale of the wrong shape is an error.
 pub fn lower(g: &mut Graph, weights: &mut Weights, spec: &QuantSpec) -> Result<(), PassError> {
-    spec.pass().run(g)?;
+    lower_with(g, weights, &mut spec.pass())
+}
+
+/// `lower` through any pass that inserts `fake_quant` (`qat-lower`, `pareto-search`).
+pub fn lower_with(
+    g: &mut Graph,
+    weights: &mut Weights,
+    pass: &mut dyn Pass,
+) -> Result<(), PassError> {
+    pass.run(g)?;
     init_missing_scales(g, weights)
 }
 
@@ -132,13 +147,29 @@ fn init_missing_scales(g: &Graph, weights: &mut Weights) -> Result<(), PassError
 /// Q(W), scales dropped; everything else unchanged.
 pub fn materialize(g: &Graph, weights: &Weights) -> Result<Weights, PassError> {
     let mut out = weights.clone();
+    materialize_in_place(g, &mut out)?;
+    Ok(out)
+}
+
+/// `materialize` without a copy of the weights.
+pub fn materialize_in_place(g: &Graph, weights: &mut Weights) -> Result<(), PassError> {
     for q in quantized_weights(g)? {
         let (w, s) = (weight(weights, &q.weight)?, weight(weights, &q.scale)?);
         let values = fake_quant(q.bits, &w.data, &s.data, w.row_len());
-        out.insert(q.weight, Tensor::new(w.shape.clone(), values));
-        out.remove(&q.scale);
+        let shape = w.shape.clone();
+        weights.insert(q.weight, Tensor::new(shape, values));
+        weights.remove(&q.scale);
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Post-training quantization of one weight: Q(W) with the initial scales `lower` would give.
+pub fn ptq_quantize(bits: Bits, w: &Tensor) -> Tensor {
+    let scales = init_scales(bits, &w.data, w.row_len());
+    Tensor::new(
+        w.shape.clone(),
+        fake_quant(bits, &w.data, &scales, w.row_len()),
+    )
 }
 
 /// Relative L1 change of latent weights, per projection and pooled:

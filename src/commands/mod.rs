@@ -13,6 +13,7 @@ pub mod opt;
 pub mod quant_args;
 pub mod quantize;
 pub mod run;
+pub mod search;
 pub mod tokenize;
 pub mod train;
 

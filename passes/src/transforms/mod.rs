@@ -3,4 +3,5 @@
 pub mod add_loss;
 pub mod dce;
 pub mod pack_weights;
+pub mod pareto_search;
 pub mod qat_lower;

@@ -1,0 +1,34 @@
+//! The Pareto search: a bit width per projection for a size budget.
+//!
+//! - `size`: the one size model (bytes of the artifact for a plan).
+//! - `budget`: budgets as users write them (`30MB`, `2.5bpw`).
+//! - `costs`: the cost table (loss increase per module and width) and its JSON form.
+//! - `sensitivity`: the costs, estimated from gradients and checked against measurements.
+//! - `knapsack`: the exact multiple-choice knapsack over a size grid.
+//! - `frontier`: plans per budget, and measured points against uniform models.
+//! - `cache`: the key that caches a model's sensitivities.
+//!
+//! The `pareto-search` pass (`transforms/pareto_search.rs`) applies a plan to a graph;
+//! `paretoqc search` measures, solves, verifies and writes the frontier.
+
+pub mod budget;
+pub mod cache;
+pub mod costs;
+pub mod frontier;
+pub mod knapsack;
+pub mod sensitivity;
+pub mod size;
+
+use crate::quant::Bits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("budget {budget_mb:.3} MB is below the smallest possible model, {smallest_mb:.3} MB (every projection at its smallest width)")]
+    BudgetTooSmall { budget_mb: f64, smallest_mb: f64 },
+    #[error("the cost table has no cost for {module} at {bits} bits")]
+    MissingCost { module: String, bits: Bits },
+    #[error("the cost table names `{0}`, which is not a projection of this model (names look like model.layers.0.self_attn.q_proj)")]
+    UnknownModule(String),
+    #[error("cost table: {0}")]
+    Costs(String),
+}

@@ -1,0 +1,439 @@
+//! `paretoqc search MODEL --data FILE --out DIR`: a bit width per projection for each size
+//! budget, and the measured frontier.
+//!
+//! Stages, each timed: (1) load the model and cut the text into calibration and held-out tokens
+//! (disjoint); (2) sensitivities: the second-order estimate of each module's loss increase at
+//! each width, cached by a hash of the weights, calibration ids and settings
+//! (`sensitivity.rs`); (3) check: the single-module loss increase measured for a seeded sample of
+//! (module, width) pairs, and its rank correlation with the estimate; (4) the knapsack for every
+//! budget (`pqc::search::frontier`); (5) verification: every chosen plan and every uniform model
+//! is quantized (PTQ, ParetoQ's initial scales) and its held-out perplexity measured; no point is
+//! reported from the estimate alone; (6) `frontier.json`, `plan-<size>MB.json` per point,
+//! `costs.json` (the table the plans were solved on) and `frontier.svg`, written atomically.
+
+mod plot;
+mod report;
+mod sensitivity;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use pqc::eval::perplexity;
+use pqc::import::{Model, Weights};
+use pqc::interp::Meter;
+use pqc::quant::Bits;
+use pqc::search::budget::Budget;
+use pqc::search::costs::CostTable;
+use pqc::search::frontier::{evenly_spaced, Plan, PlannedPoint, Planner};
+use pqc::search::size::{SizeModel, BYTES_PER_MB};
+use pqc::transforms::pareto_search::{ParetoSearch, PlanSource};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Choose a bit width per projection for size budgets; measure the frontier.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  paretoqc search testdata/models/tiny-llama --data testdata/text/austen-sample.txt \
+--calib-tokens 2048 --heldout-tokens 2048 --ctx 128 --points 6 --out runs/tiny-search\n  \
+paretoqc search model.gguf --data wiki.txt --budget 2.5bpw --out runs/one-plan"
+)]
+pub struct Args {
+    /// Model folder or .gguf file.
+    pub model: PathBuf,
+    /// Text to calibrate on; the held-out text comes from its end unless --eval-data is given.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Held-out text for the verification (default: the end of --data, after the calibration).
+    #[arg(long)]
+    pub eval_data: Option<PathBuf>,
+    /// Bit widths a projection may take.
+    #[arg(long, default_value = "1,1.58,2,3,4,16")]
+    pub bits: String,
+    /// Budgets for the frontier: sizes of the whole model (30MB, 1.2GB, 800KB) or bits per
+    /// projection weight (2.5bpw), comma-separated.
+    #[arg(long, conflicts_with_all = ["points", "budget"])]
+    pub budgets: Option<String>,
+    /// Number of budgets evenly spaced from the smallest possible model to the uniform model of
+    /// the largest width below 16. With --points or --budgets, the size of each uniform model is
+    /// a budget too, so each has a mixed plan of its size to compare with.
+    #[arg(long, default_value_t = 10, conflicts_with = "budget")]
+    pub points: usize,
+    /// One budget: pick one plan, verify it and write just that plan.
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// Output folder (must not exist, or be empty).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the sample of modules whose sensitivity is measured to check the estimate.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Window length in tokens, for calibration and for held-out perplexity.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Calibration tokens, from the start of --data.
+    #[arg(long, default_value_t = 4096)]
+    pub calib_tokens: usize,
+    /// Held-out tokens for perplexity, from the end of --data (or the start of --eval-data).
+    #[arg(long, default_value_t = 2048)]
+    pub heldout_tokens: usize,
+    /// (module, width) pairs whose single-module loss increase is measured to check the estimate.
+    #[arg(long, default_value_t = 30)]
+    pub check: usize,
+    /// Calibration tokens each check measurement scores (the first ones).
+    #[arg(long, default_value_t = 1024)]
+    pub check_tokens: usize,
+    /// A fixed cost table (JSON, as costs.json) instead of measuring sensitivities.
+    #[arg(long)]
+    pub costs: Option<PathBuf>,
+    /// Where sensitivities are cached (default: $XDG_CACHE_HOME/paretoqc or ~/.cache/paretoqc).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not read or write the sensitivity cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Zero-shot tasks to score every verified point on (the hook for `eval --tasks`).
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Vec<String>,
+}
+
+/// What the user asked for, checked before any model is loaded.
+struct Request {
+    widths: Vec<Bits>,
+    budgets: Option<Vec<Budget>>,
+    single: bool,
+}
+
+fn parse_request(args: &Args) -> Result<Request> {
+    let widths = parse_widths(&args.bits)?;
+    let single = args.budget.is_some();
+    let budgets = match (&args.budget, &args.budgets) {
+        (Some(b), _) => Some(vec![
+            Budget::parse(b).map_err(|m| anyhow::anyhow!("--budget: {m}"))?
+        ]),
+        (None, Some(list)) => {
+            Some(Budget::parse_list(list).map_err(|m| anyhow::anyhow!("--budgets: {m}"))?)
+        }
+        (None, None) => None,
+    };
+    if budgets.is_none() && args.points == 0 {
+        bail!("--points must be at least 1");
+    }
+    if args.ctx < 2 {
+        bail!("--ctx must be at least 2 (one token of context, one to predict)");
+    }
+    zero_shot_hook_ready(&args.tasks)?;
+    Ok(Request {
+        widths,
+        budgets,
+        single,
+    })
+}
+
+/// `--bits 1,1.58,2,3,4,16`: sorted, without repeats; at least one width below 16.
+fn parse_widths(text: &str) -> Result<Vec<Bits>> {
+    let mut widths = text
+        .split(',')
+        .map(|s| Bits::parse(s).map_err(|m| anyhow::anyhow!("--bits: {m}")))
+        .collect::<Result<Vec<_>>>()?;
+    widths.sort();
+    widths.dedup();
+    if widths.iter().all(|&b| b == Bits::Full) {
+        bail!("--bits: give at least one width below 16 (1, 1.58, 2, 3, 4)");
+    }
+    Ok(widths)
+}
+
+/// The hook for zero-shot evaluation of every verified point: `eval --tasks` is built on another
+/// branch; when it lands, `zero_shot` scores the points and this check goes away.
+fn zero_shot_hook_ready(tasks: &[String]) -> Result<()> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "--tasks {}: zero-shot scoring of frontier points is not connected yet (it needs `paretoqc eval --tasks`); the frontier is verified by held-out perplexity",
+        tasks.join(",")
+    )
+}
+
+/// Zero-shot accuracies of one verified model, by task (None when no tasks were asked for).
+fn zero_shot(
+    _m: &Model,
+    _weights: &Weights,
+    tasks: &[String],
+) -> Result<Option<serde_json::Value>> {
+    zero_shot_hook_ready(tasks)?;
+    Ok(None)
+}
+
+/// Stage timings, printed as each stage ends and stored in frontier.json.
+#[derive(Default)]
+pub struct Stages {
+    pub done: Vec<(String, f64)>,
+}
+
+impl Stages {
+    fn time<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let start = Instant::now();
+        let out = f()?;
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!("stage {name}: {secs:.1} s");
+        self.done.push((name.to_string(), secs));
+        Ok(out)
+    }
+}
+
+/// Calibration and held-out token ids (disjoint).
+pub struct Tokens {
+    pub calibration: Vec<u32>,
+    pub heldout: Vec<u32>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let request = parse_request(&args)?;
+    let mut stages = Stages::default();
+    let (m, tokens) = stages.time("load", || load(&args))?;
+    let sizes = SizeModel::from_graph(&m.graph).map_err(anyhow::Error::msg)?;
+    let budgets = budgets_in_bytes(&request, &sizes, args.points)?;
+    let (costs, measured) = match &args.costs {
+        Some(path) => (read_costs(path)?, None),
+        None => {
+            let s = sensitivity::costs(&args, &m, &tokens, &request.widths, &mut stages)?;
+            (s.costs.clone(), Some(s))
+        }
+    };
+    let max_budget = budgets.iter().copied().max().unwrap_or(0);
+    let points = stages.time("knapsack", || {
+        let planner = Planner::new(&sizes, &costs, Some(&request.widths), max_budget)?;
+        Ok(planner.frontier(&budgets)?)
+    })?;
+    let uniform = if request.single {
+        vec![]
+    } else {
+        request.widths.clone()
+    };
+    let verified = stages.time("verify", || {
+        verify(&m, &sizes, &points, &uniform, &tokens, &args)
+    })?;
+    let out = report::Report {
+        args: &args,
+        widths: &request.widths,
+        tokens: &tokens,
+        costs: &costs,
+        sensitivity: measured.as_ref(),
+        verified: &verified,
+        stages: &stages,
+    };
+    out.print();
+    crate::output::write_dir(&args.out, |dir| out.write(dir, !request.single))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn load(args: &Args) -> Result<(Model, Tokens)> {
+    let m = super::load(&args.model)?;
+    let ids = super::tokenize::encode(&m, &super::read_text(&args.data)?, &args.data)?;
+    if ids.is_empty() {
+        bail!(
+            "{}: empty calibration text (no tokens)",
+            args.data.display()
+        );
+    }
+    let tokens = match &args.eval_data {
+        Some(p) => {
+            let held = super::tokenize::encode(&m, &super::read_text(p)?, p)?;
+            Tokens {
+                calibration: ids[..ids.len().min(args.calib_tokens)].to_vec(),
+                heldout: held[..held.len().min(args.heldout_tokens)].to_vec(),
+            }
+        }
+        None => split_tokens(&ids, args)?,
+    };
+    for (what, n, file) in [
+        ("calibration", tokens.calibration.len(), &args.data),
+        (
+            "held-out",
+            tokens.heldout.len(),
+            args.eval_data.as_ref().unwrap_or(&args.data),
+        ),
+    ] {
+        if n < args.ctx {
+            bail!(
+                "{}: {n} {what} tokens, fewer than one window of --ctx {}",
+                file.display(),
+                args.ctx
+            );
+        }
+    }
+    eprintln!(
+        "calibration: {} tokens, held-out: {} tokens, windows of {}",
+        tokens.calibration.len(),
+        tokens.heldout.len(),
+        args.ctx
+    );
+    Ok((m, tokens))
+}
+
+/// The first --calib-tokens of the text calibrate, the last --heldout-tokens are held out; they
+/// must not overlap.
+fn split_tokens(ids: &[u32], args: &Args) -> Result<Tokens> {
+    if args.calib_tokens + args.heldout_tokens > ids.len() {
+        bail!(
+            "{}: {} tokens, fewer than --calib-tokens {} + --heldout-tokens {}; calibration and held-out text must not overlap: lower them or give --eval-data",
+            args.data.display(),
+            ids.len(),
+            args.calib_tokens,
+            args.heldout_tokens
+        );
+    }
+    Ok(Tokens {
+        calibration: ids[..args.calib_tokens].to_vec(),
+        heldout: ids[ids.len() - args.heldout_tokens..].to_vec(),
+    })
+}
+
+fn read_costs(path: &Path) -> Result<CostTable> {
+    CostTable::from_json(&super::read_text(path)?, &path.display().to_string())
+        .map_err(anyhow::Error::msg)
+}
+
+/// The budgets in bytes: as given, or --points evenly spaced from the smallest model to the
+/// uniform model of the largest width below 16; for a frontier, each uniform model's size is
+/// added, so each uniform model has a mixed plan of its size to compare with. A budget below the
+/// smallest model is an error.
+fn budgets_in_bytes(request: &Request, sizes: &SizeModel, points: usize) -> Result<Vec<u64>> {
+    let smallest_width = request.widths[0];
+    let smallest = sizes.uniform_size(smallest_width).total_bytes;
+    let given: Vec<u64> = match &request.budgets {
+        Some(list) => list.iter().map(|b| b.bytes(sizes)).collect(),
+        None => {
+            let top = request
+                .widths
+                .iter()
+                .rev()
+                .find(|&&b| b != Bits::Full)
+                .copied();
+            let largest = sizes
+                .uniform_size(top.unwrap_or(smallest_width))
+                .total_bytes;
+            evenly_spaced(smallest, largest, points)
+        }
+    };
+    for (b, text) in given.iter().zip(budget_texts(request, given.len())) {
+        if *b < smallest {
+            bail!(
+                "budget {text} ({:.3} MB) is below the smallest possible model: {:.3} MB (every projection at {} bits, {:.3} bits per projection weight)",
+                *b as f64 / BYTES_PER_MB,
+                smallest as f64 / BYTES_PER_MB,
+                smallest_width,
+                sizes.uniform_size(smallest_width).bits_per_projection_weight()
+            );
+        }
+    }
+    if request.single {
+        return Ok(given);
+    }
+    let uniform = request.widths.iter().filter(|&&b| b != Bits::Full);
+    let mut budgets = given;
+    budgets.extend(uniform.map(|&b| sizes.uniform_size(b).total_bytes));
+    budgets.sort_unstable();
+    budgets.dedup();
+    Ok(budgets)
+}
+
+fn budget_texts(request: &Request, n: usize) -> Vec<String> {
+    match &request.budgets {
+        Some(list) => list.iter().map(ToString::to_string).collect(),
+        None => vec![String::new(); n],
+    }
+}
+
+/// A point measured on the held-out text.
+pub struct Verified {
+    /// None for a uniform model.
+    pub planned: Option<PlannedPoint>,
+    /// Set for a uniform model.
+    pub uniform: Option<Bits>,
+    pub plan: Plan,
+    pub size: pqc::search::size::ModelSize,
+    pub estimated_delta_loss: f64,
+    pub perplexity: f64,
+    pub mean_nll: f64,
+    pub accuracy: Option<serde_json::Value>,
+}
+
+/// Quantizes each plan (and each uniform width below 16) through the `pareto-search` pass, and
+/// measures held-out perplexity. The first entry is the unquantized model.
+fn verify(
+    m: &Model,
+    sizes: &SizeModel,
+    points: &[PlannedPoint],
+    uniform: &[Bits],
+    tokens: &Tokens,
+    args: &Args,
+) -> Result<Vec<Verified>> {
+    let mut todo: Vec<(String, Plan, Option<PlannedPoint>, Option<Bits>)> =
+        vec![("full precision".into(), Plan::new(), None, Some(Bits::Full))];
+    for &b in uniform.iter().filter(|&&b| b != Bits::Full) {
+        let plan: Plan = sizes
+            .projections
+            .iter()
+            .map(|p| (p.module.clone(), b))
+            .collect();
+        todo.push((format!("uniform {b}-bit"), plan, None, Some(b)));
+    }
+    for p in points {
+        let name = format!("plan {:.3} MB", p.size.megabytes());
+        todo.push((name, p.plan.clone(), Some(p.clone()), None));
+    }
+    let bar = progress(
+        todo.len() as u64,
+        "{bar:25} {pos}/{len} models  {msg}  eta {eta}",
+    );
+    let mut out = vec![];
+    for (name, plan, planned, uniform) in todo {
+        bar.set_message(name.clone());
+        let weights = quantize(m, &plan).with_context(|| name.clone())?;
+        let ppl = perplexity(
+            &m.graph,
+            &weights,
+            &tokens.heldout,
+            args.ctx,
+            &mut Meter::default(),
+            |_, _| {},
+        )
+        .with_context(|| format!("{name}: held-out perplexity"))?;
+        let accuracy = zero_shot(m, &weights, &args.tasks)?;
+        let estimated = planned
+            .as_ref()
+            .map_or_else(|| f64::NAN, |p| p.estimated_delta_loss);
+        out.push(Verified {
+            size: sizes.plan_size(&plan),
+            planned,
+            uniform,
+            plan,
+            estimated_delta_loss: estimated,
+            perplexity: ppl.value(),
+            mean_nll: ppl.mean_nll(),
+            accuracy,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Q(W) for every projection the plan quantizes: the plan applied by the `pareto-search` pass,
+/// scales at ParetoQ's initial values, then materialized.
+fn quantize(m: &Model, plan: &Plan) -> Result<Weights> {
+    let mut g = m.graph.clone();
+    let mut w = m.weights.clone();
+    let mut pass = ParetoSearch::new(PlanSource::Plan(plan.clone()));
+    pqc::qat::lower_with(&mut g, &mut w, &mut pass)?;
+    pqc::qat::materialize_in_place(&g, &mut w)?;
+    Ok(w)
+}
+
+pub fn progress(len: u64, template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+    bar
+}

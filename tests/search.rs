@@ -1,0 +1,362 @@
+//! `paretoqc search` end to end on the tiny model: a snapshot with a fixed cost table, the plans
+//! it writes loading in `eval`, `quantize` and `train`, the sensitivity cache, `--budget`, and
+//! every bad input as a clear error.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const MODEL: &str = "testdata/models/tiny-llama";
+const TEXT: &str = "testdata/text/austen-sample.txt";
+const HELDOUT: &str = "testdata/text/austen-heldout.txt";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_paretoqc"))
+        .current_dir(root())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> (String, String) {
+    let out = run(args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "paretoqc {args:?} failed:\n{stderr}");
+    (stdout, stderr)
+}
+
+fn err(args: &[&str]) -> String {
+    let out = run(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "paretoqc {args:?} should have failed"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "paretoqc {args:?} panicked: {stderr}"
+    );
+    stderr
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Floats to 4 decimals (perplexities and sizes), timings dropped: what the snapshot may show.
+fn stable(v: &Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap();
+            serde_json::json!((x * 1e4).round() / 1e4)
+        }
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| k.as_str() != "stages_seconds")
+                .map(|(k, v)| (k.clone(), stable(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(stable).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Small settings shared by the runs below: windows of 128 tokens, held-out text from its own file.
+fn small(out: &Path) -> Vec<String> {
+    [
+        "--threads",
+        "1",
+        "search",
+        MODEL,
+        "--data",
+        TEXT,
+        "--eval-data",
+        HELDOUT,
+        "--ctx",
+        "128",
+        "--calib-tokens",
+        "1024",
+        "--heldout-tokens",
+        "1024",
+        "--out",
+        s(out),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+fn with<'a>(base: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+    base.iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .collect()
+}
+
+#[test]
+fn search_with_a_fixed_cost_table_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("frontier");
+    let base = small(&out);
+    ok(&with(
+        &base,
+        &[
+            "--costs",
+            "testdata/search/tiny-costs.json",
+            "--points",
+            "6",
+        ],
+    ));
+    let frontier = read_json(&out.join("frontier.json"));
+    insta::assert_snapshot!(serde_json::to_string_pretty(&stable(&frontier)).unwrap());
+}
+
+fn plan_files(out: &Path) -> Vec<PathBuf> {
+    let mut plans: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("plan-")
+        })
+        .collect();
+    plans.sort();
+    plans
+}
+
+fn perplexity_line(stdout: &str) -> f64 {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("perplexity: "))
+        .expect("a perplexity line");
+    line.trim().parse().unwrap()
+}
+
+/// The estimated search writes every file; each plan loads with `eval --plan` and gives the
+/// perplexity the frontier reports; `quantize` and `train` take it too; a second search reads
+/// the sensitivity cache.
+#[test]
+fn search_end_to_end_plans_load_in_eval_quantize_and_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, cache) = (dir.path().join("frontier"), dir.path().join("cache"));
+    let base = small(&out);
+    let args = with(
+        &base,
+        &[
+            "--points",
+            "4",
+            "--check",
+            "8",
+            "--check-tokens",
+            "256",
+            "--cache-dir",
+            s(&cache),
+        ],
+    );
+    let (stdout, stderr) = ok(&args);
+    assert!(stdout.contains("Spearman"), "{stdout}");
+    for stage in ["load", "sensitivity", "check", "knapsack", "verify"] {
+        assert!(
+            stderr.contains(&format!("stage {stage}:")),
+            "no time for {stage}: {stderr}"
+        );
+    }
+    for f in ["frontier.json", "frontier.svg", "costs.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let svg = std::fs::read_to_string(out.join("frontier.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("2-bit") && svg.contains("<polyline"),
+        "{svg}"
+    );
+    let frontier = read_json(&out.join("frontier.json"));
+    let points = frontier["points"].as_array().unwrap();
+    assert_eq!(frontier["uniform"].as_array().unwrap().len(), 5);
+    assert!(points.len() >= 3, "{points:?}");
+    assert_eq!(
+        frontier["sensitivity"]["check"]["pairs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    let plans = plan_files(&out);
+    assert_eq!(plans.len(), points.len());
+    for p in points {
+        let plan = out.join(p["plan_file"].as_str().unwrap());
+        let (stdout, _) = ok(&[
+            "--threads",
+            "1",
+            "eval",
+            MODEL,
+            "--plan",
+            s(&plan),
+            "--text",
+            HELDOUT,
+            "--ctx",
+            "128",
+            "--max-tokens",
+            "1024",
+        ]);
+        let want = p["perplexity"].as_f64().unwrap();
+        let got = perplexity_line(&stdout);
+        assert!(
+            (got - want).abs() <= 1e-5 * want,
+            "{}: eval {got} vs search {want}",
+            plan.display()
+        );
+        assert!(
+            p["size_bytes"].as_u64().unwrap()
+                <= (p["budget_mb"].as_f64().unwrap() * 1e6).ceil() as u64
+        );
+    }
+    let plan = &plans[plans.len() / 2];
+    ok(&[
+        "quantize",
+        MODEL,
+        "--plan",
+        s(plan),
+        "--out",
+        s(&dir.path().join("q")),
+    ]);
+    assert!(dir.path().join("q/model.safetensors").is_file());
+    ok(&[
+        "train",
+        MODEL,
+        "--plan",
+        s(plan),
+        "--data",
+        TEXT,
+        "--steps",
+        "2",
+        "--seq-len",
+        "32",
+        "--batch",
+        "2",
+        "--out",
+        s(&dir.path().join("t")),
+    ]);
+    // The same search again: the sensitivities come from the cache.
+    let again = small(&dir.path().join("again"));
+    let args = with(
+        &again,
+        &[
+            "--points",
+            "4",
+            "--check",
+            "8",
+            "--check-tokens",
+            "256",
+            "--cache-dir",
+            s(&cache),
+        ],
+    );
+    let (stdout2, stderr2) = ok(&args);
+    assert!(stderr2.contains("sensitivities: cached"), "{stderr2}");
+    assert!(!stderr2.contains("stage sensitivity:"), "{stderr2}");
+    let table = |s: &str| {
+        s.lines()
+            .filter(|l| l.starts_with("mixed"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(table(&stdout), table(&stdout2));
+}
+
+#[test]
+fn one_budget_writes_one_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("one");
+    let base = small(&out);
+    ok(&with(
+        &base,
+        &[
+            "--costs",
+            "testdata/search/tiny-costs.json",
+            "--budget",
+            "2.5bpw",
+        ],
+    ));
+    let frontier = read_json(&out.join("frontier.json"));
+    assert_eq!(frontier["points"].as_array().unwrap().len(), 1);
+    assert!(frontier["uniform"].as_array().unwrap().is_empty());
+    assert!(
+        frontier["points"][0]["bits_per_projection_weight"]
+            .as_f64()
+            .unwrap()
+            <= 2.5
+    );
+    assert_eq!(plan_files(&out).len(), 1);
+    assert!(!out.join("frontier.svg").exists());
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never");
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let costs = ["--costs", "testdata/search/tiny-costs.json"];
+    let base = small(&out);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            with(&base, &[&costs[..], &["--budget", "1KB"]].concat()),
+            "below the smallest possible model",
+        ),
+        (
+            with(&base, &[&costs[..], &["--budgets", "0.2MB,lots"]].concat()),
+            "budget `lots`",
+        ),
+        (
+            with(&base, &[&costs[..], &["--budget", "30"]].concat()),
+            "no unit",
+        ),
+        (with(&base, &["--bits", "1,5"]), "unsupported bit width `5`"),
+        (
+            with(&base, &["--bits", "16"]),
+            "at least one width below 16",
+        ),
+        (with(&base, &["--tasks", "piqa"]), "not connected yet"),
+        (
+            vec!["search", MODEL, "--data", s(&empty), "--out", s(&out)],
+            "empty calibration text",
+        ),
+        (
+            vec![
+                "search",
+                MODEL,
+                "--data",
+                HELDOUT,
+                "--calib-tokens",
+                "4096",
+                "--heldout-tokens",
+                "4096",
+                "--out",
+                s(&out),
+            ],
+            "must not overlap",
+        ),
+    ];
+    for (args, want) in cases {
+        let e = err(&args);
+        assert!(e.contains(want), "{args:?}: expected `{want}` in: {e}");
+        assert!(!out.exists(), "{args:?} left {}", out.display());
+    }
+    // The empty file is named in its error.
+    let e = err(&["search", MODEL, "--data", s(&empty), "--out", s(&out)]);
+    assert!(e.contains("empty.txt"), "{e}");
+}
