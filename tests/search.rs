@@ -2,6 +2,9 @@
 //! it writes loading in `eval`, `quantize` and `train`, the sensitivity cache, `--budget`, and
 //! every bad input as a clear error.
 
+#[allow(dead_code)]
+mod common;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -33,17 +36,7 @@ fn ok(args: &[&str]) -> (String, String) {
 }
 
 fn err(args: &[&str]) -> String {
-    let out = run(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "paretoqc {args:?} should have failed"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "paretoqc {args:?} panicked: {stderr}"
-    );
-    stderr
+    common::expect_failure(args, &run(args))
 }
 
 fn read_json(path: &Path) -> Value {

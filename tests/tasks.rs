@@ -3,6 +3,9 @@
 //! independent computation from the interpreter's full logits, accuracy against the argmax
 //! choices, the CLI's table and JSON, and bad input.
 
+#[allow(dead_code)]
+mod common;
+
 use pqc::import::{load_model, Model};
 use pqc::interp::{self, Value};
 use pqc::tasks::{self, EvalOptions, LoadedTask, Scorer, TaskResults, TASKS};
@@ -224,17 +227,7 @@ fn paretoqc_ok(args: &[&str]) -> String {
 }
 
 fn paretoqc_err(args: &[&str]) -> String {
-    let out = paretoqc(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "paretoqc {args:?} should have failed"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "paretoqc {args:?} panicked: {stderr}"
-    );
-    stderr
+    common::expect_failure(args, &paretoqc(args))
 }
 
 fn model_arg() -> String {

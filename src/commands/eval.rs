@@ -80,12 +80,7 @@ fn run_perplexity(args: &Args, text: &Path) -> Result<()> {
     let m = load_quantized(args)?;
     let mut ids = super::tokenize::encode(&m, &super::read_text(text)?, text)?;
     ids.truncate(args.max_tokens.unwrap_or(ids.len()));
-    let windows = ids.len() / args.ctx.max(1);
-    let bar = ProgressBar::new(windows as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} windows  {msg}  eta {eta}")
-            .expect("valid template"),
-    );
+    let bar = windows_bar(ids.len() / args.ctx.max(1));
     let start = Instant::now();
     let mut meter = Meter::default();
     let ppl = perplexity(
@@ -129,11 +124,7 @@ fn eval_artifact(args: &Args, text_path: &Path) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: cannot tokenize: {e}", text_path.display()))?;
     let mut ids = enc.get_ids().to_vec();
     ids.truncate(args.max_tokens.unwrap_or(ids.len()));
-    let bar = ProgressBar::new((ids.len() / args.ctx.max(1)) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} windows  {msg}  eta {eta}")
-            .expect("valid template"),
-    );
+    let bar = windows_bar(ids.len() / args.ctx.max(1));
     let start = Instant::now();
     let score = paretoqc_runtime::score::perplexity(&art, &ids, args.ctx, |done, so_far| {
         bar.set_position(done as u64);
@@ -152,6 +143,26 @@ fn eval_artifact(args: &Args, text_path: &Path) -> Result<()> {
     println!("tokens/s: {:.1}", score.scored as f64 / secs);
     println!("perplexity: {:.6}", score.perplexity());
     Ok(())
+}
+
+/// The number of documents and a progress bar over them.
+fn documents_bar(loaded: &[tasks::LoadedTask]) -> (usize, ProgressBar) {
+    let total: usize = loaded.iter().map(|t| t.docs.len()).sum();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} documents  {msg}  eta {eta}")
+            .expect("valid template"),
+    );
+    (total, bar)
+}
+
+fn windows_bar(windows: usize) -> ProgressBar {
+    let bar = ProgressBar::new(windows as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} windows  {msg}  eta {eta}")
+            .expect("valid template"),
+    );
+    bar
 }
 
 fn print_profile(meter: &Meter, total: f64) {
@@ -181,12 +192,7 @@ fn run_tasks(args: &Args, list: &str) -> Result<()> {
     }
     let m = load_quantized(args)?;
     let tokenizer = m.tokenizer()?;
-    let total: usize = loaded.iter().map(|t| t.docs.len()).sum();
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} documents  {msg}  eta {eta}")
-            .expect("valid template"),
-    );
+    let (total, bar) = documents_bar(&loaded);
     let options = EvalOptions {
         max_len: m.config.max_position_embeddings,
     };
@@ -222,12 +228,7 @@ fn run_tasks_on_artifact(args: &Args, loaded: &[tasks::LoadedTask]) -> Result<()
     }
     let art = paretoqc_runtime::Artifact::load(&args.model)?;
     let tokenizer = art.tokenizer()?;
-    let total: usize = loaded.iter().map(|t| t.docs.len()).sum();
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} documents  {msg}  eta {eta}")
-            .expect("valid template"),
-    );
+    let (total, bar) = documents_bar(loaded);
     let options = EvalOptions {
         max_len: art.model.config.max_position_embeddings,
     };

@@ -52,6 +52,11 @@ pub fn paretoqc_err(args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
+    expect_failure(args, &out)
+}
+
+/// The stderr of a run that must have failed cleanly (an error, not a panic).
+pub fn expect_failure(args: &[&str], out: &std::process::Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         !out.status.success(),

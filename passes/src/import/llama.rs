@@ -6,15 +6,7 @@ use crate::ir::{DType, Dim, Graph, NodeId, Op, TensorType};
 
 /// The seven projections of a block, with their module path and whether they read the hidden
 /// size (`[out, in]` shapes come from `projection_shape`).
-pub const PROJECTIONS: [&str; 7] = [
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-];
+pub const PROJECTIONS: [&str; 7] = paretoqc_runtime::model::PROJECTIONS;
 
 /// `[out, in]` of a projection.
 pub fn projection_shape(cfg: &LlamaConfig, proj: &str) -> [usize; 2] {

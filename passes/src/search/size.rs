@@ -21,14 +21,7 @@ pub const BYTES_PER_MB: f64 = 1e6;
 
 /// The packed format of a bit width, or None for 16 bits (stored dense).
 pub fn format_of(bits: Bits) -> Option<Format> {
-    match bits {
-        Bits::One => Some(Format::Bin1),
-        Bits::Ternary => Some(Format::Ternary),
-        Bits::Two => Some(Format::Int2),
-        Bits::Three => Some(Format::Int3),
-        Bits::Four => Some(Format::Int4),
-        Bits::Full => None,
-    }
+    crate::ir::op::packed_format(bits)
 }
 
 /// Bytes of a `rows x cols` projection stored at `bits`.

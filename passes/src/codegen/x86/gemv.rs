@@ -351,6 +351,109 @@ pub(super) fn intrinsic<'ctx>(
         .ok_or_else(|| format!("LLVM has no intrinsic {name}"))
 }
 
+/// The kernel function `symbol` with the given parameters (all pointers except where `params`
+/// says), its parameters named.
+pub(super) fn declare<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    symbol: &str,
+    params: &[(&str, inkwell::types::BasicMetadataTypeEnum<'ctx>)],
+) -> FunctionValue<'ctx> {
+    let types: Vec<_> = params.iter().map(|(_, t)| *t).collect();
+    let f = e
+        .module
+        .add_function(symbol, e.ctx.void_type().fn_type(&types, false), None);
+    for (i, (name, _)) in params.iter().enumerate() {
+        f.get_nth_param(i as u32).expect("param").set_name(name);
+    }
+    f
+}
+
+/// The loop over rows that every kernel shares: `r` from `row_begin` to `row_end`, `row_codes`
+/// pointing at row r's packed codes. `begin` leaves the builder in the row's body; `end` stores
+/// `y[r - row_begin] = factor[r] · value`, moves to the next row and closes the function.
+pub(super) struct RowLoop<'ctx> {
+    r_slot: PointerValue<'ctx>,
+    pub(super) r: IntValue<'ctx>,
+    r0: IntValue<'ctx>,
+    row_head: inkwell::basic_block::BasicBlock<'ctx>,
+    exit: inkwell::basic_block::BasicBlock<'ctx>,
+    pub(super) row_codes: PointerValue<'ctx>,
+}
+
+impl<'ctx> RowLoop<'ctx> {
+    pub(super) fn begin(
+        e: &Emitter<'_, 'ctx>,
+        f: FunctionValue<'ctx>,
+        shape: GemvShape,
+        codes: PointerValue<'ctx>,
+        (r0, r1): (IntValue<'ctx>, IntValue<'ctx>),
+    ) -> Result<RowLoop<'ctx>> {
+        let (ctx, b) = (e.ctx, &e.b);
+        let i64t = ctx.i64_type();
+        let entry = ctx.append_basic_block(f, "entry");
+        let row_head = ctx.append_basic_block(f, "row");
+        let row_body = ctx.append_basic_block(f, "row.body");
+        let exit = ctx.append_basic_block(f, "exit");
+        b.position_at_end(entry);
+        let r_slot = b.build_alloca(i64t, "r").map_err(err)?;
+        b.build_store(r_slot, r0).map_err(err)?;
+        b.build_unconditional_branch(row_head).map_err(err)?;
+        b.position_at_end(row_head);
+        let r = b
+            .build_load(i64t, r_slot, "r")
+            .map_err(err)?
+            .into_int_value();
+        let more = b
+            .build_int_compare(inkwell::IntPredicate::ULT, r, r1, "more")
+            .map_err(err)?;
+        b.build_conditional_branch(more, row_body, exit)
+            .map_err(err)?;
+        b.position_at_end(row_body);
+        let rb = i64t.const_int(shape.format.row_bytes(shape.cols) as u64, false);
+        let row_off = b.build_int_mul(r, rb, "row.off").map_err(err)?;
+        // SAFETY (of the IR): r < rows, so the row is inside the codes.
+        let row_codes =
+            unsafe { b.build_in_bounds_gep(ctx.i8_type(), codes, &[row_off], "row.codes") }
+                .map_err(err)?;
+        Ok(RowLoop {
+            r_slot,
+            r,
+            r0,
+            row_head,
+            exit,
+            row_codes,
+        })
+    }
+
+    pub(super) fn end(
+        self,
+        e: &Emitter<'_, 'ctx>,
+        factor: PointerValue<'ctx>,
+        y: PointerValue<'ctx>,
+        value: inkwell::values::FloatValue<'ctx>,
+    ) -> Result<()> {
+        let (b, f32t, i64t) = (&e.b, e.ctx.f32_type(), e.ctx.i64_type());
+        // SAFETY (of the IR): factor has `rows` entries and y has row_end - row_begin.
+        let fp = unsafe { b.build_in_bounds_gep(f32t, factor, &[self.r], "fp") }.map_err(err)?;
+        let fr = b
+            .build_load(f32t, fp, "factor.r")
+            .map_err(err)?
+            .into_float_value();
+        let out = b.build_float_mul(fr, value, "y.r").map_err(err)?;
+        let yi = b.build_int_sub(self.r, self.r0, "yi").map_err(err)?;
+        let yp = unsafe { b.build_in_bounds_gep(f32t, y, &[yi], "yp") }.map_err(err)?;
+        b.build_store(yp, out).map_err(err)?;
+        let next = b
+            .build_int_add(self.r, i64t.const_int(1, false), "r.next")
+            .map_err(err)?;
+        b.build_store(self.r_slot, next).map_err(err)?;
+        b.build_unconditional_branch(self.row_head).map_err(err)?;
+        b.position_at_end(self.exit);
+        b.build_return(None).map_err(err)?;
+        Ok(())
+    }
+}
+
 /// Adds the kernel for `shape` to `module`.
 pub fn emit_gemv<'ctx>(
     ctx: &'ctx Context,
@@ -362,83 +465,33 @@ pub fn emit_gemv<'ctx>(
         module,
         b: ctx.create_builder(),
     };
-    let ptr = ctx.ptr_type(AddressSpace::default());
-    let i64t = ctx.i64_type();
-    let f32t = ctx.f32_type();
-    let fn_ty = ctx.void_type().fn_type(
-        &[
-            ptr.into(),
-            ptr.into(),
-            ptr.into(),
-            ptr.into(),
-            i64t.into(),
-            i64t.into(),
-        ],
-        false,
-    );
-    let f = module.add_function(&shape.symbol(), fn_ty, None);
-    let [codes, factor, x, y, r0, r1] =
-        [0, 1, 2, 3, 4, 5].map(|i| f.get_nth_param(i).expect("param"));
+    let ptr = ctx.ptr_type(AddressSpace::default()).into();
+    let i64t = ctx.i64_type().into();
+    let params = [
+        ("codes", ptr),
+        ("factor", ptr),
+        ("x", ptr),
+        ("y", ptr),
+        ("row_begin", i64t),
+        ("row_end", i64t),
+    ];
+    let f = declare(&e, &shape.symbol(), &params);
+    let p = |i: u32| f.get_nth_param(i).expect("param");
     let (codes, factor, x, y) = (
-        codes.into_pointer_value(),
-        factor.into_pointer_value(),
-        x.into_pointer_value(),
-        y.into_pointer_value(),
+        p(0).into_pointer_value(),
+        p(1).into_pointer_value(),
+        p(2).into_pointer_value(),
+        p(3).into_pointer_value(),
     );
-    let (r0, r1) = (r0.into_int_value(), r1.into_int_value());
-    for (i, name) in ["codes", "factor", "x", "y", "row_begin", "row_end"]
-        .iter()
-        .enumerate()
-    {
-        f.get_nth_param(i as u32).expect("param").set_name(name);
-    }
-    let entry = ctx.append_basic_block(f, "entry");
-    let row_head = ctx.append_basic_block(f, "row");
-    let row_body = ctx.append_basic_block(f, "row.body");
-    let exit = ctx.append_basic_block(f, "exit");
-    e.b.position_at_end(entry);
-    let r_slot = e.b.build_alloca(i64t, "r").map_err(err)?;
-    e.b.build_store(r_slot, r0).map_err(err)?;
-    e.b.build_unconditional_branch(row_head).map_err(err)?;
-
-    e.b.position_at_end(row_head);
-    let r =
-        e.b.build_load(i64t, r_slot, "r")
-            .map_err(err)?
-            .into_int_value();
-    let more =
-        e.b.build_int_compare(inkwell::IntPredicate::ULT, r, r1, "more")
-            .map_err(err)?;
-    e.b.build_conditional_branch(more, row_body, exit)
-        .map_err(err)?;
-
-    e.b.position_at_end(row_body);
-    let rb = i64t.const_int(shape.format.row_bytes(shape.cols) as u64, false);
-    let row_off = e.b.build_int_mul(r, rb, "row.off").map_err(err)?;
-    // SAFETY (of the IR): r < rows, so the row is inside the codes.
-    let row = unsafe {
-        e.b.build_in_bounds_gep(ctx.i8_type(), codes, &[row_off], "row.codes")
-    }
-    .map_err(err)?;
-    let sum = emit_row_dot(&e, f, shape, row, x)?;
-    // SAFETY (of the IR): factor has `rows` entries and y has row_end - row_begin.
-    let fp = unsafe { e.b.build_in_bounds_gep(f32t, factor, &[r], "fp") }.map_err(err)?;
-    let fr =
-        e.b.build_load(f32t, fp, "factor.r")
-            .map_err(err)?
-            .into_float_value();
-    let out = e.b.build_float_mul(fr, sum, "y.r").map_err(err)?;
-    let yi = e.b.build_int_sub(r, r0, "yi").map_err(err)?;
-    let yp = unsafe { e.b.build_in_bounds_gep(f32t, y, &[yi], "yp") }.map_err(err)?;
-    e.b.build_store(yp, out).map_err(err)?;
-    let next =
-        e.b.build_int_add(r, i64t.const_int(1, false), "r.next")
-            .map_err(err)?;
-    e.b.build_store(r_slot, next).map_err(err)?;
-    e.b.build_unconditional_branch(row_head).map_err(err)?;
-
-    e.b.position_at_end(exit);
-    e.b.build_return(None).map_err(err)?;
+    let rows = RowLoop::begin(
+        &e,
+        f,
+        shape,
+        codes,
+        (p(4).into_int_value(), p(5).into_int_value()),
+    )?;
+    let sum = emit_row_dot(&e, f, shape, rows.row_codes, x)?;
+    rows.end(&e, factor, y, sum)?;
     Ok(f)
 }
 

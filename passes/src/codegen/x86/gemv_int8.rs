@@ -11,7 +11,7 @@
 //! ABI: `void f(const u8 *codes, const float *factor, const i8 *xq, float x_scale, int32 x_sum,
 //! float *y, u64 row_begin, u64 row_end)`.
 
-use super::gemv::{err, intrinsic, Emitter, GemvShape, Result};
+use super::gemv::{declare, err, intrinsic, Emitter, GemvShape, Result, RowLoop};
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::types::VectorType;
@@ -202,36 +202,19 @@ pub fn emit_gemv_i8<'ctx>(
         module,
         b: ctx.create_builder(),
     };
-    let ptr = ctx.ptr_type(AddressSpace::default());
-    let (i64t, i32t, f32t) = (ctx.i64_type(), ctx.i32_type(), ctx.f32_type());
+    let ptr = ctx.ptr_type(AddressSpace::default()).into();
+    let (i64t, i32t) = (ctx.i64_type(), ctx.i32_type());
     let params = [
-        ptr.into(),
-        ptr.into(),
-        ptr.into(),
-        f32t.into(),
-        i32t.into(),
-        ptr.into(),
-        i64t.into(),
-        i64t.into(),
+        ("codes", ptr),
+        ("factor", ptr),
+        ("xq", ptr),
+        ("x_scale", ctx.f32_type().into()),
+        ("x_sum", i32t.into()),
+        ("y", ptr),
+        ("row_begin", i64t.into()),
+        ("row_end", i64t.into()),
     ];
-    let f = module.add_function(
-        &symbol(&shape),
-        ctx.void_type().fn_type(&params, false),
-        None,
-    );
-    let names = [
-        "codes",
-        "factor",
-        "xq",
-        "x_scale",
-        "x_sum",
-        "y",
-        "row_begin",
-        "row_end",
-    ];
-    for (i, name) in names.iter().enumerate() {
-        f.get_nth_param(i as u32).expect("param").set_name(name);
-    }
+    let f = declare(&e, &symbol(&shape), &params);
     let p = |i: u32| f.get_nth_param(i).expect("param");
     let (codes, factor, xq, y) = (
         p(0).into_pointer_value(),
@@ -240,44 +223,21 @@ pub fn emit_gemv_i8<'ctx>(
         p(5).into_pointer_value(),
     );
     let (x_scale, x_sum) = (p(3).into_float_value(), p(4).into_int_value());
-    let (r0, r1) = (p(6).into_int_value(), p(7).into_int_value());
-
-    let entry = ctx.append_basic_block(f, "entry");
-    e.b.position_at_end(entry);
-    let scratch = e.b.build_alloca(e.i8v(64), "scratch").map_err(err)?;
-    let acc = e.b.build_alloca(i32t.vec_type(16), "acc").map_err(err)?;
-    let r_slot = e.b.build_alloca(i64t, "r").map_err(err)?;
-    let blk_slot = e.b.build_alloca(i64t, "blk").map_err(err)?;
-    e.b.build_store(r_slot, r0).map_err(err)?;
-    let row_head = ctx.append_basic_block(f, "row");
-    let row_body = ctx.append_basic_block(f, "row.body");
-    let block = ctx.append_basic_block(f, "block");
-    let row_end = ctx.append_basic_block(f, "row.end");
-    let exit = ctx.append_basic_block(f, "exit");
-    e.b.build_unconditional_branch(row_head).map_err(err)?;
-
-    e.b.position_at_end(row_head);
-    let r =
-        e.b.build_load(i64t, r_slot, "r")
-            .map_err(err)?
-            .into_int_value();
-    let more =
-        e.b.build_int_compare(inkwell::IntPredicate::ULT, r, r1, "more")
-            .map_err(err)?;
-    e.b.build_conditional_branch(more, row_body, exit)
-        .map_err(err)?;
-
-    e.b.position_at_end(row_body);
-    let rb = i64t.const_int(shape.format.row_bytes(shape.cols) as u64, false);
-    let row_off = e.b.build_int_mul(r, rb, "row.off").map_err(err)?;
-    // SAFETY (of the IR): r < rows, so the row is inside the codes.
-    let row = unsafe {
-        e.b.build_in_bounds_gep(ctx.i8_type(), codes, &[row_off], "row.codes")
-    }
-    .map_err(err)?;
+    let rows = RowLoop::begin(
+        &e,
+        f,
+        shape,
+        codes,
+        (p(6).into_int_value(), p(7).into_int_value()),
+    )?;
+    let scratch = e.entry_alloca(f, e.i8v(64).into(), "scratch")?;
+    let acc = e.entry_alloca(f, i32t.vec_type(16).into(), "acc")?;
+    let blk_slot = e.entry_alloca(f, i64t.into(), "blk")?;
     e.b.build_store(acc, i32t.vec_type(16).const_zero())
         .map_err(err)?;
     e.b.build_store(blk_slot, i64t.const_zero()).map_err(err)?;
+    let block = ctx.append_basic_block(f, "block");
+    let row_end = ctx.append_basic_block(f, "row.end");
     e.b.build_unconditional_branch(block).map_err(err)?;
 
     // Every block, the tail included: xq is zero past the row's end.
@@ -286,14 +246,13 @@ pub fn emit_gemv_i8<'ctx>(
         e.b.build_load(i64t, blk_slot, "blk")
             .map_err(err)?
             .into_int_value();
-    let boff =
-        e.b.build_int_mul(
-            blk,
-            i64t.const_int(shape.format.block_bytes() as u64, false),
-            "boff",
-        )
-        .map_err(err)?;
-    let bp = unsafe { e.b.build_in_bounds_gep(ctx.i8_type(), row, &[boff], "bp") }.map_err(err)?;
+    let bb = i64t.const_int(shape.format.block_bytes() as u64, false);
+    let boff = e.b.build_int_mul(blk, bb, "boff").map_err(err)?;
+    // SAFETY (of the IR): blk < blocks per row, so the block and its 64 xq bytes are in bounds.
+    let bp = unsafe {
+        e.b.build_in_bounds_gep(ctx.i8_type(), rows.row_codes, &[boff], "bp")
+    }
+    .map_err(err)?;
     let u = e.block_codes(shape.format, bp, scratch)?;
     let qoff =
         e.b.build_int_mul(blk, i64t.const_int(BLOCK as u64, false), "qoff")
@@ -320,23 +279,7 @@ pub fn emit_gemv_i8<'ctx>(
     e.b.position_at_end(row_end);
     let total = reduce_add(&e, acc)?;
     let out = row_output(&e, total, x_sum, x_scale, (m, o))?;
-    let fp = unsafe { e.b.build_in_bounds_gep(f32t, factor, &[r], "fp") }.map_err(err)?;
-    let fr =
-        e.b.build_load(f32t, fp, "factor.r")
-            .map_err(err)?
-            .into_float_value();
-    let yv = e.b.build_float_mul(fr, out, "y.r").map_err(err)?;
-    let yi = e.b.build_int_sub(r, r0, "yi").map_err(err)?;
-    let yp = unsafe { e.b.build_in_bounds_gep(f32t, y, &[yi], "yp") }.map_err(err)?;
-    e.b.build_store(yp, yv).map_err(err)?;
-    let rn =
-        e.b.build_int_add(r, i64t.const_int(1, false), "r.next")
-            .map_err(err)?;
-    e.b.build_store(r_slot, rn).map_err(err)?;
-    e.b.build_unconditional_branch(row_head).map_err(err)?;
-
-    e.b.position_at_end(exit);
-    e.b.build_return(None).map_err(err)?;
+    rows.end(&e, factor, y, out)?;
     Ok(f)
 }
 
