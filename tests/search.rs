@@ -323,7 +323,7 @@ fn bad_input_is_a_clear_error() {
             with(&base, &["--bits", "16"]),
             "at least one width below 16",
         ),
-        (with(&base, &["--tasks", "piqa"]), "not connected yet"),
+        (with(&base, &["--tasks", "piqa,nosuchtask"]), "nosuchtask"),
         (
             vec!["search", MODEL, "--data", s(&empty), "--out", s(&out)],
             "empty calibration text",
@@ -352,4 +352,43 @@ fn bad_input_is_a_clear_error() {
     // The empty file is named in its error.
     let e = err(&["search", MODEL, "--data", s(&empty), "--out", s(&out)]);
     assert!(e.contains("empty.txt"), "{e}");
+}
+
+/// `--tasks` scores every verified point on the zero-shot tasks (the tiny fixture here) and
+/// frontier.json carries the accuracies (acc, acc_norm per task, and the averages).
+#[test]
+fn zero_shot_accuracy_of_every_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("frontier");
+    let base = small(&out);
+    let tasks = root().join("testdata/tasks");
+    ok(&with(
+        &base,
+        &[
+            "--costs",
+            "testdata/search/tiny-costs.json",
+            "--points",
+            "2",
+            "--tasks",
+            "all",
+            "--task-dir",
+            s(&tasks),
+        ],
+    ));
+    let frontier = read_json(&out.join("frontier.json"));
+    let text = serde_json::to_string(&frontier).unwrap();
+    assert!(
+        text.contains("\"acc_norm\"") && text.contains("winogrande"),
+        "{text}"
+    );
+    let points: Vec<&Value> = frontier
+        .as_object()
+        .and_then(|o| o.values().find_map(|v| v.as_array()))
+        .map(|a| {
+            a.iter()
+                .filter(|p| p.get("accuracy").is_some_and(|a| !a.is_null()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!points.is_empty(), "no point has an accuracy: {text}");
 }

@@ -90,14 +90,23 @@ pub struct Args {
     /// Do not read or write the sensitivity cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Zero-shot tasks to score every verified point on (the hook for `eval --tasks`).
+    /// Zero-shot tasks to score every verified point on, as `eval --tasks` does (e.g.
+    /// arc_easy,piqa or all).
     #[arg(long, value_delimiter = ',')]
     pub tasks: Vec<String>,
+    /// With --tasks: score the first N documents of each task.
+    #[arg(long)]
+    pub task_limit: Option<usize>,
+    /// With --tasks: the folder with <task>/<variant>/requests.jsonl.gz (made by scripts/get-data).
+    #[arg(long, default_value = "data/tasks")]
+    pub task_dir: PathBuf,
 }
 
 /// What the user asked for, checked before any model is loaded.
 struct Request {
     widths: Vec<Bits>,
+    /// Zero-shot tasks, loaded (empty without --tasks).
+    tasks: Vec<pqc::tasks::LoadedTask>,
     budgets: Option<Vec<Budget>>,
     single: bool,
 }
@@ -120,9 +129,10 @@ fn parse_request(args: &Args) -> Result<Request> {
     if args.ctx < 2 {
         bail!("--ctx must be at least 2 (one token of context, one to predict)");
     }
-    zero_shot_hook_ready(&args.tasks)?;
+    let tasks = load_tasks(args)?;
     Ok(Request {
         widths,
+        tasks,
         budgets,
         single,
     })
@@ -142,26 +152,54 @@ fn parse_widths(text: &str) -> Result<Vec<Bits>> {
     Ok(widths)
 }
 
-/// The hook for zero-shot evaluation of every verified point: `eval --tasks` is built on another
-/// branch; when it lands, `zero_shot` scores the points and this check goes away.
-fn zero_shot_hook_ready(tasks: &[String]) -> Result<()> {
-    if tasks.is_empty() {
-        return Ok(());
+/// The zero-shot tasks of `--tasks`, checked and loaded before the model is.
+fn load_tasks(args: &Args) -> Result<Vec<pqc::tasks::LoadedTask>> {
+    if args.tasks.is_empty() {
+        if args.task_limit.is_some() {
+            bail!("--task-limit goes with --tasks");
+        }
+        return Ok(vec![]);
     }
-    bail!(
-        "--tasks {}: zero-shot scoring of frontier points is not connected yet (it needs `paretoqc eval --tasks`); the frontier is verified by held-out perplexity",
-        tasks.join(",")
-    )
+    if args.task_limit == Some(0) {
+        bail!("--task-limit must be at least 1");
+    }
+    let specs = pqc::tasks::parse_list(&args.tasks.join(","))?;
+    Ok(pqc::tasks::load_tasks(
+        &args.task_dir,
+        &specs,
+        args.task_limit,
+    )?)
 }
 
-/// Zero-shot accuracies of one verified model, by task (None when no tasks were asked for).
+/// Zero-shot accuracies of one verified model (None when no tasks were asked for): per task
+/// acc and acc_norm, and their averages.
 fn zero_shot(
-    _m: &Model,
-    _weights: &Weights,
-    tasks: &[String],
+    m: &Model,
+    weights: &Weights,
+    tasks: &[pqc::tasks::LoadedTask],
 ) -> Result<Option<serde_json::Value>> {
-    zero_shot_hook_ready(tasks)?;
-    Ok(None)
+    if tasks.is_empty() {
+        return Ok(None);
+    }
+    let options = pqc::tasks::EvalOptions {
+        max_len: m.config.max_position_embeddings,
+    };
+    let results = pqc::tasks::evaluate(&m.graph, weights, m.tokenizer()?, tasks, options, &|_| {})?;
+    let per_task: serde_json::Map<String, serde_json::Value> = results
+        .tasks
+        .iter()
+        .map(|t| {
+            let v = serde_json::json!({
+                "documents": t.documents,
+                "acc": t.accuracy.acc.value,
+                "acc_norm": t.accuracy.acc_norm.value,
+            });
+            (t.task.clone(), v)
+        })
+        .collect();
+    Ok(Some(
+        serde_json::json!({ "tasks": per_task, "average": results.average }),
+    ))
 }
 
 /// Stage timings, printed as each stage ends and stored in frontier.json.
@@ -211,7 +249,15 @@ pub fn run(args: Args) -> Result<()> {
         request.widths.clone()
     };
     let verified = stages.time("verify", || {
-        verify(&m, &sizes, &points, &uniform, &tokens, &args)
+        verify(
+            &m,
+            &sizes,
+            &points,
+            &uniform,
+            &tokens,
+            &args,
+            &request.tasks,
+        )
     })?;
     let out = report::Report {
         args: &args,
@@ -369,6 +415,7 @@ fn verify(
     uniform: &[Bits],
     tokens: &Tokens,
     args: &Args,
+    tasks: &[pqc::tasks::LoadedTask],
 ) -> Result<Vec<Verified>> {
     let mut todo: Vec<(String, Plan, Option<PlannedPoint>, Option<Bits>)> =
         vec![("full precision".into(), Plan::new(), None, Some(Bits::Full))];
@@ -401,7 +448,7 @@ fn verify(
             |_, _| {},
         )
         .with_context(|| format!("{name}: held-out perplexity"))?;
-        let accuracy = zero_shot(m, &weights, &args.tasks)?;
+        let accuracy = zero_shot(m, &weights, tasks)?;
         let estimated = planned
             .as_ref()
             .map_or_else(|| f64::NAN, |p| p.estimated_delta_loss);
