@@ -24,16 +24,7 @@ pub fn write_file(target: &Path, bytes: &[u8]) -> Result<()> {
 /// Fills a fresh folder through `fill`, then renames it to `target` (which must not exist yet,
 /// or be an empty folder).
 pub fn write_dir(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    if target.exists()
-        && std::fs::read_dir(target)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        anyhow::bail!(
-            "{}: already exists and is not empty; choose a new --out",
-            target.display()
-        );
-    }
+    check_new_dir(target)?;
     let tmp = temp_path(target);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
@@ -69,6 +60,22 @@ pub fn replace_dir(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Res
     std::fs::rename(&fresh, target)
         .with_context(|| format!("{}: cannot rename into place", target.display()))?;
     std::fs::remove_dir_all(&old).with_context(|| format!("{}: cannot remove", old.display()))
+}
+
+/// The error `write_dir` would give for `target` (an existing folder that is not empty), for
+/// commands that check before long work.
+pub fn check_new_dir(target: &Path) -> Result<()> {
+    if target.exists()
+        && std::fs::read_dir(target)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        anyhow::bail!(
+            "{}: already exists and is not empty; choose a new --out",
+            target.display()
+        );
+    }
+    Ok(())
 }
 
 /// Serializes named f32 tensors as safetensors bytes.

@@ -354,6 +354,19 @@ fn bad_input_is_a_clear_error() {
                 "search",
                 MODEL,
                 "--data",
+                TEXT,
+                "--eval-data",
+                TEXT,
+                "--out",
+                s(&out),
+            ],
+            "is the calibration text",
+        ),
+        (
+            vec![
+                "search",
+                MODEL,
+                "--data",
                 HELDOUT,
                 "--calib-tokens",
                 "4096",
@@ -370,6 +383,13 @@ fn bad_input_is_a_clear_error() {
         assert!(e.contains(want), "{args:?}: expected `{want}` in: {e}");
         assert!(!out.exists(), "{args:?} left {}", out.display());
     }
+    // An output folder that is not empty is refused before any work.
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("keep.txt"), "x").unwrap();
+    let e = err(&with(&small(&full), &[]));
+    assert!(e.contains("already exists and is not empty"), "{e}");
+    assert!(!e.contains("stage load"), "refused after loading: {e}");
     // The empty file is named in its error.
     let e = err(&["search", MODEL, "--data", s(&empty), "--out", s(&out)]);
     assert!(e.contains("empty.txt"), "{e}");

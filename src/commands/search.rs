@@ -129,6 +129,17 @@ fn parse_request(args: &Args) -> Result<Request> {
     if args.ctx < 2 {
         bail!("--ctx must be at least 2 (one token of context, one to predict)");
     }
+    if args
+        .eval_data
+        .as_ref()
+        .is_some_and(|e| same_file(e, &args.data))
+    {
+        bail!(
+            "--eval-data {} is the calibration text; leave it out to hold out the end of --data",
+            args.data.display()
+        );
+    }
+    crate::output::check_new_dir(&args.out)?;
     let tasks = load_tasks(args)?;
     Ok(Request {
         widths,
@@ -136,6 +147,13 @@ fn parse_request(args: &Args) -> Result<Request> {
         budgets,
         single,
     })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 /// `--bits 1,1.58,2,3,4,16`: sorted, without repeats; at least one width below 16.

@@ -15,7 +15,8 @@ fn xy(v: &Verified) -> (f64, f64) {
     (v.size.megabytes(), v.perplexity)
 }
 
-/// The plotted ranges: sizes with a margin, perplexities padded on the log axis.
+/// The plotted ranges: sizes with a margin, perplexities padded on the log axis (more above, for
+/// the labels of the highest points).
 fn ranges(points: &[(f64, f64)], base_ppl: f64) -> ((f64, f64), (f64, f64)) {
     let (mut x0, mut x1) = (f64::INFINITY, f64::NEG_INFINITY);
     let (mut y0, mut y1) = (base_ppl, base_ppl);
@@ -24,7 +25,7 @@ fn ranges(points: &[(f64, f64)], base_ppl: f64) -> ((f64, f64), (f64, f64)) {
         (y0, y1) = (y0.min(y), y1.max(y));
     }
     let pad = ((x1 - x0) * 0.06).max(x1.abs() * 1e-3).max(1e-6);
-    ((x0 - pad, x1 + pad), (y0 / 1.15, y1 * 1.15))
+    ((x0 - pad, x1 + pad), (y0 / 1.25, y1 * 2.5))
 }
 
 pub fn frontier_svg(
