@@ -110,13 +110,7 @@ fn run_perplexity(args: &Args, text: &Path) -> Result<()> {
 
 /// Perplexity of a compiled artifact, with the runtime (its kernels, its KV cache).
 fn eval_artifact(args: &Args, text_path: &Path) -> Result<()> {
-    if args.quant.spec()?.is_some() {
-        anyhow::bail!(
-            "{}: an artifact's bit widths are fixed when it is compiled; drop --bits/--plan",
-            args.model.display()
-        );
-    }
-    let art = paretoqc_runtime::Artifact::load(&args.model)?;
+    let art = super::load_artifact(&args.model, &args.quant)?;
     let tok = art.tokenizer()?;
     let text = super::read_text(text_path)?;
     let enc = tok
@@ -220,13 +214,7 @@ fn run_tasks(args: &Args, list: &str) -> Result<()> {
 
 /// `eval ART --tasks`: the same scoring, with the runtime computing the logits.
 fn run_tasks_on_artifact(args: &Args, loaded: &[tasks::LoadedTask]) -> Result<()> {
-    if args.quant.spec()?.is_some() {
-        bail!(
-            "{}: an artifact's bit widths are fixed when it is compiled; drop --bits/--plan",
-            args.model.display()
-        );
-    }
-    let art = paretoqc_runtime::Artifact::load(&args.model)?;
+    let art = super::load_artifact(&args.model, &args.quant)?;
     let tokenizer = art.tokenizer()?;
     let (total, bar) = documents_bar(loaded);
     let options = EvalOptions {

@@ -64,13 +64,7 @@ fn model_logits(args: &Args) -> Result<Tensor> {
 
 /// The runtime's logits of a compiled artifact (its bits are fixed at compile time).
 fn artifact_logits(args: &Args) -> Result<Tensor> {
-    if args.quant.spec()?.is_some() {
-        bail!(
-            "{}: an artifact's bit widths are fixed when it is compiled; drop --bits/--plan",
-            args.model.display()
-        );
-    }
-    let art = paretoqc_runtime::Artifact::load(&args.model)?;
+    let art = super::load_artifact(&args.model, &args.quant)?;
     let ids: Vec<u32> = args
         .token_ids
         .iter()

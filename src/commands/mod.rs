@@ -41,6 +41,21 @@ pub fn is_artifact(path: &Path) -> bool {
     path.join(paretoqc_runtime::manifest::MANIFEST).is_file()
 }
 
+/// Loads a compiled artifact for `logits`/`eval`, refusing `--bits`/`--plan` (an artifact's
+/// widths are fixed when it is compiled).
+pub fn load_artifact(
+    path: &Path,
+    quant: &quant_args::QuantArgs,
+) -> Result<paretoqc_runtime::Artifact> {
+    if quant.spec()?.is_some() {
+        anyhow::bail!(
+            "{}: an artifact's bit widths are fixed when it is compiled; drop --bits/--plan",
+            path.display()
+        );
+    }
+    Ok(paretoqc_runtime::Artifact::load(path)?)
+}
+
 /// Reads a text file, saying which file when it cannot.
 pub fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))

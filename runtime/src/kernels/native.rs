@@ -10,6 +10,7 @@
 use super::reference::Reference;
 use super::{Kernels, QuantizedX};
 use crate::error::ArtifactError;
+use crate::format::Format;
 use crate::model::PackedMatrix;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -30,8 +31,8 @@ pub fn gemv_role(bits: &str, rows: usize, cols: usize) -> String {
 pub struct Native {
     /// Keeps the library mapped while the function pointers live.
     _lib: libloading::Library,
-    gemv: HashMap<(String, usize, usize), GemvFn>,
-    gemv_i8: HashMap<(String, usize, usize), GemvI8Fn>,
+    gemv: HashMap<(Format, usize, usize), GemvFn>,
+    gemv_i8: HashMap<(Format, usize, usize), GemvI8Fn>,
     cpu: String,
 }
 
@@ -76,16 +77,19 @@ impl Native {
     }
 
     pub fn has(&self, m: &PackedMatrix) -> bool {
-        self.gemv
-            .contains_key(&(m.format.name().to_string(), m.rows, m.cols))
+        self.gemv.contains_key(&(m.format, m.rows, m.cols))
     }
 }
 
 /// `<bits>.<rows>x<cols>` -> key.
-fn parse_shape(rest: &str) -> Option<(String, usize, usize)> {
+fn parse_shape(rest: &str) -> Option<(Format, usize, usize)> {
     let (bits, shape) = rest.rsplit_once('.')?;
     let (rows, cols) = shape.split_once('x')?;
-    Some((bits.to_string(), rows.parse().ok()?, cols.parse().ok()?))
+    Some((
+        Format::from_name(bits)?,
+        rows.parse().ok()?,
+        cols.parse().ok()?,
+    ))
 }
 
 impl Kernels for Native {
@@ -94,7 +98,7 @@ impl Kernels for Native {
     }
 
     fn packed_gemv(&self, m: &PackedMatrix, x: &[f32], y: &mut [f32], rows: Range<usize>) {
-        let f = self.gemv[&(m.format.name().to_string(), m.rows, m.cols)];
+        let f = self.gemv[&(m.format, m.rows, m.cols)];
         assert!(rows.end <= m.rows && y.len() == rows.len() && x.len() == m.cols);
         // SAFETY: the kernel reads rows `rows` of codes/factor (in bounds: rows.end <= m.rows and
         // codes holds m.rows full rows), all of x (m.cols values, the constant compiled into
@@ -112,7 +116,7 @@ impl Kernels for Native {
     }
 
     fn packed_gemv_i8(&self, m: &PackedMatrix, x: &QuantizedX, y: &mut [f32], rows: Range<usize>) {
-        let key = (m.format.name().to_string(), m.rows, m.cols);
+        let key = (m.format, m.rows, m.cols);
         let Some(&f) = self.gemv_i8.get(&key) else {
             return Reference.packed_gemv_i8(m, x, y, rows);
         };
