@@ -79,7 +79,7 @@ fn check_kernels_against_reference(cpu: &str) {
             .map(|(rows, cols)| GemvShape { format, rows, cols })
         })
         .collect();
-    let k = compile_kernels(&shapes, cpu, true).expect("kernels compile");
+    let k = compile_kernels(&shapes, cpu, true, None).expect("kernels compile");
     let dir = tempfile::tempdir().unwrap();
     let so = dir.path().join("kernels.so");
     std::fs::write(&so, &k.shared_object).unwrap();

@@ -4,7 +4,7 @@
 //! operations (as the interpreter does), so artifacts match the interpreter.
 
 use crate::error::ArtifactError;
-use crate::kernels::{linear, linear_with, Kernels};
+use crate::kernels::{linear, linear_with, ops, HeadAttention, Kernels};
 use crate::model::{Layer, Model};
 use rayon::prelude::*;
 
@@ -66,78 +66,74 @@ impl<'a> Session<'a> {
             }
             self.model.embed_row(id, &mut x);
         }
+        let (cos, sin) = ops::rope_tables(&self.inv_freq, self.pos, t);
+        let eps = c.rms_norm_eps as f32;
+        let mut hn = vec![0.0; t * h];
+        let first_norm = match self.model.layers.first() {
+            Some(layer) => &layer.input_norm,
+            None => &self.model.norm,
+        };
+        self.kernels.rms_norm(&x, first_norm, eps, &mut hn);
         for l in 0..c.num_hidden_layers {
-            self.block(l, &mut x, t);
+            let next_norm = match self.model.layers.get(l + 1) {
+                Some(next) => &next.input_norm,
+                None => &self.model.norm,
+            };
+            self.block(l, &mut x, &mut hn, &cos, &sin, next_norm);
         }
         let rows = if all_logits { t } else { 1 };
-        let last = &x[(t - rows) * h..];
-        let normed = rms_norm(last, &self.model.norm, c.rms_norm_eps);
+        let normed = &hn[(t - rows) * h..];
         let mut logits = vec![0.0; rows * c.vocab_size];
         match &self.model.lm_head {
-            Some(m) => linear(self.kernels, m, &normed, rows, &mut logits),
-            None => tied_head(&self.model.embed, h, &normed, rows, &mut logits),
+            Some(m) => linear(self.kernels, m, normed, rows, &mut logits),
+            None => tied_head(&self.model.embed, h, normed, rows, &mut logits),
         }
         self.pos += t;
         Ok(logits)
     }
 
-    fn block(&mut self, l: usize, x: &mut [f32], t: usize) {
+    /// One decoder layer on the `t` rows of `x` (the residual stream), given `hn` = its input
+    /// norm of `x`; leaves `hn` = `next_norm` of the new `x` (the next layer's input norm, or the
+    /// final norm), fused with the last residual add.
+    fn block(
+        &mut self,
+        l: usize,
+        x: &mut [f32],
+        hn: &mut [f32],
+        cos: &[f32],
+        sin: &[f32],
+        next_norm: &[f32],
+    ) {
         let c = &self.model.config;
         let layer: &Layer = &self.model.layers[l];
-        let k = self.kernels;
-        let (qw, kvw) = (
-            c.num_attention_heads * c.head_dim,
-            c.num_key_value_heads * c.head_dim,
-        );
-        let hn = rms_norm(x, &layer.input_norm, c.rms_norm_eps);
+        let (k, act) = (self.kernels, self.model.activations);
+        let (d, eps) = (c.head_dim, c.rms_norm_eps as f32);
+        let t = x.len() / c.hidden_size;
+        let (qw, kvw) = (c.num_attention_heads * d, c.num_key_value_heads * d);
         let mut q = vec![0.0; t * qw];
         let mut kk = vec![0.0; t * kvw];
         let mut vv = vec![0.0; t * kvw];
-        linear_with(k, &layer.q, &hn, t, &mut q, self.model.activations);
-        linear_with(k, &layer.k, &hn, t, &mut kk, self.model.activations);
-        linear_with(k, &layer.v, &hn, t, &mut vv, self.model.activations);
-        self.rope(&mut q, qw);
-        self.rope(&mut kk, kvw);
+        linear_with(k, &layer.q, hn, t, &mut q, act);
+        linear_with(k, &layer.k, hn, t, &mut kk, act);
+        linear_with(k, &layer.v, hn, t, &mut vv, act);
+        k.rope(&mut q, qw, d, cos, sin);
+        k.rope(&mut kk, kvw, d, cos, sin);
         let at = self.pos * kvw;
         self.keys[l][at..at + t * kvw].copy_from_slice(&kk);
         self.values[l][at..at + t * kvw].copy_from_slice(&vv);
         let attn = self.attention(l, &q, t);
         let mut o = vec![0.0; t * c.hidden_size];
-        linear_with(k, &layer.o, &attn, t, &mut o, self.model.activations);
-        add_in_place(x, &o);
-        let hn = rms_norm(x, &layer.post_attention_norm, c.rms_norm_eps);
+        linear_with(k, &layer.o, &attn, t, &mut o, act);
+        k.add_rms_norm(x, &o, &layer.post_attention_norm, eps, hn);
         let inter = c.intermediate_size;
         let mut gate = vec![0.0; t * inter];
         let mut up = vec![0.0; t * inter];
-        linear_with(k, &layer.gate, &hn, t, &mut gate, self.model.activations);
-        linear_with(k, &layer.up, &hn, t, &mut up, self.model.activations);
-        for (g, u) in gate.iter_mut().zip(&up) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
+        linear_with(k, &layer.gate, hn, t, &mut gate, act);
+        linear_with(k, &layer.up, hn, t, &mut up, act);
+        k.silu_mul(&mut gate, &up, inter);
         let mut down = vec![0.0; t * c.hidden_size];
-        linear_with(k, &layer.down, &gate, t, &mut down, self.model.activations);
-        add_in_place(x, &down);
-    }
-
-    /// Rotate-half RoPE on rows of `width`; row i is position `pos + i`.
-    fn rope(&self, x: &mut [f32], width: usize) {
-        let d = self.model.config.head_dim;
-        let half = d / 2;
-        for (i, row) in x.chunks_mut(width).enumerate() {
-            let p = (self.pos + i) as f32;
-            let (cos, sin): (Vec<f32>, Vec<f32>) = self
-                .inv_freq
-                .iter()
-                .map(|&f| ((p * f).cos(), (p * f).sin()))
-                .unzip();
-            for head in row.chunks_mut(d) {
-                for j in 0..half {
-                    let (a, b) = (head[j], head[j + half]);
-                    head[j] = a * cos[j] - b * sin[j];
-                    head[j + half] = b * cos[j] + a * sin[j];
-                }
-            }
-        }
+        linear_with(k, &layer.down, &gate, t, &mut down, act);
+        k.add_rms_norm(x, &down, next_norm, eps, hn);
     }
 
     /// Causal attention of `t` new queries over the cache of layer `l`; heads in parallel.
@@ -145,30 +141,21 @@ impl<'a> Session<'a> {
         let c = &self.model.config;
         let (d, heads, kvh) = (c.head_dim, c.num_attention_heads, c.num_key_value_heads);
         let (qw, kvw, group) = (heads * d, kvh * d, heads / kvh);
-        let scale = 1.0 / (d as f32).sqrt();
-        let (keys, values) = (&self.keys[l], &self.values[l]);
         let per_head: Vec<Vec<f32>> = (0..heads)
             .into_par_iter()
             .map(|hd| {
-                let kv = (hd / group) * d;
                 let mut out = vec![0.0; t * d];
-                let mut scores = Vec::with_capacity(self.pos + t);
-                for i in 0..t {
-                    let qi = &q[i * qw + hd * d..i * qw + (hd + 1) * d];
-                    let visible = self.pos + i + 1;
-                    scores.clear();
-                    scores.extend((0..visible).map(|j| {
-                        let kj = &keys[j * kvw + kv..j * kvw + kv + d];
-                        qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale
-                    }));
-                    softmax(&mut scores);
-                    let oi = &mut out[i * d..(i + 1) * d];
-                    for (j, &p) in scores.iter().enumerate() {
-                        let vj = &values[j * kvw + kv..j * kvw + kv + d];
-                        for (o, &v) in oi.iter_mut().zip(vj) {
-                            *o += p * v;
-                        }
-                    }
+                let mut scores = vec![0.0; self.pos + t];
+                for (i, oi) in out.chunks_exact_mut(d).enumerate() {
+                    let head = HeadAttention {
+                        q: &q[i * qw + hd * d..][..d],
+                        keys: &self.keys[l],
+                        values: &self.values[l],
+                        kv_width: kvw,
+                        kv_offset: (hd / group) * d,
+                        visible: self.pos + i + 1,
+                    };
+                    self.kernels.attend(&head, &mut scores, oi);
                 }
                 out
             })
@@ -197,34 +184,4 @@ fn tied_head(table: &[f32], h: usize, x: &[f32], rows: usize, out: &mut [f32]) {
             *o = dot(&table[r * h..(r + 1) * h], x);
         }
     });
-}
-
-/// `w * (x * rsqrt(mean(x²) + eps))` per row, in Hugging Face's order.
-pub fn rms_norm(x: &[f32], w: &[f32], eps: f64) -> Vec<f32> {
-    let n = w.len();
-    let mut out = Vec::with_capacity(x.len());
-    for row in x.chunks_exact(n) {
-        let ms = row.iter().map(|v| v * v).sum::<f32>() / n as f32;
-        let inv = 1.0 / (ms + eps as f32).sqrt();
-        out.extend(row.iter().zip(w).map(|(&v, &wi)| wi * (v * inv)));
-    }
-    out
-}
-
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in x.iter_mut() {
-        *v /= sum;
-    }
-}
-
-fn add_in_place(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
 }

@@ -201,7 +201,7 @@ fn generated_kernels(dir: &std::path::Path) -> Result<paretoqc_runtime::kernels:
         .iter()
         .flat_map(|&format| SHAPES.map(|(rows, cols)| GemvShape { format, rows, cols }))
         .collect();
-    let k = compile_kernels(&shapes, "native", true)?;
+    let k = compile_kernels(&shapes, "native", true, None)?;
     let so = dir.join("kernels.so");
     std::fs::write(&so, &k.shared_object)?;
     Ok(paretoqc_runtime::kernels::native::Native::load(

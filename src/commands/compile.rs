@@ -96,7 +96,12 @@ pub fn compile(args: &Args) -> Result<(PathBuf, String)> {
     let weights = weights_file(&graph, &m, &packed, head_source.as_deref())?;
     let kernels = match args.target.as_str() {
         "portable" => None,
-        "x86" => Some(generate_x86(&packed, &args.cpu, args.act == "int8")?),
+        "x86" => Some(generate_x86(
+            &packed,
+            &model_config(&m),
+            &args.cpu,
+            args.act == "int8",
+        )?),
         "ptx" => {
             bail!("--target ptx: the GPU code generator is not built yet (use x86 or portable)")
         }
@@ -251,9 +256,11 @@ fn tokenizer_json(m: &Model) -> Result<Vec<u8>> {
 #[cfg(feature = "llvm")]
 fn generate_x86(
     packed: &BTreeMap<String, PackedTensor>,
+    config: &ModelConfig,
     cpu: &str,
     int8_act: bool,
 ) -> Result<GeneratedKernels> {
+    use pqc::codegen::x86::LayerShapes;
     let shapes: Vec<pqc::codegen::x86::GemvShape> = packed
         .values()
         .map(|p| pqc::codegen::x86::GemvShape {
@@ -262,7 +269,8 @@ fn generate_x86(
             cols: p.cols,
         })
         .collect();
-    let k = pqc::codegen::x86::compile_kernels(&shapes, cpu, int8_act)
+    let layer = LayerShapes::of(config);
+    let k = pqc::codegen::x86::compile_kernels(&shapes, cpu, int8_act, Some(&layer))
         .context("generating x86 kernels")?;
     Ok(GeneratedKernels {
         shared_object: k.shared_object,
@@ -273,7 +281,12 @@ fn generate_x86(
 }
 
 #[cfg(not(feature = "llvm"))]
-fn generate_x86(_: &BTreeMap<String, PackedTensor>, _: &str, _: bool) -> Result<GeneratedKernels> {
+fn generate_x86(
+    _: &BTreeMap<String, PackedTensor>,
+    _: &ModelConfig,
+    _: &str,
+    _: bool,
+) -> Result<GeneratedKernels> {
     bail!("--target x86: this paretoqc was built without the LLVM code generator (build with `--features llvm`, or use --target portable)")
 }
 
@@ -284,7 +297,6 @@ fn build_manifest(
     weights: &[u8],
     tokenizer: &[u8],
 ) -> Manifest {
-    let c = &m.config;
     let mut files = BTreeMap::new();
     files.insert(manifest::WEIGHTS.to_string(), FileSum::of(weights));
     files.insert(manifest::TOKENIZER.to_string(), FileSum::of(tokenizer));
@@ -296,21 +308,7 @@ fn build_manifest(
         activations: "f32".into(),
         format_version: manifest::FORMAT_VERSION,
         producer: format!("paretoqc {}", env!("CARGO_PKG_VERSION")),
-        model: ModelConfig {
-            hidden_size: c.hidden_size,
-            intermediate_size: c.intermediate_size,
-            num_hidden_layers: c.num_hidden_layers,
-            num_attention_heads: c.num_attention_heads,
-            num_key_value_heads: c.n_kv_heads(),
-            head_dim: c.head_dim(),
-            vocab_size: c.vocab_size,
-            rms_norm_eps: c.rms_norm_eps,
-            rope_theta: c.rope_theta,
-            max_position_embeddings: c.max_position_embeddings,
-            tie_word_embeddings: c.tie_word_embeddings,
-            bos_token_id: c.bos_token_id,
-            eos_token_id: c.eos_token_id.as_ref().and_then(first_id),
-        },
+        model: model_config(m),
         target: match kernels {
             Some(k) => Target {
                 arch: "x86".into(),
@@ -329,6 +327,26 @@ fn build_manifest(
             .map(|k| k.symbols.clone())
             .unwrap_or_default(),
         files,
+    }
+}
+
+/// The model's configuration as the artifact records it.
+fn model_config(m: &Model) -> ModelConfig {
+    let c = &m.config;
+    ModelConfig {
+        hidden_size: c.hidden_size,
+        intermediate_size: c.intermediate_size,
+        num_hidden_layers: c.num_hidden_layers,
+        num_attention_heads: c.num_attention_heads,
+        num_key_value_heads: c.n_kv_heads(),
+        head_dim: c.head_dim(),
+        vocab_size: c.vocab_size,
+        rms_norm_eps: c.rms_norm_eps,
+        rope_theta: c.rope_theta,
+        max_position_embeddings: c.max_position_embeddings,
+        tie_word_embeddings: c.tie_word_embeddings,
+        bos_token_id: c.bos_token_id,
+        eos_token_id: c.eos_token_id.as_ref().and_then(first_id),
     }
 }
 

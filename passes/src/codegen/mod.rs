@@ -4,4 +4,5 @@
 //! - `x86`: the packed matrix-vector kernels, one function per (format, rows, cols), written as
 //!   generic LLVM vector IR that the target machine lowers to AVX2 or AVX-512.
 
+pub mod mlir;
 pub mod x86;

@@ -3,23 +3,48 @@
 //! thread pool and runs one product per token.
 
 pub mod native;
+pub mod ops;
 pub mod reference;
 
 use crate::model::{Matrix, PackedMatrix};
+pub use ops::HeadAttention;
 use rayon::prelude::*;
 use std::ops::Range;
 
 /// Rows per parallel task: enough work per task to amortise scheduling.
 const ROWS_PER_TASK: usize = 64;
 
-/// The packed matrix-vector product: `y[r] = factor[r] · Σ_i level(code[r, i]) · x[i]` for `r` in
-/// `rows`, writing `y[r - rows.start]`.
+/// The kernels of a decoder: the packed matrix-vector product `y[r] = factor[r] · Σ_i
+/// level(code[r, i]) · x[i]` for `r` in `rows` (writing `y[r - rows.start]`), and the layer's
+/// other ops, whose defaults are the Rust reference (`ops`).
 pub trait Kernels: Send + Sync {
     fn name(&self) -> String;
     fn packed_gemv(&self, m: &PackedMatrix, x: &[f32], y: &mut [f32], rows: Range<usize>);
     /// The same product with int8 activations (`QuantizedX`): `y[r] = factor[r] · scale ·
     /// Σ_i level(code[r, i]) · q[i]`.
     fn packed_gemv_i8(&self, m: &PackedMatrix, x: &QuantizedX, y: &mut [f32], rows: Range<usize>);
+
+    /// `ops::rms_norm`.
+    fn rms_norm(&self, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        ops::rms_norm(x, w, eps, out)
+    }
+    /// `ops::add_rms_norm`: `x += y; out = rms_norm(x)`.
+    fn add_rms_norm(&self, x: &mut [f32], y: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        ops::add_rms_norm(x, y, w, eps, out)
+    }
+    /// `ops::rope` on rows of `width`.
+    fn rope(&self, x: &mut [f32], width: usize, head_dim: usize, cos: &[f32], sin: &[f32]) {
+        ops::rope(x, width, head_dim, cos, sin)
+    }
+    /// `ops::silu_mul` on rows of `width`.
+    fn silu_mul(&self, g: &mut [f32], u: &[f32], width: usize) {
+        let _ = width;
+        ops::silu_mul(g, u)
+    }
+    /// `ops::attend`: one query head over the cache.
+    fn attend(&self, a: &HeadAttention, scores: &mut [f32], out: &mut [f32]) {
+        ops::attend(a, scores, out)
+    }
 }
 
 /// One token's activations as i8 with one scale (absmax / 127), zero-padded to whole 64-weight

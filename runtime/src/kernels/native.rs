@@ -7,6 +7,7 @@
 //! uint64_t row_begin, uint64_t row_end)`, where `codes` and `factor` point at row 0 of the matrix
 //! and `y` at the output of `row_begin`.
 
+use super::ops;
 use super::reference::Reference;
 use super::{Kernels, QuantizedX};
 use crate::error::ArtifactError;
@@ -28,11 +29,67 @@ pub fn gemv_role(bits: &str, rows: usize, cols: usize) -> String {
     format!("gemv.{bits}.{rows}x{cols}")
 }
 
+/// A rank-1 f32 memref descriptor as MLIR's C interface (`_mlir_ciface_*`) takes it by pointer.
+#[repr(C)]
+pub struct MemRef1 {
+    allocated: *const f32,
+    aligned: *const f32,
+    offset: i64,
+    size: i64,
+    stride: i64,
+}
+
+impl MemRef1 {
+    fn of(s: &[f32]) -> MemRef1 {
+        MemRef1 {
+            allocated: s.as_ptr(),
+            aligned: s.as_ptr(),
+            offset: 0,
+            size: s.len() as i64,
+            stride: 1,
+        }
+    }
+
+    /// A descriptor the callee writes through.
+    fn of_mut(s: &mut [f32]) -> MemRef1 {
+        let p = s.as_mut_ptr();
+        MemRef1 {
+            allocated: p,
+            aligned: p,
+            offset: 0,
+            size: s.len() as i64,
+            stride: 1,
+        }
+    }
+}
+
+type Desc = *const MemRef1;
+/// Layer ops generated through MLIR (see `pqc::codegen::mlir::layer_ops` for their bodies):
+/// `rms_norm.N (x, w, out)`, `add_rms_norm.N (x, y, w, out)`, `rope.WxD (x, cos, sin)`,
+/// `silu_mul.N (g, u)`, `attention.DxKVW (q, keys, values, out, scores, kv_offset, visible)`.
+/// The buffers hold whole rows; outputs may be written through the descriptors of `out`, `x`
+/// (add_rms_norm, rope) and `g`.
+pub type Ops2Fn = unsafe extern "C" fn(Desc, Desc);
+pub type Ops3Fn = unsafe extern "C" fn(Desc, Desc, Desc);
+pub type Ops4Fn = unsafe extern "C" fn(Desc, Desc, Desc, Desc);
+pub type AttentionFn = unsafe extern "C" fn(Desc, Desc, Desc, Desc, Desc, i64, i64);
+
+/// The generated layer ops by their shape.
+#[derive(Default)]
+struct LayerOps {
+    rms_norm: HashMap<usize, Ops3Fn>,
+    add_rms_norm: HashMap<usize, Ops4Fn>,
+    rope: HashMap<(usize, usize), Ops3Fn>,
+    silu_mul: HashMap<usize, Ops2Fn>,
+    attention: HashMap<(usize, usize), AttentionFn>,
+}
+
 pub struct Native {
     /// Keeps the library mapped while the function pointers live.
     _lib: libloading::Library,
     gemv: HashMap<(Format, usize, usize), GemvFn>,
     gemv_i8: HashMap<(Format, usize, usize), GemvI8Fn>,
+    ops: LayerOps,
     cpu: String,
 }
 
@@ -48,10 +105,14 @@ impl Native {
         let lib = unsafe { libloading::Library::new(path) }
             .map_err(|e| ArtifactError::file(path, format!("cannot load the kernels: {e}")))?;
         let (mut gemv, mut gemv_i8) = (HashMap::new(), HashMap::new());
+        let mut ops = LayerOps::default();
         for (role, symbol) in symbols {
             let missing = |e: libloading::Error| {
                 ArtifactError::file(path, format!("kernel `{symbol}` ({role}) is missing: {e}"))
             };
+            if ops.resolve(&lib, role, symbol).map_err(missing)? {
+                continue;
+            }
             if let Some(key) = role.strip_prefix("gemv_i8.").and_then(parse_shape) {
                 // SAFETY: the compiler emits every gemv_i8 symbol with the ABI of `GemvI8Fn`.
                 let f: GemvI8Fn =
@@ -72,12 +133,54 @@ impl Native {
             _lib: lib,
             gemv,
             gemv_i8,
+            ops,
             cpu: cpu.to_string(),
         })
     }
 
     pub fn has(&self, m: &PackedMatrix) -> bool {
         self.gemv.contains_key(&(m.format, m.rows, m.cols))
+    }
+}
+
+impl LayerOps {
+    /// Loads `symbol` when `role` names a layer op; false when it names none.
+    fn resolve(
+        &mut self,
+        lib: &libloading::Library,
+        role: &str,
+        symbol: &str,
+    ) -> Result<bool, libloading::Error> {
+        let Some((op, shape)) = role.split_once('.') else {
+            return Ok(false);
+        };
+        let one = shape.parse::<usize>().ok();
+        let two = shape
+            .split_once('x')
+            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+        // SAFETY (each `get`): the compiler emits each role's symbol with the ABI its type
+        // names (the C interface of the MLIR function, see `Ops*Fn`).
+        unsafe {
+            match (op, one, two) {
+                ("rms_norm", Some(n), _) => {
+                    self.rms_norm.insert(n, *lib.get(symbol.as_bytes())?);
+                }
+                ("add_rms_norm", Some(n), _) => {
+                    self.add_rms_norm.insert(n, *lib.get(symbol.as_bytes())?);
+                }
+                ("rope", _, Some(key)) => {
+                    self.rope.insert(key, *lib.get(symbol.as_bytes())?);
+                }
+                ("silu_mul", Some(n), _) => {
+                    self.silu_mul.insert(n, *lib.get(symbol.as_bytes())?);
+                }
+                ("attention", _, Some(key)) => {
+                    self.attention.insert(key, *lib.get(symbol.as_bytes())?);
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -111,6 +214,77 @@ impl Kernels for Native {
                 y.as_mut_ptr(),
                 rows.start as u64,
                 rows.end as u64,
+            )
+        }
+    }
+
+    fn rms_norm(&self, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let n = w.len();
+        let Some(f) = self.ops.rms_norm.get(&n) else {
+            return ops::rms_norm(x, w, eps, out);
+        };
+        assert!(x.len().is_multiple_of(n) && out.len() == x.len());
+        // SAFETY: the function reads whole rows of n from x, n weights, and writes out (as long
+        // as x); eps is the model's, compiled in.
+        unsafe { f(&MemRef1::of(x), &MemRef1::of(w), &MemRef1::of_mut(out)) }
+    }
+
+    fn add_rms_norm(&self, x: &mut [f32], y: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let n = w.len();
+        let Some(f) = self.ops.add_rms_norm.get(&n) else {
+            return ops::add_rms_norm(x, y, w, eps, out);
+        };
+        assert!(x.len().is_multiple_of(n) && y.len() == x.len() && out.len() == x.len());
+        // SAFETY: as rms_norm; x is updated in place through its descriptor (we hold it &mut).
+        unsafe {
+            f(
+                &MemRef1::of_mut(x),
+                &MemRef1::of(y),
+                &MemRef1::of(w),
+                &MemRef1::of_mut(out),
+            )
+        }
+    }
+
+    fn rope(&self, x: &mut [f32], width: usize, head_dim: usize, cos: &[f32], sin: &[f32]) {
+        let Some(f) = self.ops.rope.get(&(width, head_dim)) else {
+            return ops::rope(x, width, head_dim, cos, sin);
+        };
+        let rows = x.len() / width;
+        assert!(x.len().is_multiple_of(width) && cos.len() >= rows * head_dim / 2);
+        assert!(sin.len() >= rows * head_dim / 2);
+        // SAFETY: reads/writes whole rows of x in place, reads head_dim/2 table entries per row.
+        unsafe { f(&MemRef1::of_mut(x), &MemRef1::of(cos), &MemRef1::of(sin)) }
+    }
+
+    fn silu_mul(&self, g: &mut [f32], u: &[f32], width: usize) {
+        let Some(f) = self.ops.silu_mul.get(&width) else {
+            return ops::silu_mul(g, u);
+        };
+        assert!(g.len().is_multiple_of(width) && u.len() == g.len());
+        // SAFETY: reads g and u, writes g in place, whole rows of `width`.
+        unsafe { f(&MemRef1::of_mut(g), &MemRef1::of(u)) }
+    }
+
+    fn attend(&self, a: &ops::HeadAttention, scores: &mut [f32], out: &mut [f32]) {
+        let d = a.q.len();
+        let Some(f) = self.ops.attention.get(&(d, a.kv_width)) else {
+            return ops::attend(a, scores, out);
+        };
+        let end = (a.visible.max(1) - 1) * a.kv_width + a.kv_offset + d;
+        assert!(a.visible > 0 && a.keys.len() >= end && a.values.len() >= end);
+        assert!(scores.len() >= a.visible && out.len() == d && a.kv_offset + d <= a.kv_width);
+        // SAFETY: reads d query values, `visible` cache rows of keys/values at kv_offset (in
+        // bounds, checked above), writes `visible` scores and d outputs.
+        unsafe {
+            f(
+                &MemRef1::of(a.q),
+                &MemRef1::of(a.keys),
+                &MemRef1::of(a.values),
+                &MemRef1::of_mut(out),
+                &MemRef1::of_mut(scores),
+                a.kv_offset as i64,
+                a.visible as i64,
             )
         }
     }

@@ -1,10 +1,13 @@
-//! The x86 code generator: builds the kernels' LLVM IR (`gemv.rs`), optimises it for the chosen
-//! CPU, emits an object with LLVM's x86 target machine and links it into `kernels.so` with the
-//! system C compiler driver (`cc -shared`; the kernels call nothing, so no libraries are linked).
+//! The x86 code generator: builds the matmul kernels' LLVM IR (`gemv.rs`, `gemv_int8.rs`), links
+//! in the layer's other ops lowered from MLIR (`codegen::mlir`), optimises the one module for
+//! the chosen CPU, emits an object with LLVM's x86 target machine and links it into
+//! `kernels.so` with the system C compiler driver (`cc -shared -nostdlib ... -lm`: the only
+//! calls out are libm's `expf`, which LLVM emits for `math.exp`).
 
 pub mod gemv;
 pub mod gemv_int8;
 
+pub use crate::codegen::mlir::layer_ops::{layer_ops_module, LayerOp, LayerShapes};
 pub use gemv::GemvShape;
 
 use inkwell::context::Context;
@@ -37,6 +40,8 @@ pub enum CodegenError {
     UnknownCpu(String),
     #[error("LLVM: {0}")]
     Llvm(String),
+    #[error("MLIR: {0}")]
+    Mlir(String),
     #[error("linking kernels.so: {0}")]
     Link(String),
 }
@@ -144,11 +149,13 @@ pub fn gemv_module<'ctx>(
 }
 
 /// Generates, optimises, emits and links the kernels for `shapes` on `cpu` (and the
-/// int8-activation kernels when `int8_act`: VNNI when the CPU has it, else AVX2).
+/// int8-activation kernels when `int8_act`: VNNI when the CPU has it, else AVX2), with the
+/// layer's other ops generated through MLIR when `layer` is given.
 pub fn compile_kernels(
     shapes: &[GemvShape],
     cpu: &str,
     int8_act: bool,
+    layer: Option<&LayerShapes>,
 ) -> Result<Kernels, CodegenError> {
     let cpu = Cpu::parse(cpu)?;
     let machine = cpu.machine()?;
@@ -161,6 +168,10 @@ pub fn compile_kernels(
     let module = gemv_module(&ctx, shapes, int8)?;
     module.set_triple(&machine.get_triple());
     module.set_data_layout(&machine.get_target_data().get_data_layout());
+    let layer_ops = match layer {
+        Some(shapes) => link_layer_ops(&ctx, &module, &machine, shapes)?,
+        None => vec![],
+    };
     module
         .run_passes("default<O3>", &machine, PassBuilderOptions::create())
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
@@ -176,12 +187,33 @@ pub fn compile_kernels(
             symbols.insert(format!("gemv_i8.{bits}.{r}x{c}"), gemv_int8::symbol(s));
         }
     }
+    for op in layer_ops {
+        symbols.insert(op.role.clone(), op.symbol());
+    }
     Ok(Kernels {
         shared_object,
         symbols,
         cpu: cpu.name,
         features: cpu.features,
     })
+}
+
+/// Lowers the layer's non-matmul ops through MLIR into `module` (same context, triple and data
+/// layout) and returns them.
+fn link_layer_ops<'ctx>(
+    ctx: &'ctx Context,
+    module: &Module<'ctx>,
+    machine: &TargetMachine,
+    shapes: &LayerShapes,
+) -> Result<Vec<LayerOp>, CodegenError> {
+    let (source, ops) = layer_ops_module(shapes);
+    let lowered = crate::codegen::mlir::lower_to_llvm(&source, ctx).map_err(CodegenError::Mlir)?;
+    lowered.set_triple(&machine.get_triple());
+    lowered.set_data_layout(&machine.get_target_data().get_data_layout());
+    module
+        .link_in_module(lowered)
+        .map_err(|e| CodegenError::Llvm(format!("linking the MLIR ops: {e}")))?;
+    Ok(ops)
 }
 
 /// `cc -shared -nostdlib` of one object, through a private temporary folder.
@@ -208,6 +240,7 @@ fn link_in(dir: &Path, object: &[u8]) -> Result<Vec<u8>, CodegenError> {
         .args(["-shared", "-nostdlib", "-o"])
         .arg(&so)
         .arg(&obj)
+        .arg("-lm")
         .output()
         .map_err(|e| CodegenError::Link(format!("cannot run `{cc}` (a C compiler driver links the kernels; install gcc or set CC): {e}")))?;
     if !out.status.success() {
