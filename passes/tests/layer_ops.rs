@@ -104,7 +104,12 @@ fn check_layer_ops(s: &LayerShapes, cpu: &str) {
     let (mut xw, mut xg) = (x.clone(), x.clone());
     ops::add_rms_norm(&mut xw, &y, &w, eps, &mut want);
     native.add_rms_norm(&mut xg, &y, &w, eps, &mut got);
-    assert_eq!(xw, xg, "{}: the residual sum is exact", what("add_rms_norm"));
+    assert_eq!(
+        xw,
+        xg,
+        "{}: the residual sum is exact",
+        what("add_rms_norm")
+    );
     assert_close(&what("add_rms_norm"), &want, &got, 1e-5);
 
     let inv_freq: Vec<f32> = (0..s.head_dim / 2)
@@ -153,7 +158,12 @@ fn check_attention(s: &LayerShapes, native: &Native, rng: &mut Lcg, what: &str) 
             let mut scores = vec![0.0; capacity];
             ops::attend(&a, &mut scores, &mut want);
             native.attend(&a, &mut scores, &mut got);
-            assert_close(&format!("{what} head {head} of {visible}"), &want, &got, 1e-5);
+            assert_close(
+                &format!("{what} head {head} of {visible}"),
+                &want,
+                &got,
+                1e-5,
+            );
         }
     }
 }

@@ -100,7 +100,7 @@ pub fn layer_ops_module(s: &LayerShapes) -> (String, Vec<LayerOp>) {
 fn lanes(n: usize) -> usize {
     [16, 8, 4, 2, 1]
         .into_iter()
-        .find(|l| n % l == 0)
+        .find(|l| n.is_multiple_of(*l))
         .unwrap_or(1)
 }
 

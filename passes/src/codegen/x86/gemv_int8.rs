@@ -11,7 +11,7 @@
 //! ABI: `void f(const u8 *codes, const float *factor, const i8 *xq, float x_scale, int32 x_sum,
 //! float *y, u64 row_begin, u64 row_end)`.
 
-use super::gemv::{declare, err, intrinsic, Emitter, GemvShape, Result, RowLoop};
+use super::gemv::{declare, err, intrinsic, Emitter, GemvShape, Result};
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::types::VectorType;
@@ -84,16 +84,29 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             .b
             .build_shuffle_vector(v, v, VectorType::const_vector(&repeat), "rep")
             .map_err(err)?;
-        let i8t = self.ctx.i8_type();
-        let shifts: Vec<_> = (0..64)
-            .map(|i| i8t.const_int(bits * (i / n), false))
+        // x86 has no per-byte shift: shift 16-bit words instead (both bytes of a word belong to
+        // the same copy, n being even); the field of each byte stays within the byte's own bits
+        // (shift + bits <= 8) and the mask drops what the word shift brought in.
+        let i16t = self.ctx.i16_type();
+        let shifts: Vec<_> = (0..32)
+            .map(|i| i16t.const_int(bits * (2 * i / n), false))
             .collect();
+        let words = self
+            .b
+            .build_bit_cast(copies, i16t.vec_type(32), "w")
+            .map_err(err)?
+            .into_vector_value();
         let shifted = self
             .b
-            .build_right_shift(copies, VectorType::const_vector(&shifts), false, "sh")
+            .build_right_shift(words, VectorType::const_vector(&shifts), false, "sh")
             .map_err(err)?;
+        let bytes = self
+            .b
+            .build_bit_cast(shifted, self.i8v(64), "sb")
+            .map_err(err)?
+            .into_vector_value();
         self.b
-            .build_and(shifted, self.splat_i8(64, (1 << bits) - 1), "f")
+            .build_and(bytes, self.splat_i8(64, (1 << bits) - 1), "f")
             .map_err(err)
     }
 
@@ -223,64 +236,211 @@ pub fn emit_gemv_i8<'ctx>(
         p(5).into_pointer_value(),
     );
     let (x_scale, x_sum) = (p(3).into_float_value(), p(4).into_int_value());
-    let rows = RowLoop::begin(
-        &e,
-        f,
+    let kernel = Int8Kernel {
         shape,
+        vnni,
         codes,
-        (p(6).into_int_value(), p(7).into_int_value()),
-    )?;
-    let scratch = e.entry_alloca(f, e.i8v(64).into(), "scratch")?;
-    let acc = e.entry_alloca(f, i32t.vec_type(16).into(), "acc")?;
-    let blk_slot = e.entry_alloca(f, i64t.into(), "blk")?;
-    e.b.build_store(acc, i32t.vec_type(16).const_zero())
-        .map_err(err)?;
-    e.b.build_store(blk_slot, i64t.const_zero()).map_err(err)?;
-    let block = ctx.append_basic_block(f, "block");
-    let row_end = ctx.append_basic_block(f, "row.end");
-    e.b.build_unconditional_branch(block).map_err(err)?;
+        factor,
+        xq,
+        y,
+        x_scale,
+        x_sum,
+        level_map: (m, o),
+        row_begin: p(6).into_int_value(),
+    };
+    let entry = ctx.append_basic_block(f, "entry");
+    e.b.position_at_end(entry);
+    let r1 = p(7).into_int_value();
+    // Whole groups of ROW_GROUP rows first, then the remaining rows one at a time.
+    let span =
+        e.b.build_int_sub(r1, kernel.row_begin, "span")
+            .map_err(err)?;
+    let g = i64t.const_int(ROW_GROUP as u64, false);
+    let whole = e.b.build_int_unsigned_div(span, g, "groups").map_err(err)?;
+    let grouped = e.b.build_int_mul(whole, g, "grouped").map_err(err)?;
+    let split =
+        e.b.build_int_add(kernel.row_begin, grouped, "split")
+            .map_err(err)?;
+    kernel.emit_rows(&e, f, ROW_GROUP, (kernel.row_begin, split))?;
+    kernel.emit_rows(&e, f, 1, (split, r1))?;
+    e.b.build_return(None).map_err(err)?;
+    Ok(f)
+}
 
-    // Every block, the tail included: xq is zero past the row's end.
-    e.b.position_at_end(block);
-    let blk =
-        e.b.build_load(i64t, blk_slot, "blk")
+/// Rows decoded together: their blocks share one load of the activations, and their
+/// accumulators are independent chains (so the dot products' latency overlaps).
+const ROW_GROUP: usize = 4;
+
+/// What the row loops of an int8 kernel read and write.
+struct Int8Kernel<'ctx> {
+    shape: GemvShape,
+    vnni: bool,
+    codes: PointerValue<'ctx>,
+    factor: PointerValue<'ctx>,
+    xq: PointerValue<'ctx>,
+    y: PointerValue<'ctx>,
+    x_scale: inkwell::values::FloatValue<'ctx>,
+    x_sum: IntValue<'ctx>,
+    level_map: (f64, f64),
+    row_begin: IntValue<'ctx>,
+}
+
+impl<'ctx> Int8Kernel<'ctx> {
+    /// Emits, at the builder's position, a loop over rows `start..end` in steps of `group`
+    /// (`end - start` is a multiple of `group`), leaving the builder after it.
+    fn emit_rows(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        f: FunctionValue<'ctx>,
+        group: usize,
+        (start, end): (IntValue<'ctx>, IntValue<'ctx>),
+    ) -> Result<()> {
+        let (ctx, b) = (e.ctx, &e.b);
+        let (i64t, i32t) = (ctx.i64_type(), ctx.i32_type());
+        let acc_t = i32t.vec_type(16);
+        let r_slot = e.entry_alloca(f, i64t.into(), "r")?;
+        let blk_slot = e.entry_alloca(f, i64t.into(), "blk")?;
+        let scratch = e.entry_alloca(f, e.i8v(64).into(), "scratch")?;
+        let accs = (0..group)
+            .map(|_| e.entry_alloca(f, acc_t.into(), "acc"))
+            .collect::<Result<Vec<_>>>()?;
+        let head = ctx.append_basic_block(f, "rows");
+        let init = ctx.append_basic_block(f, "rows.init");
+        let block = ctx.append_basic_block(f, "block");
+        let rows_end = ctx.append_basic_block(f, "rows.end");
+        let exit = ctx.append_basic_block(f, "rows.exit");
+        b.build_store(r_slot, start).map_err(err)?;
+        b.build_unconditional_branch(head).map_err(err)?;
+
+        b.position_at_end(head);
+        let r = b
+            .build_load(i64t, r_slot, "r")
             .map_err(err)?
             .into_int_value();
-    let bb = i64t.const_int(shape.format.block_bytes() as u64, false);
-    let boff = e.b.build_int_mul(blk, bb, "boff").map_err(err)?;
-    // SAFETY (of the IR): blk < blocks per row, so the block and its 64 xq bytes are in bounds.
-    let bp = unsafe {
-        e.b.build_in_bounds_gep(ctx.i8_type(), rows.row_codes, &[boff], "bp")
-    }
-    .map_err(err)?;
-    let u = e.block_codes(shape.format, bp, scratch)?;
-    let qoff =
-        e.b.build_int_mul(blk, i64t.const_int(BLOCK as u64, false), "qoff")
+        let more = b
+            .build_int_compare(inkwell::IntPredicate::ULT, r, end, "more")
             .map_err(err)?;
-    let qp = unsafe { e.b.build_in_bounds_gep(ctx.i8_type(), xq, &[qoff], "qp") }.map_err(err)?;
-    let q = e.load_vec(e.i8v(64), qp)?;
-    let a =
-        e.b.build_load(i32t.vec_type(16), acc, "a")
-            .map_err(err)?
-            .into_vector_value();
-    let a = e.dot_u8_s8(a, u, q, vnni)?;
-    e.b.build_store(acc, a).map_err(err)?;
-    let next =
-        e.b.build_int_add(blk, i64t.const_int(1, false), "blk.next")
-            .map_err(err)?;
-    e.b.build_store(blk_slot, next).map_err(err)?;
-    let blocks = i64t.const_int(shape.cols.div_ceil(BLOCK) as u64, false);
-    let more =
-        e.b.build_int_compare(inkwell::IntPredicate::ULT, next, blocks, "more")
-            .map_err(err)?;
-    e.b.build_conditional_branch(more, block, row_end)
-        .map_err(err)?;
+        b.build_conditional_branch(more, init, exit).map_err(err)?;
 
-    e.b.position_at_end(row_end);
-    let total = reduce_add(&e, acc)?;
-    let out = row_output(&e, total, x_sum, x_scale, (m, o))?;
-    rows.end(&e, factor, y, out)?;
-    Ok(f)
+        b.position_at_end(init);
+        for &acc in &accs {
+            b.build_store(acc, acc_t.const_zero()).map_err(err)?;
+        }
+        b.build_store(blk_slot, i64t.const_zero()).map_err(err)?;
+        b.build_unconditional_branch(block).map_err(err)?;
+
+        // Every block, the tail included: xq is zero past the row's end.
+        b.position_at_end(block);
+        let blk = b
+            .build_load(i64t, blk_slot, "blk")
+            .map_err(err)?
+            .into_int_value();
+        let q = self.activations(e, blk)?;
+        for (g, &acc) in accs.iter().enumerate() {
+            let bp = self.block_ptr(e, r, g, blk)?;
+            let u = e.block_codes(self.shape.format, bp, scratch)?;
+            let a = b
+                .build_load(acc_t, acc, "a")
+                .map_err(err)?
+                .into_vector_value();
+            let a = e.dot_u8_s8(a, u, q, self.vnni)?;
+            b.build_store(acc, a).map_err(err)?;
+        }
+        let next = b
+            .build_int_add(blk, i64t.const_int(1, false), "blk.next")
+            .map_err(err)?;
+        b.build_store(blk_slot, next).map_err(err)?;
+        let blocks = i64t.const_int(self.shape.cols.div_ceil(BLOCK) as u64, false);
+        let more = b
+            .build_int_compare(inkwell::IntPredicate::ULT, next, blocks, "more")
+            .map_err(err)?;
+        b.build_conditional_branch(more, block, rows_end)
+            .map_err(err)?;
+
+        b.position_at_end(rows_end);
+        for (g, &acc) in accs.iter().enumerate() {
+            let row = b
+                .build_int_add(r, i64t.const_int(g as u64, false), "row")
+                .map_err(err)?;
+            let total = reduce_add(e, acc)?;
+            let out = row_output(e, total, self.x_sum, self.x_scale, self.level_map)?;
+            self.store_row(e, row, out)?;
+        }
+        let next = b
+            .build_int_add(r, i64t.const_int(group as u64, false), "r.next")
+            .map_err(err)?;
+        b.build_store(r_slot, next).map_err(err)?;
+        b.build_unconditional_branch(head).map_err(err)?;
+        b.position_at_end(exit);
+        Ok(())
+    }
+
+    /// The 64 activation bytes of block `blk`.
+    fn activations(&self, e: &Emitter<'_, 'ctx>, blk: IntValue<'ctx>) -> Result<VectorValue<'ctx>> {
+        let i64t = e.ctx.i64_type();
+        let qoff =
+            e.b.build_int_mul(blk, i64t.const_int(BLOCK as u64, false), "qoff")
+                .map_err(err)?;
+        // SAFETY (of the IR): blk < blocks per row and xq holds every block of the row.
+        let qp = unsafe {
+            e.b.build_in_bounds_gep(e.ctx.i8_type(), self.xq, &[qoff], "qp")
+        }
+        .map_err(err)?;
+        e.load_vec(e.i8v(64), qp)
+    }
+
+    /// The codes of block `blk` of row `r + g`.
+    fn block_ptr(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        r: IntValue<'ctx>,
+        g: usize,
+        blk: IntValue<'ctx>,
+    ) -> Result<PointerValue<'ctx>> {
+        let i64t = e.ctx.i64_type();
+        let format = self.shape.format;
+        let rb = format.row_bytes(self.shape.cols) as u64;
+        let row_off =
+            e.b.build_int_mul(r, i64t.const_int(rb, false), "row.off")
+                .map_err(err)?;
+        let row_off =
+            e.b.build_int_add(row_off, i64t.const_int(g as u64 * rb, false), "row.off.g")
+                .map_err(err)?;
+        let boff =
+            e.b.build_int_mul(
+                blk,
+                i64t.const_int(format.block_bytes() as u64, false),
+                "boff",
+            )
+            .map_err(err)?;
+        let off = e.b.build_int_add(row_off, boff, "off").map_err(err)?;
+        // SAFETY (of the IR): row r + g < rows and blk < blocks per row.
+        unsafe {
+            e.b.build_in_bounds_gep(e.ctx.i8_type(), self.codes, &[off], "bp")
+        }
+        .map_err(err)
+    }
+
+    /// `y[row - row_begin] = factor[row] · value`.
+    fn store_row(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        row: IntValue<'ctx>,
+        value: inkwell::values::FloatValue<'ctx>,
+    ) -> Result<()> {
+        let (b, f32t) = (&e.b, e.ctx.f32_type());
+        // SAFETY (of the IR): factor has `rows` entries and y has row_end - row_begin.
+        let fp = unsafe { b.build_in_bounds_gep(f32t, self.factor, &[row], "fp") }.map_err(err)?;
+        let fr = b
+            .build_load(f32t, fp, "factor.r")
+            .map_err(err)?
+            .into_float_value();
+        let out = b.build_float_mul(fr, value, "y.r").map_err(err)?;
+        let yi = b.build_int_sub(row, self.row_begin, "yi").map_err(err)?;
+        let yp = unsafe { b.build_in_bounds_gep(f32t, self.y, &[yi], "yp") }.map_err(err)?;
+        b.build_store(yp, out).map_err(err)?;
+        Ok(())
+    }
 }
 
 fn reduce_add<'ctx>(e: &Emitter<'_, 'ctx>, acc: PointerValue<'ctx>) -> Result<IntValue<'ctx>> {
