@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use paretoqc_runtime::manifest::FORMAT_VERSION;
 use std::path::{Path, PathBuf};
 
 const IDS: &str = "5,17,300,2,99,42,7,8,9,10,400,1,3";
@@ -165,7 +166,8 @@ fn bad_artifacts_are_refused_with_the_file_and_the_reason() {
         "{flipped}"
     );
     let version = damage("version", &|p| {
-        edit_manifest(p, "\"format_version\": 1", "\"format_version\": 99")
+        let current = format!("\"format_version\": {FORMAT_VERSION}");
+        edit_manifest(p, &current, "\"format_version\": 99")
     });
     assert!(
         version.contains("manifest.json") && version.contains("version 99"),

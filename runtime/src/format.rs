@@ -185,9 +185,12 @@ pub struct Block1 {
     pub bits: [u8; 8],
 }
 
-/// Ternary, base 3 with digit d = c + 1: byte j < 12 holds weights j, 12+j, 24+j, 36+j, 48+j
-/// as digits 0..4 (byte = d0 + 3 d1 + 9 d2 + 27 d3 + 81 d4); byte 12 holds weights 60..63 as
-/// digits 0..3. 1.625 bits per weight.
+/// Ternary, digit d = c + 1: byte j (j < 13) holds weights j, 13+j, 26+j, 39+j, 52+j as the
+/// base-3 fraction n / 243 with n = 81 d0 + 27 d1 + 9 d2 + 3 d3 + d4, stored as
+/// byte = ceil(256 n / 243) (the slot of weight 64, byte 12's last digit, holds d = 1). Digits
+/// come out most significant first by multiplying by 3: `t = 3 t; d = t >> 8; t &= 255`, cheap
+/// in 16-bit vector lanes; each digit k gives 13 consecutive weights from one 16-lane vector.
+/// 1.625 bits per weight.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockT {
@@ -260,30 +263,45 @@ impl Block1 {
     }
 }
 
-/// Where weight i of a ternary block lives: (byte, power of three).
-fn trit_slot(i: usize) -> (usize, u32) {
-    if i < 60 {
-        (i % 12, (i / 12) as u32)
-    } else {
-        (12, (i - 60) as u32)
-    }
-}
+/// Ternary digits per byte, and bytes per block.
+pub const TRITS: usize = 5;
+pub const TERNARY_BYTES: usize = 13;
 
 impl BlockT {
     pub fn encode(codes: &[i8; BLOCK]) -> Self {
-        let mut trits = [0u8; 13];
-        for (i, &c) in codes.iter().enumerate() {
-            let (byte, power) = trit_slot(i);
-            trits[byte] += (c + 1) as u8 * 3u8.pow(power);
-        }
+        let trits = std::array::from_fn(|j| {
+            let n = (0..TRITS).fold(0u32, |n, k| {
+                let d = codes
+                    .get(j + TERNARY_BYTES * k)
+                    .map_or(1, |&c| (c + 1) as u32);
+                3 * n + d
+            });
+            (256 * n).div_ceil(243) as u8
+        });
         BlockT { trits }
     }
     pub fn decode(&self) -> [i8; BLOCK] {
-        std::array::from_fn(|i| {
-            let (byte, power) = trit_slot(i);
-            (self.trits[byte] / 3u8.pow(power) % 3) as i8 - 1
-        })
+        let mut codes = [0i8; BLOCK];
+        for (j, &byte) in self.trits.iter().enumerate() {
+            for (k, d) in ternary_digits(byte).into_iter().enumerate() {
+                if let Some(c) = codes.get_mut(j + TERNARY_BYTES * k) {
+                    *c = d as i8 - 1;
+                }
+            }
+        }
+        codes
     }
+}
+
+/// The five base-3 digits of a ternary byte, most significant first.
+pub fn ternary_digits(byte: u8) -> [u8; TRITS] {
+    let mut t = byte as u16;
+    std::array::from_fn(|_| {
+        t *= 3;
+        let d = (t >> 8) as u8;
+        t &= 255;
+        d
+    })
 }
 
 impl Block2 {
@@ -378,11 +396,22 @@ mod tests {
         c4[33] = 7;
         assert_eq!(Block4::encode(&c4).nibbles[1], 0xF8);
         let mut ct = [0i8; BLOCK];
-        ct[13] = 1; // byte 1, digit 1
-        ct[61] = -1; // byte 12, digit 1
+        ct[14] = 1; // byte 1, digit 1 (d = 2)
+        ct[51] = -1; // weight 51 = 12 + 13·3: byte 12, digit 3 (d = 0)
         let t = BlockT::encode(&ct);
-        assert_eq!(t.trits[1], 1 + 2 * 3 + 9 + 27 + 81);
-        assert_eq!(t.trits[12], 1 + 0 + 9 + 27);
+        let n1 = 81 + 2 * 27 + 9 + 3 + 1;
+        assert_eq!(t.trits[1] as u32, (256 * n1 as u32).div_ceil(243));
+        let n12 = 81 + 27 + 9 + 0 + 1;
+        assert_eq!(t.trits[12] as u32, (256 * n12 as u32).div_ceil(243));
+    }
+
+    #[test]
+    fn every_ternary_byte_decodes_to_its_digits() {
+        for n in 0..243u32 {
+            let byte = (256 * n).div_ceil(243) as u8;
+            let want: Vec<u8> = (0..5).rev().map(|k| (n / 3u32.pow(k) % 3) as u8).collect();
+            assert_eq!(ternary_digits(byte).to_vec(), want, "n = {n}");
+        }
     }
 
     #[test]

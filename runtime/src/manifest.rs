@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Bumped on any change the runtime of the previous version could misread.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const WEIGHTS: &str = "weights.safetensors";

@@ -5,7 +5,7 @@
 //! A row is `cols / 64` full blocks, walked by a loop, and an optional tail block whose x loads are
 //! masked to the row's end (the padded codes then multiply zeros). Each format decodes a block
 //! into *segments*: a run of consecutive weights as an f32 vector of levels (16 weights for 2 bits,
-//! 32 for 4 bits, 12 for ternary digits). Each segment position has its own accumulator, so the
+//! 32 for 4 bits, 13 for ternary digits). Each segment position has its own accumulator, so the
 //! FMAs of a block are independent; they are summed once per row.
 
 use inkwell::builder::Builder;
@@ -16,7 +16,7 @@ use inkwell::types::VectorType;
 use inkwell::values::BasicValue;
 use inkwell::values::{BasicMetadataValueEnum, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::AddressSpace;
-use paretoqc_runtime::format::{Format, BLOCK};
+use paretoqc_runtime::format::{Format, BLOCK, TERNARY_BYTES, TRITS};
 
 pub(super) type Result<T> = std::result::Result<T, String>;
 
@@ -262,81 +262,96 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         }
     }
 
-    /// Base-3 digits: byte j < 12 holds weights j + 12k (k = 0..4), byte 12 weights 60..63.
-    /// x86 has no vector integer division, so digits are taken in f32, exactly: for a byte b < 243,
-    /// q = floor((b + 0.5) / 3^k) (the +0.5 keeps every quotient at least 0.5/81 away from an
-    /// integer, far beyond f32 rounding) and d = q − 3·floor((q + 0.5) / 3).
+    /// Ternary levels: digit vector k holds weights 13k .. 13k + 12 in its first 13 lanes
+    /// (`segment_live` masks x past them; their levels are finite, so they add 0).
     pub(super) fn decode_ternary(&self, p: PointerValue<'ctx>) -> Result<Vec<Segment<'ctx>>> {
-        let bytes = self.load_vec(self.i8v(12), p)?;
-        let b12 = self
-            .b
-            .build_unsigned_int_to_float(bytes, self.f32v(12), "b")
-            .map_err(err)?;
-        let mut segs = vec![];
-        for k in 0..5u32 {
-            let inv = vec![1.0 / 3f64.powi(k as i32); 12];
-            segs.push(Segment {
-                offset: 12 * k as usize,
-                levels: self.ternary_digit(b12, &inv)?,
-            });
-        }
-        let last = self.load_vec(self.i8v(1), self.byte_ptr(p, 12)?)?;
-        let zero4 = VectorType::const_vector(&[self.ctx.i32_type().const_zero(); 4]);
-        let splat = self
-            .b
-            .build_shuffle_vector(last, self.i8v(1).get_undef(), zero4, "b12")
-            .map_err(err)?;
-        let b4 = self
-            .b
-            .build_unsigned_int_to_float(splat, self.f32v(4), "b4")
-            .map_err(err)?;
-        let inv4: Vec<f64> = (0..4).map(|k| 1.0 / 3f64.powi(k)).collect();
-        segs.push(Segment {
-            offset: 60,
-            levels: self.ternary_digit(b4, &inv4)?,
-        });
-        Ok(segs)
+        self.ternary_digits(p)?
+            .into_iter()
+            .enumerate()
+            .map(|(k, d)| {
+                let f = self
+                    .b
+                    .build_unsigned_int_to_float(d, self.f32v(16), "d")
+                    .map_err(err)?;
+                let levels = self
+                    .b
+                    .build_float_sub(f, self.splat_f32(16, 1.0), "lv")
+                    .map_err(err)?;
+                Ok(Segment {
+                    offset: TERNARY_BYTES * k,
+                    levels,
+                })
+            })
+            .collect()
     }
 
-    /// The level (digit − 1) of each lane's digit, given 1/3^k per lane.
-    pub(super) fn ternary_digit(
-        &self,
-        b: VectorValue<'ctx>,
-        inv_power: &[f64],
-    ) -> Result<VectorValue<'ctx>> {
-        let n = b.get_type().get_size();
-        let floor = intrinsic(self.module, "llvm.floor", &[self.f32v(n).into()])?;
-        let call_floor = |v: VectorValue<'ctx>| -> Result<VectorValue<'ctx>> {
-            let args: [BasicMetadataValueEnum; 1] = [v.into()];
-            let r = self.b.build_call(floor, &args, "fl").map_err(err)?;
-            Ok(r.try_as_basic_value()
-                .basic()
-                .expect("value")
-                .into_vector_value())
-        };
-        let f32t = self.ctx.f32_type();
-        let powers: Vec<_> = inv_power.iter().map(|&v| f32t.const_float(v)).collect();
-        let half = self.splat_f32(n, 0.5);
-        let bh = self.b.build_float_add(b, half, "bh").map_err(err)?;
-        let bq = self
+    /// The five digit vectors (`<16 x i16>`, most significant digit first) of the ternary block
+    /// at `p` (runtime `BlockT`): its 13 bytes in lanes 0..12 (lanes 13..15 zero), then per
+    /// digit `t = 3t; d = t >> 8; t &= 255`.
+    pub(super) fn ternary_digits(&self, p: PointerValue<'ctx>) -> Result<Vec<VectorValue<'ctx>>> {
+        let bytes = self.load_13_bytes(p)?;
+        let i16v = self.ctx.i16_type().vec_type(16);
+        let splat =
+            |v: u64| VectorType::const_vector(&[self.ctx.i16_type().const_int(v, false); 16]);
+        let mut t = self.b.build_int_z_extend(bytes, i16v, "t").map_err(err)?;
+        let mut digits = vec![];
+        for _ in 0..TRITS {
+            let t3 = self.b.build_int_mul(t, splat(3), "t3").map_err(err)?;
+            digits.push(
+                self.b
+                    .build_right_shift(t3, splat(8), false, "d")
+                    .map_err(err)?,
+            );
+            t = self.b.build_and(t3, splat(255), "t").map_err(err)?;
+        }
+        Ok(digits)
+    }
+
+    /// The 13 bytes at `p` as `<16 x i8>` with zero lanes 13..15, from an 8-, a 4- and a 1-byte
+    /// load (nothing past the block is read).
+    fn load_13_bytes(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>> {
+        let (i64t, i32t, i8t) = (self.ctx.i64_type(), self.ctx.i32_type(), self.ctx.i8_type());
+        let low = self.load_i64(p)?;
+        let mid = self
             .b
-            .build_float_mul(bh, VectorType::const_vector(&powers), "bq")
+            .build_load(i32t, self.byte_ptr(p, 8)?, "mid")
             .map_err(err)?;
-        let q = call_floor(bq)?;
-        let qh = self.b.build_float_add(q, half, "qh").map_err(err)?;
-        let q3 = call_floor(
-            self.b
-                .build_float_mul(qh, self.splat_f32(n, 1.0 / 3.0), "q3")
-                .map_err(err)?,
-        )?;
-        let three_q3 = self
+        mid.as_instruction_value()
+            .expect("load")
+            .set_alignment(1)
+            .map_err(err)?;
+        let last = self
             .b
-            .build_float_mul(q3, self.splat_f32(n, 3.0), "t")
+            .build_load(i8t, self.byte_ptr(p, 12)?, "last")
+            .map_err(err)?
+            .into_int_value();
+        let mid = self
+            .b
+            .build_int_z_extend(mid.into_int_value(), i64t, "mid64")
             .map_err(err)?;
-        let d = self.b.build_float_sub(q, three_q3, "d").map_err(err)?;
-        self.b
-            .build_float_sub(d, self.splat_f32(n, 1.0), "lv")
-            .map_err(err)
+        let last = self
+            .b
+            .build_int_z_extend(last, i64t, "last64")
+            .map_err(err)?;
+        let last = self
+            .b
+            .build_left_shift(last, i64t.const_int(32, false), "last.sh")
+            .map_err(err)?;
+        let high = self.b.build_or(mid, last, "high").map_err(err)?;
+        let v2 = i64t.vec_type(2).get_undef();
+        let v2 = self
+            .b
+            .build_insert_element(v2, low, i32t.const_zero(), "v0")
+            .map_err(err)?;
+        let v2 = self
+            .b
+            .build_insert_element(v2, high, i32t.const_int(1, false), "v1")
+            .map_err(err)?;
+        Ok(self
+            .b
+            .build_bit_cast(v2, self.i8v(16), "bytes")
+            .map_err(err)?
+            .into_vector_value())
     }
 }
 
@@ -566,8 +581,17 @@ fn segment_widths(format: Format) -> Vec<u32> {
     match format {
         Format::Int4 => vec![32, 32],
         Format::Int2 | Format::Int3 | Format::Bin1 => vec![16; 4],
-        Format::Ternary => vec![12, 12, 12, 12, 12, 4],
+        Format::Ternary => vec![16; TRITS],
         Format::Int8 => vec![16; 4],
+    }
+}
+
+/// Lanes of a segment that hold the block's weights: a ternary digit vector holds 13 (12 for
+/// the last, whose 13th slot is past the block); every other format's segments are full.
+fn segment_live(format: Format, offset: usize, lanes: usize) -> usize {
+    match format {
+        Format::Ternary => TERNARY_BYTES.min(BLOCK - offset),
+        _ => lanes,
     }
 }
 
@@ -586,7 +610,8 @@ fn accumulate_block<'ctx>(
     let f32t = ctx.f32_type();
     for (seg, acc) in e.decode(shape.format, p)?.into_iter().zip(accs) {
         let n = seg.levels.get_type().get_size();
-        let live = valid.map_or(n as usize, |v| v.saturating_sub(seg.offset).min(n as usize));
+        let own = segment_live(shape.format, seg.offset, n as usize);
+        let live = valid.map_or(own, |v| v.saturating_sub(seg.offset).min(own));
         if live == 0 {
             continue;
         }

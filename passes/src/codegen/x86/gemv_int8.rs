@@ -17,7 +17,7 @@ use inkwell::module::Module;
 use inkwell::types::VectorType;
 use inkwell::values::{BasicMetadataValueEnum, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::AddressSpace;
-use paretoqc_runtime::format::{Format, BLOCK};
+use paretoqc_runtime::format::{Format, BLOCK, TERNARY_BYTES};
 
 /// `pqc_gemvi8_q2_576x576`.
 pub fn symbol(shape: &GemvShape) -> String {
@@ -49,12 +49,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     }
 
     /// The 64 unsigned codes of the block at `p`, in weight order, as `<64 x i8>`.
-    fn block_codes(
-        &self,
-        format: Format,
-        p: PointerValue<'ctx>,
-        scratch: PointerValue<'ctx>,
-    ) -> Result<VectorValue<'ctx>> {
+    fn block_codes(&self, format: Format, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>> {
         match format {
             Format::Int4 => self.spread(self.load_vec(self.i8v(32), p)?, 4),
             Format::Int2 => self.spread(self.load_vec(self.i8v(16), p)?, 2),
@@ -68,7 +63,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 self.b.build_or(low, high, "u").map_err(err)
             }
             Format::Bin1 => self.bits64(self.load_i64(p)?),
-            Format::Ternary => self.ternary_codes(p, scratch),
+            Format::Ternary => self.ternary_codes(p),
             Format::Int8 => Err("the 8-bit format has no int8-activation kernel".into()),
         }
     }
@@ -122,29 +117,34 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             .map_err(err)
     }
 
-    /// Ternary digits (0..2) through the f32 digit extraction, gathered in a 64-byte scratch slot.
-    fn ternary_codes(
-        &self,
-        p: PointerValue<'ctx>,
-        scratch: PointerValue<'ctx>,
-    ) -> Result<VectorValue<'ctx>> {
-        for seg in self.decode_ternary(p)? {
-            let n = seg.levels.get_type().get_size();
-            let d = self
-                .b
-                .build_float_add(seg.levels, self.splat_f32(n, 1.0), "d")
-                .map_err(err)?;
-            let u = self
-                .b
-                .build_float_to_unsigned_int(d, self.i8v(n), "u")
-                .map_err(err)?;
-            let store = self
-                .b
-                .build_store(self.byte_ptr(scratch, seg.offset as u64)?, u)
-                .map_err(err)?;
-            store.set_alignment(1).map_err(err)?;
-        }
-        self.load_vec(self.i8v(64), scratch)
+    /// Ternary digits (0..2) in weight order: the five digit vectors (13 weights each in
+    /// lanes 0..12) narrowed to bytes and gathered by one two-source byte shuffle.
+    fn ternary_codes(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>> {
+        let digits = self
+            .ternary_digits(p)?
+            .into_iter()
+            .map(|d| {
+                self.b
+                    .build_int_truncate(d, self.i8v(16), "d8")
+                    .map_err(err)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let first = self.concat(
+            self.concat(digits[0], digits[1])?,
+            self.concat(digits[2], digits[3])?,
+        )?;
+        let last = self.concat(digits[4], self.i8v(16).const_zero())?;
+        let last = self.concat(last, self.i8v(32).const_zero())?;
+        // Weight w = 13k + j sits in lane 16k + j of (first ++ last).
+        let idx: Vec<_> = (0..BLOCK)
+            .map(|w| {
+                let (k, j) = (w / TERNARY_BYTES, w % TERNARY_BYTES);
+                self.ctx.i32_type().const_int((16 * k + j) as u64, false)
+            })
+            .collect();
+        self.b
+            .build_shuffle_vector(first, last, VectorType::const_vector(&idx), "codes")
+            .map_err(err)
     }
 
     /// acc + Σ u·q in 16 lanes of i32.
@@ -300,7 +300,6 @@ impl<'ctx> Int8Kernel<'ctx> {
         let acc_t = i32t.vec_type(16);
         let r_slot = e.entry_alloca(f, i64t.into(), "r")?;
         let blk_slot = e.entry_alloca(f, i64t.into(), "blk")?;
-        let scratch = e.entry_alloca(f, e.i8v(64).into(), "scratch")?;
         let accs = (0..group)
             .map(|_| e.entry_alloca(f, acc_t.into(), "acc"))
             .collect::<Result<Vec<_>>>()?;
@@ -338,7 +337,7 @@ impl<'ctx> Int8Kernel<'ctx> {
         let q = self.activations(e, blk)?;
         for (g, &acc) in accs.iter().enumerate() {
             let bp = self.block_ptr(e, r, g, blk)?;
-            let u = e.block_codes(self.shape.format, bp, scratch)?;
+            let u = e.block_codes(self.shape.format, bp)?;
             let a = b
                 .build_load(acc_t, acc, "a")
                 .map_err(err)?
