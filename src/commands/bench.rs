@@ -43,6 +43,9 @@ pub struct Args {
     /// Skip the end-to-end rows.
     #[arg(long)]
     pub kernels_only: bool,
+    /// Widths of the kernel rows (1, 1.58, 2, 3, 4, 8).
+    #[arg(long, value_delimiter = ',', default_value = "1,1.58,2,3,4,8")]
+    pub kernel_bits: Vec<String>,
     /// llama.cpp's llama-bench binary, to add its figures.
     #[arg(long, requires = "gguf")]
     pub llama_bench: Option<PathBuf>,
@@ -56,9 +59,18 @@ const HOT_BYTES: usize = 4 * MIB;
 const COLD_BYTES: usize = 1024 * MIB;
 
 pub fn run(args: Args) -> Result<()> {
+    let formats = args
+        .kernel_bits
+        .iter()
+        .map(|b| {
+            Format::from_name(b).ok_or_else(|| {
+                anyhow::anyhow!("--kernel-bits: unknown width `{b}` (1, 1.58, 2, 3, 4, 8)")
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let floors = Floors::measure();
     floors.print();
-    kernels_table(&floors)?;
+    kernels_table(&floors, &formats)?;
     if !args.kernels_only {
         end_to_end(&args)?;
     }
@@ -216,7 +228,7 @@ fn generated_kernels(
     bail!("paretoqc bench measures generated kernels: build with `--features llvm`")
 }
 
-fn kernels_table(floors: &Floors) -> Result<()> {
+fn kernels_table(floors: &Floors, formats: &[Format]) -> Result<()> {
     let dir = tempfile_dir()?;
     let native = generated_kernels(&dir)?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -226,7 +238,7 @@ fn kernels_table(floors: &Floors) -> Result<()> {
     println!("act int8: per-token int8 activations (quantizing x is included in the time).\n");
     println!("| bits | act | shape | bytes | threads | hot us | x floor | cold us | x floor |");
     println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for format in Format::ALL {
+    for &format in formats {
         for (rows, cols) in SHAPES {
             kernel_rows(&native, floors, format, rows, cols)?;
         }
