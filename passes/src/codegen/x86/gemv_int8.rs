@@ -36,6 +36,34 @@ pub fn level_map(format: Format) -> Option<(f64, f64)> {
     }
 }
 
+/// Part of a block's codes for the dot product, and how its i32 lanes are scaled: lane k of
+/// the accumulator is `Σ u·q · 2^lane_shift[k]`, and the part counts `2^left_shift` times.
+pub(super) struct CodePart<'ctx> {
+    codes: VectorValue<'ctx>,
+    lane_shift: [u64; 16],
+    left_shift: u64,
+}
+
+impl<'ctx> CodePart<'ctx> {
+    fn plain(codes: VectorValue<'ctx>) -> CodePart<'ctx> {
+        CodePart {
+            codes,
+            lane_shift: [0; 16],
+            left_shift: 0,
+        }
+    }
+
+    /// Fields of `bits` bits masked in place across copies of `bytes` bytes: i32 lane k holds
+    /// bytes 4k..4k+3, of copy 4k / bytes.
+    fn lane_scaled(codes: VectorValue<'ctx>, bits: u64, bytes: u32) -> CodePart<'ctx> {
+        CodePart {
+            codes,
+            lane_shift: std::array::from_fn(|k| bits * (4 * k as u64 / bytes as u64)),
+            left_shift: 0,
+        }
+    }
+}
+
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
     /// `a ++ b` for two vectors of the same type.
     fn concat(&self, a: VectorValue<'ctx>, b: VectorValue<'ctx>) -> Result<VectorValue<'ctx>> {
@@ -48,24 +76,67 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             .map_err(err)
     }
 
-    /// The 64 unsigned codes of the block at `p`, in weight order, as `<64 x i8>`.
-    fn block_codes(&self, format: Format, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>> {
-        match format {
-            Format::Int4 => self.spread(self.load_vec(self.i8v(32), p)?, 4),
-            Format::Int2 => self.spread(self.load_vec(self.i8v(16), p)?, 2),
-            Format::Int3 => {
-                let low = self.spread(self.load_vec(self.i8v(16), p)?, 2)?;
-                let high = self.bits64(self.load_i64(self.byte_ptr(p, 16)?)?)?;
-                let high = self
-                    .b
-                    .build_left_shift(high, self.splat_i8(64, 2), "hb")
-                    .map_err(err)?;
-                self.b.build_or(low, high, "u").map_err(err)
+    /// The block at `p` as parts to multiply with the activations: 64 unsigned bytes each, in
+    /// weight order. With VNNI, 2-, 3- (low crumbs) and 4-bit fields are only masked in place,
+    /// not shifted down: field t then carries a factor 2^(bits·t), the same for the four bytes
+    /// of each i32 lane of the dot product, which the row's end shifts out exactly (every term
+    /// of the lane has the factor). AVX2's `vpmaddubsw` would saturate on the larger bytes, so
+    /// there the fields are shifted down.
+    fn block_parts(
+        &self,
+        format: Format,
+        p: PointerValue<'ctx>,
+        vnni: bool,
+    ) -> Result<Vec<CodePart<'ctx>>> {
+        let fields = |bytes: u32, bits: u64| -> Result<CodePart<'ctx>> {
+            let v = self.load_vec(self.i8v(bytes), p)?;
+            if vnni {
+                Ok(CodePart::lane_scaled(
+                    self.masked_fields(v, bits)?,
+                    bits,
+                    bytes,
+                ))
+            } else {
+                Ok(CodePart::plain(self.spread(v, bits)?))
             }
-            Format::Bin1 => self.bits64(self.load_i64(p)?),
-            Format::Ternary => self.ternary_codes(p),
-            Format::Int8 => Err("the 8-bit format has no int8-activation kernel".into()),
-        }
+        };
+        Ok(match format {
+            Format::Int4 => vec![fields(32, 4)?],
+            Format::Int2 => vec![fields(16, 2)?],
+            Format::Int3 => {
+                let high = self.bits64(self.load_i64(self.byte_ptr(p, 16)?)?)?;
+                let mut high = CodePart::plain(high);
+                high.left_shift = 2;
+                vec![fields(16, 2)?, high]
+            }
+            Format::Bin1 => vec![CodePart::plain(self.bits64(self.load_i64(p)?)?)],
+            Format::Ternary => vec![CodePart::plain(self.ternary_codes(p)?)],
+            Format::Int8 => return Err("the 8-bit format has no int8-activation kernel".into()),
+        })
+    }
+
+    /// `v` (n bytes; field k of byte j is weight k·n + j) repeated 64/n times, copy k masked to
+    /// field k in place: lane k·n + j = u · 2^(bits·k).
+    fn masked_fields(&self, v: VectorValue<'ctx>, bits: u64) -> Result<VectorValue<'ctx>> {
+        let n = v.get_type().get_size() as u64;
+        let copies = self.repeat_to_64(v)?;
+        let i8t = self.ctx.i8_type();
+        let masks: Vec<_> = (0..64)
+            .map(|i| i8t.const_int(((1u64 << bits) - 1) << (bits * (i / n)), false))
+            .collect();
+        self.b
+            .build_and(copies, VectorType::const_vector(&masks), "f")
+            .map_err(err)
+    }
+
+    /// `v` (n bytes, n dividing 64) repeated to 64 bytes.
+    fn repeat_to_64(&self, v: VectorValue<'ctx>) -> Result<VectorValue<'ctx>> {
+        let n = v.get_type().get_size() as u64;
+        let i32t = self.ctx.i32_type();
+        let repeat: Vec<_> = (0..64).map(|i| i32t.const_int(i % n, false)).collect();
+        self.b
+            .build_shuffle_vector(v, v, VectorType::const_vector(&repeat), "rep")
+            .map_err(err)
     }
 
     /// Fields of `bits` bits packed across the bytes of `v` (n bytes; field k of byte j is weight
@@ -73,12 +144,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     /// field's offset, masked.
     fn spread(&self, v: VectorValue<'ctx>, bits: u64) -> Result<VectorValue<'ctx>> {
         let n = v.get_type().get_size() as u64;
-        let i32t = self.ctx.i32_type();
-        let repeat: Vec<_> = (0..64).map(|i| i32t.const_int(i % n, false)).collect();
-        let copies = self
-            .b
-            .build_shuffle_vector(v, v, VectorType::const_vector(&repeat), "rep")
-            .map_err(err)?;
+        let copies = self.repeat_to_64(v)?;
         // x86 has no per-byte shift: shift 16-bit words instead (both bytes of a word belong to
         // the same copy, n being even); the field of each byte stays within the byte's own bits
         // (shift + bits <= 8) and the mask drops what the word shift brought in.
@@ -300,7 +366,13 @@ impl<'ctx> Int8Kernel<'ctx> {
         let acc_t = i32t.vec_type(16);
         let r_slot = e.entry_alloca(f, i64t.into(), "r")?;
         let blk_slot = e.entry_alloca(f, i64t.into(), "blk")?;
-        let accs = (0..group)
+        // One accumulator per row and code part.
+        let parts = if self.shape.format == Format::Int3 {
+            2
+        } else {
+            1
+        };
+        let accs = (0..group * parts)
             .map(|_| e.entry_alloca(f, acc_t.into(), "acc"))
             .collect::<Result<Vec<_>>>()?;
         let head = ctx.append_basic_block(f, "rows");
@@ -335,15 +407,19 @@ impl<'ctx> Int8Kernel<'ctx> {
             .map_err(err)?
             .into_int_value();
         let q = self.activations(e, blk)?;
-        for (g, &acc) in accs.iter().enumerate() {
+        let mut scales = vec![];
+        for (g, row_accs) in accs.chunks_exact(parts).enumerate() {
             let bp = self.block_ptr(e, r, g, blk)?;
-            let u = e.block_codes(self.shape.format, bp)?;
-            let a = b
-                .build_load(acc_t, acc, "a")
-                .map_err(err)?
-                .into_vector_value();
-            let a = e.dot_u8_s8(a, u, q, self.vnni)?;
-            b.build_store(acc, a).map_err(err)?;
+            let block = e.block_parts(self.shape.format, bp, self.vnni)?;
+            for (part, &acc) in block.iter().zip(row_accs) {
+                let a = b
+                    .build_load(acc_t, acc, "a")
+                    .map_err(err)?
+                    .into_vector_value();
+                let a = e.dot_u8_s8(a, part.codes, q, self.vnni)?;
+                b.build_store(acc, a).map_err(err)?;
+            }
+            scales = block.iter().map(|p| (p.lane_shift, p.left_shift)).collect();
         }
         let next = b
             .build_int_add(blk, i64t.const_int(1, false), "blk.next")
@@ -357,11 +433,15 @@ impl<'ctx> Int8Kernel<'ctx> {
             .map_err(err)?;
 
         b.position_at_end(rows_end);
-        for (g, &acc) in accs.iter().enumerate() {
+        for (g, row_accs) in accs.chunks_exact(parts).enumerate() {
             let row = b
                 .build_int_add(r, i64t.const_int(g as u64, false), "row")
                 .map_err(err)?;
-            let total = reduce_add(e, acc)?;
+            let mut total = i32t.const_zero();
+            for (&acc, (lane_shift, left_shift)) in row_accs.iter().zip(&scales) {
+                let sum = reduce_add(e, acc, lane_shift, *left_shift)?;
+                total = b.build_int_add(total, sum, "total").map_err(err)?;
+            }
             let out = row_output(e, total, self.x_sum, self.x_scale, self.level_map)?;
             self.store_row(e, row, out)?;
         }
@@ -442,10 +522,28 @@ impl<'ctx> Int8Kernel<'ctx> {
     }
 }
 
-fn reduce_add<'ctx>(e: &Emitter<'_, 'ctx>, acc: PointerValue<'ctx>) -> Result<IntValue<'ctx>> {
-    let v =
-        e.b.build_load(e.ctx.i32_type().vec_type(16), acc, "acc.v")
-            .map_err(err)?;
+/// Σ over the lanes of `acc >> lane_shift` (exact: every term of lane k is a multiple of
+/// 2^lane_shift[k]), times 2^left_shift.
+fn reduce_add<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    acc: PointerValue<'ctx>,
+    lane_shift: &[u64; 16],
+    left_shift: u64,
+) -> Result<IntValue<'ctx>> {
+    let i32t = e.ctx.i32_type();
+    let mut v =
+        e.b.build_load(i32t.vec_type(16), acc, "acc.v")
+            .map_err(err)?
+            .into_vector_value();
+    if lane_shift.iter().any(|&s| s > 0) {
+        let shifts: Vec<_> = lane_shift
+            .iter()
+            .map(|&s| i32t.const_int(s, false))
+            .collect();
+        v =
+            e.b.build_right_shift(v, VectorType::const_vector(&shifts), true, "unscaled")
+                .map_err(err)?;
+    }
     let f = intrinsic(
         e.module,
         "llvm.vector.reduce.add",
@@ -453,10 +551,13 @@ fn reduce_add<'ctx>(e: &Emitter<'_, 'ctx>, acc: PointerValue<'ctx>) -> Result<In
     )?;
     let args: [BasicMetadataValueEnum; 1] = [v.into()];
     let r = e.b.build_call(f, &args, "sum").map_err(err)?;
-    Ok(r.try_as_basic_value()
+    let sum = r
+        .try_as_basic_value()
         .basic()
         .expect("value")
-        .into_int_value())
+        .into_int_value();
+    e.b.build_left_shift(sum, i32t.const_int(left_shift, false), "scaled")
+        .map_err(err)
 }
 
 /// x_scale · (m · Σu·q − o · Σq), in f32 (both sums are exact integers below 2^24).
