@@ -214,7 +214,46 @@ fn compile_refuses_bad_requests_without_writing() {
         e.contains("pentium9") || e.contains("without the LLVM code generator"),
         "{e}"
     );
+    let ir = dir.path().join("ir");
+    let e = paretoqc_err(&[
+        "compile",
+        m,
+        "--bits",
+        "2",
+        "--target",
+        "portable",
+        "--emit-ir",
+        ir.to_str().unwrap(),
+        "-o",
+        o,
+    ]);
+    assert!(e.contains("--emit-ir"), "{e}");
     assert!(!out.exists(), "a failed compile left {}", out.display());
+}
+
+/// `--emit-ir DIR` writes each step's IR: the layer ops' MLIR, the one LLVM module before and
+/// after optimisation (matmul kernels and the translated MLIR functions side by side).
+#[cfg(feature = "llvm")]
+#[test]
+fn emit_ir_writes_the_mlir_and_the_llvm_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let ir = dir.path().join("ir");
+    let ir_arg = ir.to_str().unwrap().to_string();
+    compile(
+        dir.path(),
+        "ir",
+        &["--bits", "2", "--emit-ir", &ir_arg],
+        "x86",
+    );
+    let read = |f: &str| std::fs::read_to_string(ir.join(f)).unwrap();
+    let mlir = read("layer_ops.mlir");
+    assert!(mlir.contains("func.func @pqc_attention_16x32("), "{mlir}");
+    for file in ["kernels.ll", "kernels.opt.ll"] {
+        let llvm = read(file);
+        for symbol in ["@pqc_gemv_q2_64x64(", "@_mlir_ciface_pqc_add_rms_norm_64("] {
+            assert!(llvm.contains(symbol), "{file} lacks {symbol}");
+        }
+    }
 }
 
 /// `--lm-head int8` stores the (tied) output projection as per-row 8-bit codes: the artifact

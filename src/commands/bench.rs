@@ -355,6 +355,7 @@ fn end_to_end(args: &Args) -> Result<()> {
             lm_head: lm_head.into(),
             act: act.into(),
             quiet: true,
+            emit_ir: None,
         })?;
         let art = Artifact::load(&out)?;
         let mb = std::fs::metadata(out.join("weights.safetensors"))?.len() as f64 / 1e6;

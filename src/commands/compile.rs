@@ -48,6 +48,11 @@ pub struct Args {
     /// Print only the last line (no per-projection table).
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Also write the code generator's IR into this folder (x86): layer_ops.mlir (the layer
+    /// ops before lowering), kernels.ll (the LLVM module before optimisation), kernels.opt.ll
+    /// (after O3 for the CPU).
+    #[arg(long, value_name = "DIR")]
+    pub emit_ir: Option<PathBuf>,
 }
 
 /// What the code generator gives back for the x86 target.
@@ -56,6 +61,8 @@ pub struct GeneratedKernels {
     pub symbols: BTreeMap<String, String>,
     pub cpu: String,
     pub features: Vec<String>,
+    /// (file name, text) of each IR `--emit-ir` writes.
+    pub ir: Vec<(&'static str, String)>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -72,6 +79,9 @@ pub fn run(args: Args) -> Result<()> {
 /// Compiles as `run` does, printing only the per-projection table (unless quiet); returns the
 /// artifact's path and a description of its target.
 pub fn compile(args: &Args) -> Result<(PathBuf, String)> {
+    if args.emit_ir.is_some() && args.target != "x86" {
+        bail!("--emit-ir: only --target x86 generates code");
+    }
     let model_path = model_folder(&args.model);
     let mut m = super::load(&model_path)?;
     let what = model_path.display().to_string();
@@ -121,6 +131,9 @@ pub fn compile(args: &Args) -> Result<(PathBuf, String)> {
         let json = serde_json::to_string_pretty(&manifest)?;
         crate::output::write_file(&dir.join(manifest::MANIFEST), json.as_bytes())
     })?;
+    if let Some(dir) = &args.emit_ir {
+        write_ir(dir, kernels.as_ref())?;
+    }
     if !args.quiet {
         print_report(&m, &bits, &packed);
     }
@@ -128,6 +141,18 @@ pub fn compile(args: &Args) -> Result<(PathBuf, String)> {
         .as_ref()
         .map_or("portable".to_string(), |k| format!("x86 {}", k.cpu));
     Ok((out, target))
+}
+
+/// `--emit-ir DIR`: the generated IR, one file each (each written atomically).
+fn write_ir(dir: &Path, kernels: Option<&GeneratedKernels>) -> Result<()> {
+    let Some(k) = kernels else {
+        bail!("--emit-ir: only --target x86 generates code");
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, text) in &k.ir {
+        crate::output::write_file(&dir.join(name), text.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// With `--lm-head int8`, adds `lm_head.qweight` to `packed` and returns the dense tensor it
@@ -277,6 +302,11 @@ fn generate_x86(
         symbols: k.symbols,
         cpu: k.cpu,
         features: k.features,
+        ir: vec![
+            ("layer_ops.mlir", k.ir.mlir),
+            ("kernels.ll", k.ir.llvm),
+            ("kernels.opt.ll", k.ir.llvm_optimized),
+        ],
     })
 }
 

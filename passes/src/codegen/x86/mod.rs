@@ -53,6 +53,19 @@ pub struct Kernels {
     pub symbols: BTreeMap<String, String>,
     pub cpu: String,
     pub features: Vec<String>,
+    /// The IR on the way (for `compile --emit-ir`).
+    pub ir: EmittedIr,
+}
+
+/// The code generator's IR at each step, as text.
+#[derive(Clone, Debug, Default)]
+pub struct EmittedIr {
+    /// The layer ops' MLIR before lowering (empty without layer ops).
+    pub mlir: String,
+    /// The one LLVM module (matmul kernels and translated layer ops) before optimisation.
+    pub llvm: String,
+    /// The same after `default<O3>` for the CPU.
+    pub llvm_optimized: String,
 }
 
 /// A CPU to generate for: LLVM's CPU name and the features the artifact will require.
@@ -168,13 +181,15 @@ pub fn compile_kernels(
     let module = gemv_module(&ctx, shapes, int8)?;
     module.set_triple(&machine.get_triple());
     module.set_data_layout(&machine.get_target_data().get_data_layout());
-    let layer_ops = match layer {
+    let (layer_ops, mlir) = match layer {
         Some(shapes) => link_layer_ops(&ctx, &module, &machine, shapes)?,
-        None => vec![],
+        None => (vec![], String::new()),
     };
+    let llvm = module.print_to_string().to_string();
     module
         .run_passes("default<O3>", &machine, PassBuilderOptions::create())
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    let llvm_optimized = module.print_to_string().to_string();
     let object = machine
         .write_to_memory_buffer(&module, FileType::Object)
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
@@ -195,17 +210,22 @@ pub fn compile_kernels(
         symbols,
         cpu: cpu.name,
         features: cpu.features,
+        ir: EmittedIr {
+            mlir,
+            llvm,
+            llvm_optimized,
+        },
     })
 }
 
 /// Lowers the layer's non-matmul ops through MLIR into `module` (same context, triple and data
-/// layout) and returns them.
+/// layout) and returns them with their MLIR.
 fn link_layer_ops<'ctx>(
     ctx: &'ctx Context,
     module: &Module<'ctx>,
     machine: &TargetMachine,
     shapes: &LayerShapes,
-) -> Result<Vec<LayerOp>, CodegenError> {
+) -> Result<(Vec<LayerOp>, String), CodegenError> {
     let (source, ops) = layer_ops_module(shapes);
     let lowered = crate::codegen::mlir::lower_to_llvm(&source, ctx).map_err(CodegenError::Mlir)?;
     lowered.set_triple(&machine.get_triple());
@@ -213,7 +233,7 @@ fn link_layer_ops<'ctx>(
     module
         .link_in_module(lowered)
         .map_err(|e| CodegenError::Llvm(format!("linking the MLIR ops: {e}")))?;
-    Ok(ops)
+    Ok((ops, source))
 }
 
 /// `cc -shared -nostdlib` of one object, through a private temporary folder.
