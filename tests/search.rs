@@ -2,7 +2,6 @@
 //! it writes loading in `eval`, `quantize` and `train`, the sensitivity cache, `--budget`, and
 //! every bad input as a clear error.
 
-#[allow(dead_code)]
 mod common;
 
 use serde_json::Value;

@@ -3,7 +3,6 @@
 //! independent computation from the interpreter's full logits, accuracy against the argmax
 //! choices, the CLI's table and JSON, and bad input.
 
-#[allow(dead_code)]
 mod common;
 
 use pqc::import::{load_model, Model};

@@ -401,7 +401,7 @@ mod tests {
         let t = BlockT::encode(&ct);
         let n1 = 81 + 2 * 27 + 9 + 3 + 1;
         assert_eq!(t.trits[1] as u32, (256 * n1 as u32).div_ceil(243));
-        let n12 = 81 + 27 + 9 + 0 + 1;
+        let n12 = 81 + 27 + 9 + 1; // d3 = 0
         assert_eq!(t.trits[12] as u32, (256 * n12 as u32).div_ceil(243));
     }
 

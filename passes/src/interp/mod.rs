@@ -159,7 +159,7 @@ impl Meter {
             .iter()
             .map(|(k, (n, t))| (*k, *n, *t))
             .collect();
-        v.sort_by(|a, b| b.2.cmp(&a.2));
+        v.sort_by_key(|e| std::cmp::Reverse(e.2));
         v
     }
 }

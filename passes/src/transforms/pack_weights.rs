@@ -95,11 +95,7 @@ fn rewrite(g: &mut Graph, s: &Site) -> Result<(), PassError> {
     };
     let name = name.clone();
     let dims = g.node(s.weight).ty.fixed_dims();
-    let Some([rows, cols]) = dims
-        .as_deref()
-        .map(|d| <[usize; 2]>::try_from(d).ok())
-        .flatten()
-    else {
+    let Some([rows, cols]) = dims.as_deref().and_then(|d| <[usize; 2]>::try_from(d).ok()) else {
         return Err(fail(format!("{name}: weight must have fixed [rows, cols]")));
     };
     let format =

@@ -234,7 +234,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         }
         let maddubs = intrinsic(self.module, "llvm.x86.avx2.pmadd.ub.sw", &[])?;
         let maddwd = intrinsic(self.module, "llvm.x86.avx2.pmadd.wd", &[])?;
-        let ones = VectorType::const_vector(&vec![self.ctx.i16_type().const_int(1, false); 16]);
+        let ones = VectorType::const_vector(&[self.ctx.i16_type().const_int(1, false); 16]);
         let half = |v: VectorValue<'ctx>, h: u64| -> Result<VectorValue<'ctx>> {
             let idx: Vec<_> = (0..32)
                 .map(|i| self.ctx.i32_type().const_int(32 * h + i, false))
