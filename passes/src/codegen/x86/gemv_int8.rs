@@ -49,7 +49,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     }
 
     /// The 64 unsigned codes of the block at `p`, in weight order, as `<64 x i8>`.
-    fn block_codes(
+    pub(super) fn block_codes(
         &self,
         format: Format,
         p: PointerValue<'ctx>,
@@ -135,7 +135,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     }
 
     /// acc + Σ u·q in 16 lanes of i32.
-    fn dot_u8_s8(
+    pub(super) fn dot_u8_s8(
         &self,
         acc: VectorValue<'ctx>,
         u: VectorValue<'ctx>,
@@ -283,7 +283,10 @@ pub fn emit_gemv_i8<'ctx>(
     Ok(f)
 }
 
-fn reduce_add<'ctx>(e: &Emitter<'_, 'ctx>, acc: PointerValue<'ctx>) -> Result<IntValue<'ctx>> {
+pub(super) fn reduce_add<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    acc: PointerValue<'ctx>,
+) -> Result<IntValue<'ctx>> {
     let v =
         e.b.build_load(e.ctx.i32_type().vec_type(16), acc, "acc.v")
             .map_err(err)?;
@@ -301,7 +304,7 @@ fn reduce_add<'ctx>(e: &Emitter<'_, 'ctx>, acc: PointerValue<'ctx>) -> Result<In
 }
 
 /// x_scale · (m · Σu·q − o · Σq), in f32 (both sums are exact integers below 2^24).
-fn row_output<'ctx>(
+pub(super) fn row_output<'ctx>(
     e: &Emitter<'_, 'ctx>,
     total: IntValue<'ctx>,
     x_sum: IntValue<'ctx>,

@@ -2,6 +2,7 @@
 //! CPU, emits an object with LLVM's x86 target machine and links it into `kernels.so` with the
 //! system C compiler driver (`cc -shared`; the kernels call nothing, so no libraries are linked).
 
+pub mod gemm;
 pub mod gemv;
 pub mod gemv_int8;
 
@@ -159,6 +160,8 @@ pub fn compile_kernels(
         (true, false) => Int8Act::Avx2,
     };
     let module = gemv_module(&ctx, shapes, int8)?;
+    let tile = gemm::token_tile(&cpu.features);
+    gemm::add_gemms(&ctx, &module, shapes, int8, tile)?;
     module.set_triple(&machine.get_triple());
     module.set_data_layout(&machine.get_target_data().get_data_layout());
     module
@@ -175,6 +178,7 @@ pub fn compile_kernels(
         if int8 != Int8Act::No && gemv_int8::level_map(s.format).is_some() {
             symbols.insert(format!("gemv_i8.{bits}.{r}x{c}"), gemv_int8::symbol(s));
         }
+        symbols.extend(gemm::roles(s, int8));
     }
     Ok(Kernels {
         shared_object,
