@@ -172,7 +172,7 @@ fn check_gemm_against_reference(cpu: &str) {
                 (5, 65),
                 (9, 100),
                 (4, 576),
-                (17, 129),
+                (70, 129),
             ]
             .map(|(rows, cols)| GemvShape { format, rows, cols })
         })

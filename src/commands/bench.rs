@@ -45,9 +45,11 @@ pub struct Args {
     /// Skip the end-to-end rows.
     #[arg(long)]
     pub kernels_only: bool,
-    /// Skip the kernel tables (bandwidth floors and kernels; end-to-end rows only).
-    #[arg(long, conflicts_with = "kernels_only")]
-    pub end_to_end_only: bool,
+    /// The tables to print: `gemv` (bandwidth floors and matrix-vector kernels), `gemm`
+    /// (matrix-matrix kernels against one matrix-vector product per token), `end-to-end`
+    /// (--kernels-only drops it).
+    #[arg(long, value_delimiter = ',', default_value = "gemv,gemm,end-to-end")]
+    pub tables: Vec<String>,
     /// llama.cpp's llama-bench binary, to add its figures.
     #[arg(long, requires = "gguf")]
     pub llama_bench: Option<PathBuf>,
@@ -61,12 +63,25 @@ const HOT_BYTES: usize = 4 * MIB;
 const COLD_BYTES: usize = 1024 * MIB;
 
 pub fn run(args: Args) -> Result<()> {
-    if !args.end_to_end_only {
-        let floors = Floors::measure();
-        floors.print();
-        kernels_table(&floors)?;
+    const TABLES: [&str; 3] = ["gemv", "gemm", "end-to-end"];
+    if let Some(t) = args.tables.iter().find(|t| !TABLES.contains(&t.as_str())) {
+        bail!("--tables: unknown table `{t}` (gemv, gemm, end-to-end)");
     }
-    if !args.kernels_only {
+    let table = |name: &str| args.tables.iter().any(|t| t == name);
+    if table("gemv") || table("gemm") {
+        let dir = tempfile_dir()?;
+        let native = generated_kernels(&dir)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        if table("gemv") {
+            let floors = Floors::measure();
+            floors.print();
+            kernels_table(&native, &floors)?;
+        }
+        if table("gemm") {
+            gemm_table(&native)?;
+        }
+    }
+    if table("end-to-end") && !args.kernels_only {
         end_to_end(&args)?;
     }
     if let (Some(bin), Some(gguf)) = (&args.llama_bench, &args.gguf) {
@@ -223,10 +238,7 @@ fn generated_kernels(
     bail!("paretoqc bench measures generated kernels: build with `--features llvm`")
 }
 
-fn kernels_table(floors: &Floors) -> Result<()> {
-    let dir = tempfile_dir()?;
-    let native = generated_kernels(&dir)?;
-    let _ = std::fs::remove_dir_all(&dir);
+fn kernels_table(native: &dyn Kernels, floors: &Floors) -> Result<()> {
     println!("## Matrix-vector kernels (generated)\n");
     println!("Hot: one matrix, read from cache; floor = bytes / cache bandwidth. Cold: rotating over copies");
     println!("filling 1 GiB; floor = bytes / memory bandwidth. x floor = time / floor (1.0 is the floor).");
@@ -235,10 +247,14 @@ fn kernels_table(floors: &Floors) -> Result<()> {
     println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for format in Format::ALL {
         for (rows, cols) in SHAPES {
-            kernel_rows(&native, floors, format, rows, cols)?;
+            kernel_rows(native, floors, format, rows, cols)?;
         }
     }
     println!();
+    Ok(())
+}
+
+fn gemm_table(native: &dyn Kernels) -> Result<()> {
     println!("## Matrix-matrix (prefill) kernels (generated)\n");
     println!("Time per token, hot (one matrix): one matrix-vector product per token (`gemv`, as");
     println!("prefill ran before the matrix-matrix kernels) against one product of {PREFILL_TOKENS} tokens");
@@ -249,7 +265,7 @@ fn kernels_table(floors: &Floors) -> Result<()> {
     println!("| --- | --- | --- | ---: | ---: | ---: | ---: |");
     for format in Format::ALL {
         for (rows, cols) in SHAPES {
-            gemm_rows(&native, format, rows, cols)?;
+            gemm_rows(native, format, rows, cols)?;
         }
     }
     println!();

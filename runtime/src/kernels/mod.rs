@@ -12,8 +12,11 @@ use std::ops::Range;
 
 /// Rows per parallel task: enough work per task to amortise scheduling.
 const ROWS_PER_TASK: usize = 64;
-/// Rows per parallel task of a matrix-matrix product (each row is the work of every token).
-const GEMM_ROWS_PER_TASK: usize = 16;
+/// Rows per parallel task of a matrix-matrix product: about 1024 token-rows each (a row is the
+/// work of every token), 16 to 64 rows.
+fn gemm_rows_per_task(tokens: usize) -> usize {
+    (1024 / tokens.max(1)).clamp(16, ROWS_PER_TASK)
+}
 
 /// The packed matrix-vector product: `y[r] = factor[r] · Σ_i level(code[r, i]) · x[i]` for `r` in
 /// `rows`, writing `y[r - rows.start]`.
@@ -189,7 +192,7 @@ pub fn linear_with(
     }
 }
 
-/// Runs `f(out, rows)` on chunks of `GEMM_ROWS_PER_TASK` rows in parallel, each writing its rows
+/// Runs `f(out, rows)` on chunks of `gemm_rows_per_task` rows in parallel, each writing its rows
 /// of every token (`out` is `[tokens, rows.len()]`), then gathers them into `y` `[tokens, rows]`.
 fn by_row_chunks(
     rows: usize,
@@ -197,17 +200,18 @@ fn by_row_chunks(
     y: &mut [f32],
     f: impl Fn(&mut [f32], Range<usize>) + Sync,
 ) {
-    let per_task = GEMM_ROWS_PER_TASK * tokens;
+    let chunk_rows = gemm_rows_per_task(tokens);
+    let per_task = chunk_rows * tokens;
     let mut chunks = vec![0f32; rows * tokens];
     chunks
         .par_chunks_mut(per_task)
         .enumerate()
         .for_each(|(i, out)| {
-            let r0 = i * GEMM_ROWS_PER_TASK;
+            let r0 = i * chunk_rows;
             f(out, r0..r0 + out.len() / tokens);
         });
     for (i, chunk) in chunks.chunks(per_task).enumerate() {
-        let (r0, n) = (i * GEMM_ROWS_PER_TASK, chunk.len() / tokens);
+        let (r0, n) = (i * chunk_rows, chunk.len() / tokens);
         for (t, part) in chunk.chunks_exact(n).enumerate() {
             y[t * rows + r0..t * rows + r0 + n].copy_from_slice(part);
         }

@@ -19,10 +19,10 @@
 //! sums, and so the outputs, equal the matrix-vector kernel's exactly.
 
 use super::gemv::{
-    accumulate_segments, block_loop, declare, err, segment_widths, sum_accumulators,
-    zeroed_accumulators, Emitter, GemvShape, Result, RowLoop, Segment,
+    accumulate_segments, block_loop, declare, err, segment_widths, zeroed_accumulators, Emitter,
+    GemvShape, Result, RowLoop, Segment,
 };
-use super::gemv_int8::{level_map, reduce_add, row_output};
+use super::gemv_int8::{level_map, row_output};
 use super::{CodegenError, Int8Act};
 use inkwell::context::Context;
 use inkwell::module::Module;
@@ -77,12 +77,19 @@ trait Kind<'ctx> {
         valid: Option<usize>,
         tokens: &[(Self::Token, Vec<PointerValue<'ctx>>)],
     ) -> Result<()>;
-    /// A token's row output before the row factor.
-    fn finish(
+    /// A token's accumulators as one vector of a power of two lanes (at most 16) whose lane sum
+    /// is its dot product.
+    fn lanes(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        accs: &[PointerValue<'ctx>],
+    ) -> Result<VectorValue<'ctx>>;
+    /// A token's row output before the row factor, from its lane sum.
+    fn output(
         &self,
         e: &Emitter<'_, 'ctx>,
         token: &Self::Token,
-        accs: &[PointerValue<'ctx>],
+        sum: BasicValueEnum<'ctx>,
     ) -> Result<FloatValue<'ctx>>;
 }
 
@@ -201,13 +208,32 @@ impl<'ctx> Kind<'ctx> for F32<'ctx> {
         accumulate_segments(e, &segs, &self.slots, &tokens, xbase, valid)
     }
 
-    fn finish(
+    fn lanes(
         &self,
         e: &Emitter<'_, 'ctx>,
-        _: &PointerValue<'ctx>,
         accs: &[PointerValue<'ctx>],
+    ) -> Result<VectorValue<'ctx>> {
+        let loaded = self
+            .widths
+            .iter()
+            .zip(accs)
+            .map(|(&w, &a)| {
+                Ok(e.b
+                    .build_load(e.f32v(w), a, "acc.v")
+                    .map_err(err)?
+                    .into_vector_value())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        concat_padded(e, &loaded)
+    }
+
+    fn output(
+        &self,
+        _: &Emitter<'_, 'ctx>,
+        _: &PointerValue<'ctx>,
+        sum: BasicValueEnum<'ctx>,
     ) -> Result<FloatValue<'ctx>> {
-        sum_accumulators(e, &self.widths, accs)
+        Ok(sum.into_float_value())
     }
 }
 
@@ -284,15 +310,132 @@ impl<'ctx> Kind<'ctx> for Int8<'ctx> {
         Ok(())
     }
 
-    fn finish(
+    fn lanes(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        accs: &[PointerValue<'ctx>],
+    ) -> Result<VectorValue<'ctx>> {
+        let ty = e.ctx.i32_type().vec_type(16);
+        Ok(e.b
+            .build_load(ty, accs[0], "acc.v")
+            .map_err(err)?
+            .into_vector_value())
+    }
+
+    fn output(
         &self,
         e: &Emitter<'_, 'ctx>,
         tok: &Int8Token<'ctx>,
-        accs: &[PointerValue<'ctx>],
+        sum: BasicValueEnum<'ctx>,
     ) -> Result<FloatValue<'ctx>> {
-        let total = reduce_add(e, accs[0])?;
-        row_output(e, total, tok.sum, tok.scale, self.level_map)
+        row_output(e, sum.into_int_value(), tok.sum, tok.scale, self.level_map)
     }
+}
+
+/// `<n x T>` from lanes `idx` of `a ++ b` (an index of n or more picks from `b`).
+fn shuffle<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    a: VectorValue<'ctx>,
+    b: VectorValue<'ctx>,
+    idx: &[u32],
+) -> Result<VectorValue<'ctx>> {
+    let idx: Vec<_> = idx
+        .iter()
+        .map(|&i| e.ctx.i32_type().const_int(i as u64, false))
+        .collect();
+    e.b.build_shuffle_vector(a, b, VectorType::const_vector(&idx), "shuf")
+        .map_err(err)
+}
+
+/// The vectors' lanes one after another, zero-padded to a power of two lanes.
+fn concat_padded<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    vs: &[VectorValue<'ctx>],
+) -> Result<VectorValue<'ctx>> {
+    let mut v = vs[0];
+    for &next in &vs[1..] {
+        let (n, m) = (v.get_type().get_size(), next.get_type().get_size());
+        // Both widened to the wider one's lanes (extra lanes zero), then joined.
+        let w = n.max(m);
+        let widen = |x: VectorValue<'ctx>, k: u32| {
+            let zero = x.get_type().const_zero();
+            shuffle(
+                e,
+                x,
+                zero,
+                &(0..w)
+                    .map(|i| if i < k { i } else { k })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (a, b) = (widen(v, n)?, widen(next, m)?);
+        let idx: Vec<u32> = (0..n).chain(w..w + m).collect();
+        v = shuffle(e, a, b, &idx)?;
+    }
+    let n = v.get_type().get_size();
+    if n.is_power_of_two() {
+        return Ok(v);
+    }
+    let zero = v.get_type().const_zero();
+    let idx: Vec<u32> = (0..n.next_power_of_two()).map(|i| i.min(n)).collect();
+    shuffle(e, v, zero, &idx)
+}
+
+/// The lane sums of k vectors of the same power-of-two width W ≥ k, as one `<k x T>` vector, by a
+/// tree of shuffles and adds: pairs of vectors first fold into one with half the lanes per
+/// vector, then the last vector's lanes of each vector fold in halves. Integer sums are exact;
+/// f32 sums are in a tree order.
+fn lane_sums<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    mut vs: Vec<VectorValue<'ctx>>,
+) -> Result<VectorValue<'ctx>> {
+    let add = |a: VectorValue<'ctx>, b: VectorValue<'ctx>| -> Result<VectorValue<'ctx>> {
+        if a.get_type().get_element_type().is_float_type() {
+            e.b.build_float_add(a, b, "fold").map_err(err)
+        } else {
+            e.b.build_int_add(a, b, "fold").map_err(err)
+        }
+    };
+    let w = vs[0].get_type().get_size();
+    let k = vs.len() as u32;
+    if !k.is_power_of_two() || !w.is_power_of_two() || k > w {
+        return Err(format!("cannot fold {k} vectors of {w} lanes"));
+    }
+    // Lanes per token in each vector.
+    let mut lanes = w;
+    while vs.len() > 1 {
+        let (per, half) = (w / lanes, lanes / 2);
+        let pick = |off: u32| -> Vec<u32> {
+            (0..2 * per)
+                .flat_map(|j| {
+                    let base = if j < per { 0 } else { w } + (j % per) * lanes + off;
+                    base..base + half
+                })
+                .collect()
+        };
+        vs = vs
+            .chunks_exact(2)
+            .map(|p| {
+                add(
+                    shuffle(e, p[0], p[1], &pick(0))?,
+                    shuffle(e, p[0], p[1], &pick(half))?,
+                )
+            })
+            .collect::<Result<_>>()?;
+        lanes = half;
+    }
+    let mut v = vs[0];
+    while lanes > 1 {
+        let half = lanes / 2;
+        let pick = |off: u32| -> Vec<u32> {
+            (0..k)
+                .flat_map(|j| j * lanes + off..j * lanes + off + half)
+                .collect()
+        };
+        v = add(shuffle(e, v, v, &pick(0))?, shuffle(e, v, v, &pick(half))?)?;
+        lanes = half;
+    }
+    Ok(v)
 }
 
 /// Declares `symbol` with `(codes, factor, <extra>, tokens, y, y_stride, row_begin, row_end)` and
@@ -371,8 +514,15 @@ fn emit_tiled<'ctx, K: Kind<'ctx>>(
         block_loop(e, f, shape, row.row_codes, |bp, xbase, valid| {
             kind.block(e, bp, xbase, valid, &tile_state)
         })?;
-        for ((tok, accs), yt) in tile_state.iter().zip(&ys) {
-            let value = kind.finish(e, tok, accs)?;
+        let lanes = tile_state
+            .iter()
+            .map(|(_, accs)| kind.lanes(e, accs))
+            .collect::<Result<Vec<_>>>()?;
+        let sums = lane_sums(e, lanes)?;
+        for (i, ((tok, _), yt)) in tile_state.iter().zip(&ys).enumerate() {
+            let idx = ctx.i32_type().const_int(i as u64, false);
+            let sum = e.b.build_extract_element(sums, idx, "sum").map_err(err)?;
+            let value = kind.output(e, tok, sum)?;
             row.store(e, factor, *yt, value)?;
         }
         row.next(e)?;

@@ -283,10 +283,7 @@ pub fn emit_gemv_i8<'ctx>(
     Ok(f)
 }
 
-pub(super) fn reduce_add<'ctx>(
-    e: &Emitter<'_, 'ctx>,
-    acc: PointerValue<'ctx>,
-) -> Result<IntValue<'ctx>> {
+fn reduce_add<'ctx>(e: &Emitter<'_, 'ctx>, acc: PointerValue<'ctx>) -> Result<IntValue<'ctx>> {
     let v =
         e.b.build_load(e.ctx.i32_type().vec_type(16), acc, "acc.v")
             .map_err(err)?;
