@@ -341,6 +341,52 @@ fn zero_shot_on_an_artifact_matches_the_interpreter() {
     }
 }
 
+/// Prefill of several tokens runs the matrix-matrix kernels (`gemm` roles); an artifact made before
+/// them (the same artifact without those roles) still loads and runs one matrix-vector product per
+/// token, with the same logits up to rounding (f32; the sums are in another order) or exactly
+/// (int8 activations: the same integer sums).
+#[cfg(feature = "llvm")]
+#[test]
+fn artifacts_without_gemm_kernels_run_prefill_per_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = testdata("models/tiny-llama");
+    for (name, quant) in [
+        ("f32", vec!["--bits", "2"]),
+        ("int8", vec!["--bits", "2", "--act", "int8"]),
+    ] {
+        let want = logits(dir.path(), &model, &quant[..2], &format!("interp-{name}"));
+        let art = compile(dir.path(), &format!("gemm-{name}"), &quant, "x86");
+        let with_gemm = logits(dir.path(), &art, &[], &format!("gemm-{name}"));
+        let manifest = art.join("manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+        let kernels = m["kernels"].as_object_mut().unwrap();
+        let roles = kernels.len();
+        kernels.retain(|role, _| !role.starts_with("gemm"));
+        assert!(
+            kernels.len() < roles,
+            "no gemm roles in {}",
+            manifest.display()
+        );
+        std::fs::write(&manifest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+        let per_token = logits(dir.path(), &art, &[], &format!("gemv-{name}"));
+        let err = rel_err(&per_token, &with_gemm);
+        if name == "int8" {
+            assert_eq!(
+                per_token, with_gemm,
+                "int8 activations: gemm vs per-token gemv"
+            );
+        } else {
+            assert!(err < 1e-5, "gemm vs per-token gemv: relative error {err}");
+            let err = rel_err(&per_token, &want);
+            assert!(
+                err < 1e-4,
+                "per-token gemv vs interpreter: relative error {err}"
+            );
+        }
+    }
+}
+
 /// `--act int8` (dynamic per-token int8 activations, integer kernels): logits close to the
 /// interpreter's but not equal (the activations are rounded to 8 bits).
 #[test]

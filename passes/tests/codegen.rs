@@ -5,8 +5,8 @@
 use paretoqc_runtime::format::Format;
 use paretoqc_runtime::kernels::native::Native;
 use paretoqc_runtime::kernels::reference::Reference;
-use paretoqc_runtime::kernels::{Kernels, QuantizedX};
-use paretoqc_runtime::model::{level, row_factor, PackedMatrix};
+use paretoqc_runtime::kernels::{linear_with, Activations, Kernels, QuantizedRows, QuantizedX};
+use paretoqc_runtime::model::{level, row_factor, Matrix, PackedMatrix};
 use pqc::codegen::x86::{compile_kernels, GemvShape};
 use std::collections::BTreeMap;
 
@@ -142,6 +142,187 @@ fn check_kernels_against_reference(cpu: &str) {
     }
 }
 
+/// The matrix-matrix (prefill) kernels against the reference (one dequantized product per token)
+/// for token counts around the tile (8 tokens with AVX-512, 4 with AVX2), shapes with tails, every
+/// format; the int8 ones against the int8 matrix-vector kernel exactly (same integer sums); and,
+/// without the gemm roles (an older artifact), the per-token fallback.
+#[test]
+fn generated_gemm_matches_the_reference_on_random_shapes() {
+    for cpu in ["native", "x86-64-v3"] {
+        check_gemm_against_reference(cpu);
+    }
+}
+
+fn load(
+    k: &pqc::codegen::x86::Kernels,
+    dir: &std::path::Path,
+    keep: impl Fn(&str) -> bool,
+) -> Native {
+    let so = dir.join("kernels.so");
+    std::fs::write(&so, &k.shared_object).unwrap();
+    let symbols: BTreeMap<String, String> = k
+        .symbols
+        .iter()
+        .filter(|(role, _)| keep(role))
+        .map(|(r, s)| (r.clone(), s.clone()))
+        .collect();
+    Native::load(&so, &symbols, &k.cpu).expect("kernels load")
+}
+
+fn check_gemm_against_reference(cpu: &str) {
+    let shapes: Vec<GemvShape> = Format::ALL
+        .iter()
+        .flat_map(|&format| {
+            [
+                (1, 1),
+                (3, 5),
+                (7, 63),
+                (2, 64),
+                (5, 65),
+                (9, 100),
+                (4, 576),
+                (70, 129),
+            ]
+            .map(|(rows, cols)| GemvShape { format, rows, cols })
+        })
+        .collect();
+    let k = compile_kernels(&shapes, cpu, true, None).expect("kernels compile");
+    assert!(
+        k.symbols.keys().any(|r| r.starts_with("gemm.")),
+        "{:?}",
+        k.symbols
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let native = load(&k, dir.path(), |_| true);
+    let old_dir = tempfile::tempdir().unwrap();
+    let old = load(&k, old_dir.path(), |role| !role.starts_with("gemm"));
+    let mut rng = Lcg(11);
+    for s in &shapes {
+        let matrix = Matrix::Packed(random_matrix(s.format, s.rows, s.cols, &mut rng));
+        let Matrix::Packed(m) = &matrix else {
+            unreachable!()
+        };
+        for tokens in (1..=9).chain([17]) {
+            let x: Vec<f32> = (0..tokens * s.cols).map(|_| rng.f32()).collect();
+            let n = s.rows;
+            let mut want = vec![0.0; tokens * n];
+            let mut got = vec![f32::NAN; tokens * n];
+            Reference.packed_gemm(m, &x, tokens, &mut want, 0..n);
+            native.packed_gemm(m, &x, tokens, &mut got, 0..n);
+            // Relative to factor · Σ|level · x| (the sums cancel: the outputs can be far smaller).
+            let rb = s.format.row_bytes(s.cols);
+            for t in 0..tokens {
+                let xt = &x[t * s.cols..(t + 1) * s.cols];
+                for r in 0..n {
+                    let codes = s.format.unpack_row(&m.codes[r * rb..(r + 1) * rb], s.cols);
+                    let size: f32 = codes
+                        .iter()
+                        .zip(xt)
+                        .map(|(&c, v)| (level(s.format, c) * v).abs())
+                        .sum();
+                    let (w, g) = (want[t * n + r], got[t * n + r]);
+                    assert!(
+                        (w - g).abs() <= 1e-6 * m.factor[r] * size + 1e-12,
+                        "{cpu} {s:?} tokens {tokens} token {t} row {r}: reference {w}, gemm {g}"
+                    );
+                }
+            }
+            // `linear_with` (several tokens) splits the rows over tasks and gathers them: the
+            // same numbers.
+            if tokens > 1 {
+                let mut linear = vec![f32::NAN; tokens * n];
+                linear_with(&native, &matrix, &x, tokens, &mut linear, Activations::F32);
+                assert_eq!(linear, got, "{cpu} {s:?} tokens {tokens}: linear_with");
+            }
+            // The fallback is the matrix-vector kernel, token by token.
+            let mut fallback = vec![f32::NAN; tokens * n];
+            old.packed_gemm(m, &x, tokens, &mut fallback, 0..n);
+            for t in 0..tokens {
+                let mut one = vec![0.0; n];
+                native.packed_gemv(m, &x[t * s.cols..(t + 1) * s.cols], &mut one, 0..n);
+                assert_eq!(
+                    &fallback[t * n..(t + 1) * n],
+                    &one[..],
+                    "{cpu} {s:?} fallback"
+                );
+            }
+            // A row range in the middle writes only its rows, for every token.
+            if n > 2 {
+                let mut part = vec![f32::NAN; tokens * (n - 2)];
+                native.packed_gemm(m, &x, tokens, &mut part, 1..n - 1);
+                for t in 0..tokens {
+                    assert_eq!(
+                        &part[t * (n - 2)..(t + 1) * (n - 2)],
+                        &got[t * n + 1..(t + 1) * n - 1],
+                        "{cpu} {s:?} tokens {tokens} rows 1.."
+                    );
+                }
+            }
+            if s.format == Format::Int8 {
+                continue;
+            }
+            let xq = QuantizedRows::new(&x, s.cols);
+            let mut got_i8 = vec![f32::NAN; tokens * n];
+            let mut old_i8 = vec![f32::NAN; tokens * n];
+            native.packed_gemm_i8(m, &xq, &mut got_i8, 0..n);
+            old.packed_gemm_i8(m, &xq, &mut old_i8, 0..n);
+            if tokens > 1 {
+                let mut linear = vec![f32::NAN; tokens * n];
+                linear_with(&native, &matrix, &x, tokens, &mut linear, Activations::Int8);
+                assert_eq!(
+                    linear, got_i8,
+                    "{cpu} {s:?} tokens {tokens}: linear_with int8"
+                );
+            }
+            for t in 0..tokens {
+                let mut want_i8 = vec![0.0; n];
+                let mut gemv_i8 = vec![0.0; n];
+                Reference.packed_gemv_i8(m, &xq.token(t), &mut want_i8, 0..n);
+                native.packed_gemv_i8(m, &xq.token(t), &mut gemv_i8, 0..n);
+                let g = &got_i8[t * n..(t + 1) * n];
+                assert_eq!(
+                    g,
+                    &gemv_i8[..],
+                    "{cpu} {s:?} tokens {tokens} token {t}: gemm_i8 vs gemv_i8"
+                );
+                assert_eq!(
+                    &old_i8[t * n..(t + 1) * n],
+                    &gemv_i8[..],
+                    "{cpu} {s:?} i8 fallback"
+                );
+                let scale = want_i8.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
+                for (r, (w, g)) in want_i8.iter().zip(g).enumerate() {
+                    assert!(
+                        (w - g).abs() <= 1e-5 * scale,
+                        "{cpu} {s:?} tokens {tokens} int8 token {t} row {r}: reference {w}, gemm {g}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `Native::load` refuses a role it does not know, naming it.
+#[test]
+fn unknown_kernel_roles_are_refused() {
+    let shape = GemvShape {
+        format: Format::Int2,
+        rows: 2,
+        cols: 64,
+    };
+    let k = compile_kernels(&[shape], "x86-64-v3", false, None).expect("kernels compile");
+    let dir = tempfile::tempdir().unwrap();
+    let so = dir.path().join("kernels.so");
+    std::fs::write(&so, &k.shared_object).unwrap();
+    let mut symbols = k.symbols.clone();
+    symbols.insert("gemx.2.2x64".into(), "pqc_gemm_q2_2x64".into());
+    let e = Native::load(&so, &symbols, &k.cpu).err().expect("refused");
+    assert!(
+        e.to_string().contains("unknown kernel role `gemx.2.2x64`"),
+        "{e}"
+    );
+}
+
 /// The LLVM IR we emit, before optimisation, for each width on a 4 x 100 matrix (one full block
 /// and a masked tail of 36 weights): the snapshot shows each format's decoding.
 #[test]
@@ -158,4 +339,21 @@ fn llvm_ir_before_optimisation_per_width() {
         let name = format!("gemv_{}", shape.symbol());
         insta::assert_snapshot!(name, module.print_to_string().to_string());
     }
+}
+
+/// The matrix-matrix kernel's IR before optimisation at 2 bits (tile of 4 tokens, then 2 and 1),
+/// 4 x 100: the token tiles, the shared row and block loops, one accumulator per token.
+#[test]
+fn llvm_ir_of_a_gemm_before_optimisation() {
+    let ctx = inkwell::context::Context::create();
+    let module = ctx.create_module("pqc_kernels");
+    let shape = GemvShape {
+        format: Format::Int2,
+        rows: 4,
+        cols: 100,
+    };
+    pqc::codegen::x86::gemm::emit_gemm(&ctx, &module, shape, 4).expect("gemm");
+    module.verify().expect("verifies");
+    let name = format!("gemm_{}", pqc::codegen::x86::gemm::symbol(&shape));
+    insta::assert_snapshot!(name, module.print_to_string().to_string());
 }

@@ -28,8 +28,9 @@ pub struct Manifest {
     pub activations: String,
     /// Projection module -> bit width ("1", "1.58", "2", "3", "4" or "16").
     pub projections: BTreeMap<String, String>,
-    /// Kernel symbols in `kernels.so`, by role (`gemv.<bits>.<rows>x<cols>`); empty for the
-    /// portable target.
+    /// Kernel symbols in `kernels.so`, by role (`gemv.<bits>.<rows>x<cols>`, `gemv_i8.…`, and
+    /// the matrix-matrix `gemm.…`/`gemm_i8.…`, which older artifacts lack); empty for the portable
+    /// target.
     pub kernels: BTreeMap<String, String>,
     /// File name -> checksum, for every other file of the artifact.
     pub files: BTreeMap<String, FileSum>,

@@ -3,7 +3,9 @@
 //! 1. Read bandwidth floors: one 4 MiB buffer read over and over (cache-resident) and a rotation
 //!    over 1 GiB of buffers (memory), with 1 and 2 threads.
 //! 2. Each format's generated matrix-vector kernel on 4096x4096 and SmolLM2-135M's shapes, hot
-//!    (one matrix) and cold (rotating over copies filling 1 GiB), beside the floor for its bytes.
+//!    (one matrix) and cold (rotating over copies filling 1 GiB), beside the floor for its bytes;
+//!    then the matrix-matrix (prefill) kernel on the same shapes: time per token of one product of
+//!    16 tokens against 16 matrix-vector products.
 //! 3. End to end on a model (SmolLM2-135M by default): for each width, compile, then prefill and
 //!    decode tokens/s with 1 and 2 threads, and perplexity on a text.
 //! 4. With `--llama-bench BIN --gguf FILE`: llama.cpp's own prefill/decode figures, same machine.
@@ -46,6 +48,11 @@ pub struct Args {
     /// Widths of the kernel rows (1, 1.58, 2, 3, 4, 8).
     #[arg(long, value_delimiter = ',', default_value = "1,1.58,2,3,4,8")]
     pub kernel_bits: Vec<String>,
+    /// The tables to print: `gemv` (bandwidth floors and matrix-vector kernels), `gemm`
+    /// (matrix-matrix kernels against one matrix-vector product per token), `end-to-end`
+    /// (--kernels-only drops it).
+    #[arg(long, value_delimiter = ',', default_value = "gemv,gemm,end-to-end")]
+    pub tables: Vec<String>,
     /// llama.cpp's llama-bench binary, to add its figures.
     #[arg(long, requires = "gguf")]
     pub llama_bench: Option<PathBuf>,
@@ -68,10 +75,25 @@ pub fn run(args: Args) -> Result<()> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let floors = Floors::measure();
-    floors.print();
-    kernels_table(&floors, &formats)?;
-    if !args.kernels_only {
+    const TABLES: [&str; 3] = ["gemv", "gemm", "end-to-end"];
+    if let Some(t) = args.tables.iter().find(|t| !TABLES.contains(&t.as_str())) {
+        bail!("--tables: unknown table `{t}` (gemv, gemm, end-to-end)");
+    }
+    let table = |name: &str| args.tables.iter().any(|t| t == name);
+    if table("gemv") || table("gemm") {
+        let dir = tempfile_dir()?;
+        let native = generated_kernels(&dir)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        if table("gemv") {
+            let floors = Floors::measure();
+            floors.print();
+            kernels_table(&native, &floors, &formats)?;
+        }
+        if table("gemm") {
+            gemm_table(&native)?;
+        }
+    }
+    if table("end-to-end") && !args.kernels_only {
         end_to_end(&args)?;
     }
     if let (Some(bin), Some(gguf)) = (&args.llama_bench, &args.gguf) {
@@ -228,10 +250,7 @@ fn generated_kernels(
     bail!("paretoqc bench measures generated kernels: build with `--features llvm`")
 }
 
-fn kernels_table(floors: &Floors, formats: &[Format]) -> Result<()> {
-    let dir = tempfile_dir()?;
-    let native = generated_kernels(&dir)?;
-    let _ = std::fs::remove_dir_all(&dir);
+fn kernels_table(native: &dyn Kernels, floors: &Floors, formats: &[Format]) -> Result<()> {
     println!("## Matrix-vector kernels (generated)\n");
     println!("Hot: one matrix, read from cache; floor = bytes / cache bandwidth. Cold: rotating over copies");
     println!("filling 1 GiB; floor = bytes / memory bandwidth. x floor = time / floor (1.0 is the floor).");
@@ -240,11 +259,79 @@ fn kernels_table(floors: &Floors, formats: &[Format]) -> Result<()> {
     println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for &format in formats {
         for (rows, cols) in SHAPES {
-            kernel_rows(&native, floors, format, rows, cols)?;
+            kernel_rows(native, floors, format, rows, cols)?;
         }
     }
     println!();
     Ok(())
+}
+
+fn gemm_table(native: &dyn Kernels) -> Result<()> {
+    println!("## Matrix-matrix (prefill) kernels (generated)\n");
+    println!("Time per token, hot (one matrix): one matrix-vector product per token (`gemv`, as");
+    println!("prefill ran before the matrix-matrix kernels) against one product of {PREFILL_TOKENS} tokens");
+    println!(
+        "(`gemm`, each block decoded once per tile of tokens). act int8 includes quantizing x.\n"
+    );
+    println!("| bits | act | shape | threads | gemv us/token | gemm us/token | speedup |");
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: |");
+    for format in Format::ALL {
+        for (rows, cols) in SHAPES {
+            gemm_rows(native, format, rows, cols)?;
+        }
+    }
+    println!();
+    Ok(())
+}
+
+/// Tokens of one matrix-matrix product in the kernel table.
+const PREFILL_TOKENS: usize = 16;
+
+/// The matrix-matrix rows of one format and shape: each activation kind, 1 and 2 threads.
+fn gemm_rows(native: &dyn Kernels, format: Format, rows: usize, cols: usize) -> Result<()> {
+    let m = Matrix::Packed(random_packed(format, rows, cols, 1));
+    let t = PREFILL_TOKENS;
+    let x: Vec<f32> = (0..t * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut y = vec![0.0f32; t * rows];
+    for act in activations(format) {
+        for threads in [1usize, 2] {
+            let p = pool(threads)?;
+            let per_token = p.install(|| {
+                time_per_call(|_| {
+                    for (xt, yt) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
+                        linear_with(native, &m, xt, 1, yt, act);
+                    }
+                })
+            }) / t as f64;
+            let batched = p
+                .install(|| time_per_call(|_| linear_with(native, &m, &x, t, &mut y, act)))
+                / t as f64;
+            println!(
+                "| {format} | {} | {rows}x{cols} | {threads} | {:.2} | {:.2} | {:.2} |",
+                act_name(act),
+                per_token * 1e6,
+                batched * 1e6,
+                per_token / batched
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The activation kinds a format has kernels for (the 8-bit head is f32 only).
+fn activations(format: Format) -> Vec<Activations> {
+    if format == Format::Int8 {
+        vec![Activations::F32]
+    } else {
+        vec![Activations::F32, Activations::Int8]
+    }
+}
+
+fn act_name(act: Activations) -> &'static str {
+    match act {
+        Activations::Int8 => "int8",
+        Activations::F32 => "f32",
+    }
 }
 
 /// The rows of one format and shape: each activation kind, 1 and 2 threads.
@@ -262,12 +349,7 @@ fn kernel_rows(
         .collect();
     let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
     let mut y = vec![0.0f32; rows];
-    let acts: &[Activations] = if format == Format::Int8 {
-        &[Activations::F32]
-    } else {
-        &[Activations::F32, Activations::Int8]
-    };
-    for &act in acts {
+    for act in activations(format) {
         for (slot, threads) in [1usize, 2].into_iter().enumerate() {
             let p = pool(threads)?;
             let hot =
@@ -277,13 +359,9 @@ fn kernel_rows(
             });
             let hot_floor = bytes as f64 / floors.cache[slot];
             let cold_floor = bytes as f64 / floors.memory[slot];
-            let act_name = if act == Activations::Int8 {
-                "int8"
-            } else {
-                "f32"
-            };
             println!(
-                "| {format} | {act_name} | {rows}x{cols} | {bytes} | {threads} | {:.1} | {:.2} | {:.1} | {:.2} |",
+                "| {format} | {} | {rows}x{cols} | {bytes} | {threads} | {:.1} | {:.2} | {:.1} | {:.2} |",
+                act_name(act),
                 hot * 1e6,
                 hot / hot_floor,
                 cold * 1e6,

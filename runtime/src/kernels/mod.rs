@@ -1,6 +1,7 @@
-//! Kernels: the packed matrix-vector product comes from a `Kernels` implementation (generated code
-//! loaded from `kernels.so`, or the portable Rust reference); `linear` splits rows across the
-//! thread pool and runs one product per token.
+//! Kernels: the packed matrix-vector and matrix-matrix products come from a `Kernels`
+//! implementation (generated code loaded from `kernels.so`, or the portable Rust reference);
+//! `linear` splits rows across the thread pool: one matrix-vector product for one token, one
+//! matrix-matrix product (every 64-weight block decoded once for a tile of tokens) for several.
 
 pub mod native;
 pub mod ops;
@@ -13,6 +14,11 @@ use std::ops::Range;
 
 /// Rows per parallel task: enough work per task to amortise scheduling.
 const ROWS_PER_TASK: usize = 64;
+/// Rows per parallel task of a matrix-matrix product: about 1024 token-rows each (a row is the
+/// work of every token), 16 to 64 rows.
+fn gemm_rows_per_task(tokens: usize) -> usize {
+    (1024 / tokens.max(1)).clamp(16, ROWS_PER_TASK)
+}
 
 /// The kernels of a decoder: the packed matrix-vector product `y[r] = factor[r] · Σ_i
 /// level(code[r, i]) · x[i]` for `r` in `rows` (writing `y[r - rows.start]`), and the layer's
@@ -45,6 +51,30 @@ pub trait Kernels: Send + Sync {
     fn attend(&self, a: &HeadAttention, scores: &mut [f32], out: &mut [f32]) {
         ops::attend(a, scores, out)
     }
+    /// The product for the `tokens` rows of `x` (`[tokens, m.cols]`): `y[t · rows.len() + r -
+    /// rows.start] = factor[r] · Σ_i level(code[r, i]) · x[t, i]`. By default one `packed_gemv`
+    /// per token.
+    fn packed_gemm(
+        &self,
+        m: &PackedMatrix,
+        x: &[f32],
+        tokens: usize,
+        y: &mut [f32],
+        rows: Range<usize>,
+    ) {
+        reference::gemm_by_gemv(self, m, x, tokens, y, rows)
+    }
+    /// `packed_gemm` with int8 activations, `y[t · rows.len() + r - rows.start]`. By default one
+    /// `packed_gemv_i8` per token.
+    fn packed_gemm_i8(
+        &self,
+        m: &PackedMatrix,
+        x: &QuantizedRows,
+        y: &mut [f32],
+        rows: Range<usize>,
+    ) {
+        reference::gemm_i8_by_gemv(self, m, x, y, rows)
+    }
 }
 
 /// One token's activations as i8 with one scale (absmax / 127), zero-padded to whole 64-weight
@@ -65,6 +95,49 @@ impl QuantizedX {
         }
         let sum = q.iter().map(|&v| v as i32).sum();
         QuantizedX { q, scale, sum }
+    }
+}
+
+/// Several tokens' activations, each quantized as `QuantizedX`: token t's codes are
+/// `q[t · stride ..][..stride]` (`stride` = the row length padded to whole blocks).
+pub struct QuantizedRows {
+    pub q: Vec<i8>,
+    pub stride: usize,
+    pub scale: Vec<f32>,
+    pub sum: Vec<i32>,
+}
+
+impl QuantizedRows {
+    /// Quantizes each row of `cols` values of `x`.
+    pub fn new(x: &[f32], cols: usize) -> QuantizedRows {
+        let stride = cols.div_ceil(crate::format::BLOCK) * crate::format::BLOCK;
+        let tokens = x.len().checked_div(cols).unwrap_or(0);
+        let mut out = QuantizedRows {
+            q: Vec::with_capacity(tokens * stride),
+            stride,
+            scale: Vec::with_capacity(tokens),
+            sum: Vec::with_capacity(tokens),
+        };
+        for row in x.chunks_exact(cols.max(1)) {
+            let t = QuantizedX::new(row);
+            out.q.extend_from_slice(&t.q);
+            out.scale.push(t.scale);
+            out.sum.push(t.sum);
+        }
+        out
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.scale.len()
+    }
+
+    /// Token t alone.
+    pub fn token(&self, t: usize) -> QuantizedX {
+        QuantizedX {
+            q: self.q[t * self.stride..(t + 1) * self.stride].to_vec(),
+            scale: self.scale[t],
+            sum: self.sum[t],
+        }
     }
 }
 
@@ -106,6 +179,19 @@ pub fn linear_with(
                 })
         }
         Matrix::Packed(p)
+            if tokens > 1
+                && act == Activations::Int8
+                && p.format != crate::format::Format::Int8 =>
+        {
+            let xq = QuantizedRows::new(x, cols);
+            by_row_chunks(rows, tokens, y, |out, r| k.packed_gemm_i8(p, &xq, out, r));
+        }
+        Matrix::Packed(p) if tokens > 1 => {
+            by_row_chunks(rows, tokens, y, |out, r| {
+                k.packed_gemm(p, x, tokens, out, r)
+            });
+        }
+        Matrix::Packed(p)
             if act == Activations::Int8 && p.format != crate::format::Format::Int8 =>
         {
             for (xt, yt) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
@@ -127,6 +213,32 @@ pub fn linear_with(
                         k.packed_gemv(p, xt, ys, r0..r0 + ys.len());
                     });
             }
+        }
+    }
+}
+
+/// Runs `f(out, rows)` on chunks of `gemm_rows_per_task` rows in parallel, each writing its rows
+/// of every token (`out` is `[tokens, rows.len()]`), then gathers them into `y` `[tokens, rows]`.
+fn by_row_chunks(
+    rows: usize,
+    tokens: usize,
+    y: &mut [f32],
+    f: impl Fn(&mut [f32], Range<usize>) + Sync,
+) {
+    let chunk_rows = gemm_rows_per_task(tokens);
+    let per_task = chunk_rows * tokens;
+    let mut chunks = vec![0f32; rows * tokens];
+    chunks
+        .par_chunks_mut(per_task)
+        .enumerate()
+        .for_each(|(i, out)| {
+            let r0 = i * chunk_rows;
+            f(out, r0..r0 + out.len() / tokens);
+        });
+    for (i, chunk) in chunks.chunks(per_task).enumerate() {
+        let (r0, n) = (i * chunk_rows, chunk.len() / tokens);
+        for (t, part) in chunk.chunks_exact(n).enumerate() {
+            y[t * rows + r0..t * rows + r0 + n].copy_from_slice(part);
         }
     }
 }

@@ -6,10 +6,16 @@
 //! ABI (C): `void f(const uint8_t *codes, const float *factor, const float *x, float *y,
 //! uint64_t row_begin, uint64_t row_end)`, where `codes` and `factor` point at row 0 of the matrix
 //! and `y` at the output of `row_begin`.
+//!
+//! Matrix-matrix kernels (prefill; role `gemm.<bits>.<rows>x<cols>`, absent from artifacts made
+//! before them, which then run one gemv per token): `void f(const uint8_t *codes, const float
+//! *factor, const float *x, uint64_t x_stride, uint64_t tokens, float *y, uint64_t y_stride,
+//! uint64_t row_begin, uint64_t row_end)`: token t's activations are `x[t * x_stride ..]` (m.cols
+//! of them) and its output of row r is `y[t * y_stride + r - row_begin]`.
 
 use super::ops;
 use super::reference::Reference;
-use super::{Kernels, QuantizedX};
+use super::{Kernels, QuantizedRows, QuantizedX};
 use crate::error::ArtifactError;
 use crate::format::Format;
 use crate::model::PackedMatrix;
@@ -23,6 +29,28 @@ pub type GemvFn = unsafe extern "C" fn(*const u8, *const f32, *const f32, *mut f
 /// x_scale, x_sum, y, row_begin, row_end)`, xq zero-padded to whole 64-weight blocks.
 pub type GemvI8Fn =
     unsafe extern "C" fn(*const u8, *const f32, *const i8, f32, i32, *mut f32, u64, u64);
+
+/// The f32 matrix-matrix kernel (role `gemm.<bits>.<rows>x<cols>`, see above).
+pub type GemmFn =
+    unsafe extern "C" fn(*const u8, *const f32, *const f32, u64, u64, *mut f32, u64, u64, u64);
+
+/// The int8-activation matrix-matrix kernel (role `gemm_i8.<bits>.<rows>x<cols>`): `(codes,
+/// factor, xq, xq_stride, x_scale, x_sum, tokens, y, y_stride, row_begin, row_end)`; token t's
+/// codes are `xq[t * xq_stride ..]` (zero-padded to whole blocks), its scale `x_scale[t]` and code
+/// sum `x_sum[t]`.
+pub type GemmI8Fn = unsafe extern "C" fn(
+    *const u8,
+    *const f32,
+    *const i8,
+    u64,
+    *const f32,
+    *const i32,
+    u64,
+    *mut f32,
+    u64,
+    u64,
+    u64,
+);
 
 /// The role name of a gemv kernel in the manifest.
 pub fn gemv_role(bits: &str, rows: usize, cols: usize) -> String {
@@ -90,6 +118,8 @@ pub struct Native {
     gemv: HashMap<(Format, usize, usize), GemvFn>,
     gemv_i8: HashMap<(Format, usize, usize), GemvI8Fn>,
     ops: LayerOps,
+    gemm: HashMap<(Format, usize, usize), GemmFn>,
+    gemm_i8: HashMap<(Format, usize, usize), GemmI8Fn>,
     cpu: String,
 }
 
@@ -106,6 +136,7 @@ impl Native {
             .map_err(|e| ArtifactError::file(path, format!("cannot load the kernels: {e}")))?;
         let (mut gemv, mut gemv_i8) = (HashMap::new(), HashMap::new());
         let mut ops = LayerOps::default();
+        let (mut gemm, mut gemm_i8) = (HashMap::new(), HashMap::new());
         for (role, symbol) in symbols {
             let missing = |e: libloading::Error| {
                 ArtifactError::file(path, format!("kernel `{symbol}` ({role}) is missing: {e}"))
@@ -122,6 +153,15 @@ impl Native {
                 // SAFETY: the compiler emits every gemv symbol with the ABI of `GemvFn`.
                 let f: GemvFn = unsafe { *lib.get::<GemvFn>(symbol.as_bytes()).map_err(missing)? };
                 gemv.insert(key, f);
+            } else if let Some(key) = role.strip_prefix("gemm_i8.").and_then(parse_shape) {
+                // SAFETY: the compiler emits every gemm_i8 symbol with the ABI of `GemmI8Fn`.
+                let f: GemmI8Fn =
+                    unsafe { *lib.get::<GemmI8Fn>(symbol.as_bytes()).map_err(missing)? };
+                gemm_i8.insert(key, f);
+            } else if let Some(key) = role.strip_prefix("gemm.").and_then(parse_shape) {
+                // SAFETY: the compiler emits every gemm symbol with the ABI of `GemmFn`.
+                let f: GemmFn = unsafe { *lib.get::<GemmFn>(symbol.as_bytes()).map_err(missing)? };
+                gemm.insert(key, f);
             } else {
                 return Err(ArtifactError::file(
                     path,
@@ -134,6 +174,8 @@ impl Native {
             gemv,
             gemv_i8,
             ops,
+            gemm,
+            gemm_i8,
             cpu: cpu.to_string(),
         })
     }
@@ -309,6 +351,79 @@ impl Kernels for Native {
                 x.scale,
                 x.sum,
                 y.as_mut_ptr(),
+                rows.start as u64,
+                rows.end as u64,
+            )
+        }
+    }
+
+    fn packed_gemm(
+        &self,
+        m: &PackedMatrix,
+        x: &[f32],
+        tokens: usize,
+        y: &mut [f32],
+        rows: Range<usize>,
+    ) {
+        let Some(&f) = self.gemm.get(&(m.format, m.rows, m.cols)) else {
+            return super::reference::gemm_by_gemv(self, m, x, tokens, y, rows);
+        };
+        assert!(
+            rows.start <= rows.end
+                && rows.end <= m.rows
+                && x.len() == tokens * m.cols
+                && y.len() == tokens * rows.len()
+        );
+        // SAFETY: the kernel reads rows `rows` of codes/factor (in bounds as for `packed_gemv`),
+        // m.cols values of x at each multiple of m.cols below tokens · m.cols, and writes
+        // y[t · rows.len() + j] for t < tokens, j < rows.len().
+        unsafe {
+            f(
+                m.codes.as_ptr(),
+                m.factor.as_ptr(),
+                x.as_ptr(),
+                m.cols as u64,
+                tokens as u64,
+                y.as_mut_ptr(),
+                rows.len() as u64,
+                rows.start as u64,
+                rows.end as u64,
+            )
+        }
+    }
+
+    fn packed_gemm_i8(
+        &self,
+        m: &PackedMatrix,
+        x: &QuantizedRows,
+        y: &mut [f32],
+        rows: Range<usize>,
+    ) {
+        let Some(&f) = self.gemm_i8.get(&(m.format, m.rows, m.cols)) else {
+            return super::reference::gemm_i8_by_gemv(self, m, x, y, rows);
+        };
+        let tokens = x.tokens();
+        assert!(
+            rows.start <= rows.end
+                && rows.end <= m.rows
+                && y.len() == tokens * rows.len()
+                && x.sum.len() == tokens
+                && x.stride >= m.cols.div_ceil(crate::format::BLOCK) * crate::format::BLOCK
+                && x.q.len() == tokens * x.stride
+        );
+        // SAFETY: as for `packed_gemm`; each token's xq row holds every block of a matrix row
+        // (zero-padded), and x_scale/x_sum hold `tokens` values.
+        unsafe {
+            f(
+                m.codes.as_ptr(),
+                m.factor.as_ptr(),
+                x.q.as_ptr(),
+                x.stride as u64,
+                x.scale.as_ptr(),
+                x.sum.as_ptr(),
+                tokens as u64,
+                y.as_mut_ptr(),
+                rows.len() as u64,
                 rows.start as u64,
                 rows.end as u64,
             )

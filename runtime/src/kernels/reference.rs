@@ -1,7 +1,7 @@
 //! The portable kernels: plain Rust, the reference that generated kernels are tested against and
 //! the fallback of the `portable` target.
 
-use super::{Kernels, QuantizedX};
+use super::{Kernels, QuantizedRows, QuantizedX};
 use crate::format::BLOCK;
 use crate::model::{level, PackedMatrix};
 use std::ops::Range;
@@ -37,6 +37,41 @@ impl Kernels for Reference {
                 .sum();
             *out = m.factor[r] * x.scale * (twice as f32 * 0.5);
         }
+    }
+}
+
+/// `Kernels::packed_gemm` as one `packed_gemv` per token (the reference, and the fallback of
+/// artifacts without matrix-matrix kernels).
+pub fn gemm_by_gemv<K: Kernels + ?Sized>(
+    k: &K,
+    m: &PackedMatrix,
+    x: &[f32],
+    tokens: usize,
+    y: &mut [f32],
+    rows: Range<usize>,
+) {
+    let n = rows.len();
+    assert!(x.len() == tokens * m.cols && y.len() == tokens * n);
+    for (xt, yt) in x
+        .chunks_exact(m.cols.max(1))
+        .zip(y.chunks_exact_mut(n.max(1)))
+    {
+        k.packed_gemv(m, xt, yt, rows.clone());
+    }
+}
+
+/// `Kernels::packed_gemm_i8` as one `packed_gemv_i8` per token.
+pub fn gemm_i8_by_gemv<K: Kernels + ?Sized>(
+    k: &K,
+    m: &PackedMatrix,
+    x: &QuantizedRows,
+    y: &mut [f32],
+    rows: Range<usize>,
+) {
+    let n = rows.len();
+    assert!(y.len() == x.tokens() * n);
+    for (t, yt) in y.chunks_exact_mut(n.max(1)).enumerate() {
+        k.packed_gemv_i8(m, &x.token(t), yt, rows.clone());
     }
 }
 

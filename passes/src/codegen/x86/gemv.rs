@@ -396,7 +396,21 @@ pub(super) struct RowLoop<'ctx> {
 }
 
 impl<'ctx> RowLoop<'ctx> {
+    /// The function's entry block, then the row loop.
     pub(super) fn begin(
+        e: &Emitter<'_, 'ctx>,
+        f: FunctionValue<'ctx>,
+        shape: GemvShape,
+        codes: PointerValue<'ctx>,
+        rows: (IntValue<'ctx>, IntValue<'ctx>),
+    ) -> Result<RowLoop<'ctx>> {
+        let entry = e.ctx.append_basic_block(f, "entry");
+        e.b.position_at_end(entry);
+        RowLoop::nested(e, f, shape, codes, rows)
+    }
+
+    /// A row loop starting where the builder is (inside another loop, say).
+    pub(super) fn nested(
         e: &Emitter<'_, 'ctx>,
         f: FunctionValue<'ctx>,
         shape: GemvShape,
@@ -405,12 +419,10 @@ impl<'ctx> RowLoop<'ctx> {
     ) -> Result<RowLoop<'ctx>> {
         let (ctx, b) = (e.ctx, &e.b);
         let i64t = ctx.i64_type();
-        let entry = ctx.append_basic_block(f, "entry");
+        let r_slot = e.entry_alloca(f, i64t.into(), "r")?;
         let row_head = ctx.append_basic_block(f, "row");
         let row_body = ctx.append_basic_block(f, "row.body");
         let exit = ctx.append_basic_block(f, "exit");
-        b.position_at_end(entry);
-        let r_slot = b.build_alloca(i64t, "r").map_err(err)?;
         b.build_store(r_slot, r0).map_err(err)?;
         b.build_unconditional_branch(row_head).map_err(err)?;
         b.position_at_end(row_head);
@@ -440,14 +452,15 @@ impl<'ctx> RowLoop<'ctx> {
         })
     }
 
-    pub(super) fn end(
-        self,
+    /// `y[r - row_begin] = factor[r] · value`.
+    pub(super) fn store(
+        &self,
         e: &Emitter<'_, 'ctx>,
         factor: PointerValue<'ctx>,
         y: PointerValue<'ctx>,
         value: inkwell::values::FloatValue<'ctx>,
     ) -> Result<()> {
-        let (b, f32t, i64t) = (&e.b, e.ctx.f32_type(), e.ctx.i64_type());
+        let (b, f32t) = (&e.b, e.ctx.f32_type());
         // SAFETY (of the IR): factor has `rows` entries and y has row_end - row_begin.
         let fp = unsafe { b.build_in_bounds_gep(f32t, factor, &[self.r], "fp") }.map_err(err)?;
         let fr = b
@@ -458,13 +471,32 @@ impl<'ctx> RowLoop<'ctx> {
         let yi = b.build_int_sub(self.r, self.r0, "yi").map_err(err)?;
         let yp = unsafe { b.build_in_bounds_gep(f32t, y, &[yi], "yp") }.map_err(err)?;
         b.build_store(yp, out).map_err(err)?;
+        Ok(())
+    }
+
+    /// Moves to the next row; the builder continues after the loop.
+    pub(super) fn next(self, e: &Emitter<'_, 'ctx>) -> Result<()> {
+        let b = &e.b;
         let next = b
-            .build_int_add(self.r, i64t.const_int(1, false), "r.next")
+            .build_int_add(self.r, e.ctx.i64_type().const_int(1, false), "r.next")
             .map_err(err)?;
         b.build_store(self.r_slot, next).map_err(err)?;
         b.build_unconditional_branch(self.row_head).map_err(err)?;
         b.position_at_end(self.exit);
-        b.build_return(None).map_err(err)?;
+        Ok(())
+    }
+
+    /// `store`, `next` and the function's return.
+    pub(super) fn end(
+        self,
+        e: &Emitter<'_, 'ctx>,
+        factor: PointerValue<'ctx>,
+        y: PointerValue<'ctx>,
+        value: inkwell::values::FloatValue<'ctx>,
+    ) -> Result<()> {
+        self.store(e, factor, y, value)?;
+        self.next(e)?;
+        e.b.build_return(None).map_err(err)?;
         Ok(())
     }
 }
@@ -518,21 +550,47 @@ fn emit_row_dot<'ctx>(
     row: PointerValue<'ctx>,
     x: PointerValue<'ctx>,
 ) -> Result<inkwell::values::FloatValue<'ctx>> {
+    // One accumulator per segment position, in entry-block allocas (mem2reg makes them
+    // registers), zeroed at the start of each row.
+    let widths = segment_widths(shape.format);
+    let accs = zeroed_accumulators(e, f, &widths)?;
+    let slots: Vec<usize> = (0..widths.len()).collect();
+    block_loop(e, f, shape, row, |p, xbase, valid| {
+        let segs = e.decode(shape.format, p)?;
+        accumulate_segments(e, shape.format, &segs, &slots, &[(x, &accs)], xbase, valid)
+    })?;
+    sum_accumulators(e, &widths, &accs)
+}
+
+/// Accumulators of the given vector widths in entry-block allocas, zeroed where the builder is.
+pub(super) fn zeroed_accumulators<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    f: FunctionValue<'ctx>,
+    widths: &[u32],
+) -> Result<Vec<PointerValue<'ctx>>> {
+    widths
+        .iter()
+        .map(|&w| {
+            let a = e.entry_alloca(f, e.f32v(w).into(), "acc")?;
+            e.b.build_store(a, e.f32v(w).const_zero()).map_err(err)?;
+            Ok(a)
+        })
+        .collect()
+}
+
+/// The blocks of one row: a loop over the full blocks, then the tail block, calling
+/// `block(block pointer, index of its first weight, valid weights if a tail)` for each.
+pub(super) fn block_loop<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    f: FunctionValue<'ctx>,
+    shape: GemvShape,
+    row: PointerValue<'ctx>,
+    mut block: impl FnMut(PointerValue<'ctx>, IntValue<'ctx>, Option<usize>) -> Result<()>,
+) -> Result<()> {
     let (ctx, b) = (e.ctx, &e.b);
     let i64t = ctx.i64_type();
     let full = (shape.cols / BLOCK) as u64;
     let bb = shape.format.block_bytes() as u64;
-    // One accumulator per segment position, in entry-block allocas (mem2reg makes them
-    // registers), zeroed at the start of each row.
-    let widths = segment_widths(shape.format);
-    let accs: Vec<PointerValue<'ctx>> = widths
-        .iter()
-        .map(|&w| {
-            let a = e.entry_alloca(f, e.f32v(w).into(), "acc")?;
-            b.build_store(a, e.f32v(w).const_zero()).map_err(err)?;
-            Ok(a)
-        })
-        .collect::<Result<_>>()?;
     if full > 0 {
         let blk_slot = e.entry_alloca(f, i64t.into(), "blk")?;
         b.build_store(blk_slot, i64t.const_zero()).map_err(err)?;
@@ -551,7 +609,7 @@ fn emit_row_dot<'ctx>(
         let xbase = b
             .build_int_mul(blk, i64t.const_int(BLOCK as u64, false), "xbase")
             .map_err(err)?;
-        accumulate_block(e, shape, p, x, xbase, None, &accs)?;
+        block(p, xbase, None)?;
         let next = b
             .build_int_add(blk, i64t.const_int(1, false), "blk.next")
             .map_err(err)?;
@@ -571,13 +629,13 @@ fn emit_row_dot<'ctx>(
     if tail > 0 {
         let p = e.byte_ptr(row, full * bb)?;
         let xbase = i64t.const_int(full * BLOCK as u64, false);
-        accumulate_block(e, shape, p, x, xbase, Some(tail), &accs)?;
+        block(p, xbase, Some(tail))?;
     }
-    sum_accumulators(e, &widths, &accs)
+    Ok(())
 }
 
 /// The vector width of each segment position of a format's block.
-fn segment_widths(format: Format) -> Vec<u32> {
+pub(super) fn segment_widths(format: Format) -> Vec<u32> {
     match format {
         Format::Int4 => vec![32, 32],
         Format::Int2 | Format::Int3 | Format::Bin1 => vec![16; 4],
@@ -595,57 +653,61 @@ fn segment_live(format: Format, offset: usize, lanes: usize) -> usize {
     }
 }
 
-/// acc[i] += levels[i] · x[xbase + offset_i ..]; in a tail block (`valid` weights), x loads are
-/// masked to the row's end and segments past it are skipped.
-fn accumulate_block<'ctx>(
+/// For each token `(x, accs)`: accs[slots[i]] += segs[i].levels · x[xbase + offset_i ..]. In a
+/// tail block (`valid` weights), x loads are masked to the row's end and segments past it are
+/// skipped. Segments are the outer loop, so each decoded segment is used by every token in turn.
+pub(super) fn accumulate_segments<'ctx>(
     e: &Emitter<'_, 'ctx>,
-    shape: GemvShape,
-    p: PointerValue<'ctx>,
-    x: PointerValue<'ctx>,
+    format: Format,
+    segs: &[Segment<'ctx>],
+    slots: &[usize],
+    tokens: &[(PointerValue<'ctx>, &Vec<PointerValue<'ctx>>)],
     xbase: IntValue<'ctx>,
     valid: Option<usize>,
-    accs: &[PointerValue<'ctx>],
 ) -> Result<()> {
     let (ctx, b) = (e.ctx, &e.b);
     let f32t = ctx.f32_type();
-    for (seg, acc) in e.decode(shape.format, p)?.into_iter().zip(accs) {
+    for (seg, &slot) in segs.iter().zip(slots) {
         let n = seg.levels.get_type().get_size();
-        let own = segment_live(shape.format, seg.offset, n as usize);
+        let own = segment_live(format, seg.offset, n as usize);
         let live = valid.map_or(own, |v| v.saturating_sub(seg.offset).min(own));
         if live == 0 {
             continue;
         }
-        let xi = b
-            .build_int_add(
-                xbase,
-                ctx.i64_type().const_int(seg.offset as u64, false),
-                "xi",
-            )
-            .map_err(err)?;
-        let xp = unsafe { b.build_in_bounds_gep(f32t, x, &[xi], "xp") }.map_err(err)?;
-        let xv = if live == n as usize {
-            let v = b.build_load(e.f32v(n), xp, "xv").map_err(err)?;
-            v.as_instruction_value()
-                .expect("load")
-                .set_alignment(4)
+        for &(x, accs) in tokens {
+            let acc = accs[slot];
+            let xi = b
+                .build_int_add(
+                    xbase,
+                    ctx.i64_type().const_int(seg.offset as u64, false),
+                    "xi",
+                )
                 .map_err(err)?;
-            v.into_vector_value()
-        } else {
-            masked_load(e, xp, n, live)?
-        };
-        let a = b
-            .build_load(e.f32v(n), *acc, "a")
-            .map_err(err)?
-            .into_vector_value();
-        let fma = intrinsic(e.module, "llvm.fma", &[e.f32v(n).into()])?;
-        let args: [BasicMetadataValueEnum; 3] = [seg.levels.into(), xv.into(), a.into()];
-        let r = b
-            .build_call(fma, &args, "fma")
-            .map_err(err)?
-            .try_as_basic_value()
-            .basic()
-            .expect("value");
-        b.build_store(*acc, r).map_err(err)?;
+            let xp = unsafe { b.build_in_bounds_gep(f32t, x, &[xi], "xp") }.map_err(err)?;
+            let xv = if live == n as usize {
+                let v = b.build_load(e.f32v(n), xp, "xv").map_err(err)?;
+                v.as_instruction_value()
+                    .expect("load")
+                    .set_alignment(4)
+                    .map_err(err)?;
+                v.into_vector_value()
+            } else {
+                masked_load(e, xp, n, live)?
+            };
+            let a = b
+                .build_load(e.f32v(n), acc, "a")
+                .map_err(err)?
+                .into_vector_value();
+            let fma = intrinsic(e.module, "llvm.fma", &[e.f32v(n).into()])?;
+            let args: [BasicMetadataValueEnum; 3] = [seg.levels.into(), xv.into(), a.into()];
+            let r = b
+                .build_call(fma, &args, "fma")
+                .map_err(err)?
+                .try_as_basic_value()
+                .basic()
+                .expect("value");
+            b.build_store(acc, r).map_err(err)?;
+        }
     }
     Ok(())
 }
@@ -680,7 +742,7 @@ fn masked_load<'ctx>(
 }
 
 /// Σ of every lane of every accumulator (same-width accumulators first added as vectors).
-fn sum_accumulators<'ctx>(
+pub(super) fn sum_accumulators<'ctx>(
     e: &Emitter<'_, 'ctx>,
     widths: &[u32],
     accs: &[PointerValue<'ctx>],

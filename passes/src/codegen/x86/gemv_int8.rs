@@ -115,6 +115,27 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         })
     }
 
+    /// The 64 unsigned codes of the block at `p`, in weight order, as `<64 x i8>` (each byte
+    /// the code itself: the parts of `block_parts` without VNNI's in-place fields, combined).
+    pub(super) fn block_codes(
+        &self,
+        format: Format,
+        p: PointerValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>> {
+        let mut codes: Option<VectorValue<'ctx>> = None;
+        for part in self.block_parts(format, p, false)? {
+            let shifted = self
+                .b
+                .build_left_shift(part.codes, self.splat_i8(64, part.left_shift), "part")
+                .map_err(err)?;
+            codes = Some(match codes {
+                None => shifted,
+                Some(c) => self.b.build_or(c, shifted, "u").map_err(err)?,
+            });
+        }
+        codes.ok_or_else(|| "a block without codes".into())
+    }
+
     /// `v` (n bytes; field k of byte j is weight k·n + j) repeated 64/n times, copy k masked to
     /// field k in place: lane k·n + j = u · 2^(bits·k).
     fn masked_fields(&self, v: VectorValue<'ctx>, bits: u64) -> Result<VectorValue<'ctx>> {
@@ -214,7 +235,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     }
 
     /// acc + Σ u·q in 16 lanes of i32.
-    fn dot_u8_s8(
+    pub(super) fn dot_u8_s8(
         &self,
         acc: VectorValue<'ctx>,
         u: VectorValue<'ctx>,
@@ -561,7 +582,7 @@ fn reduce_add<'ctx>(
 }
 
 /// x_scale · (m · Σu·q − o · Σq), in f32 (both sums are exact integers below 2^24).
-fn row_output<'ctx>(
+pub(super) fn row_output<'ctx>(
     e: &Emitter<'_, 'ctx>,
     total: IntValue<'ctx>,
     x_sum: IntValue<'ctx>,

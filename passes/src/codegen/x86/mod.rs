@@ -4,6 +4,7 @@
 //! `kernels.so` with the system C compiler driver (`cc -shared -nostdlib ... -lm`: the only
 //! calls out are libm's `expf`, which LLVM emits for `math.exp`).
 
+pub mod gemm;
 pub mod gemv;
 pub mod gemv_int8;
 
@@ -179,6 +180,8 @@ pub fn compile_kernels(
         (true, false) => Int8Act::Avx2,
     };
     let module = gemv_module(&ctx, shapes, int8)?;
+    let tile = gemm::token_tile(&cpu.features);
+    gemm::add_gemms(&ctx, &module, shapes, int8, tile)?;
     module.set_triple(&machine.get_triple());
     module.set_data_layout(&machine.get_target_data().get_data_layout());
     let (layer_ops, mlir) = match layer {
@@ -201,6 +204,7 @@ pub fn compile_kernels(
         if int8 != Int8Act::No && gemv_int8::level_map(s.format).is_some() {
             symbols.insert(format!("gemv_i8.{bits}.{r}x{c}"), gemv_int8::symbol(s));
         }
+        symbols.extend(gemm::roles(s, int8));
     }
     for op in layer_ops {
         symbols.insert(op.role.clone(), op.symbol());
