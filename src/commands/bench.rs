@@ -8,7 +8,9 @@
 //!    16 tokens against 16 matrix-vector products.
 //! 3. End to end on a model (SmolLM2-135M by default): for each width, compile, then prefill and
 //!    decode tokens/s with 1 and 2 threads, and perplexity on a text.
-//! 4. With `--llama-bench BIN --gguf FILE`: llama.cpp's own prefill/decode figures, same machine.
+//! 4. With `--llama-bench BIN --gguf FILE,...`: llama.cpp's own prefill/decode figures on the same
+//!    machine, as rows of the end-to-end table; with `--llama-perplexity BIN` their perplexity on
+//!    the same text (llama.cpp's protocol). `bench_llama.rs` runs and parses the tools.
 
 use anyhow::{bail, Context, Result};
 use paretoqc_runtime::decoder::Session;
@@ -53,15 +55,22 @@ pub struct Args {
     /// (--kernels-only drops it).
     #[arg(long, value_delimiter = ',', default_value = "gemv,gemm,end-to-end")]
     pub tables: Vec<String>,
-    /// llama.cpp's llama-bench binary, to add its figures.
+    /// llama.cpp's llama-bench binary, to add its rows (scripts/get-llama-cpp builds it).
     #[arg(long, requires = "gguf")]
     pub llama_bench: Option<PathBuf>,
-    /// The GGUF file llama-bench runs (e.g. SmolLM2 at its fastest type).
-    #[arg(long)]
-    pub gguf: Option<PathBuf>,
+    /// llama.cpp's llama-perplexity binary, for the perplexity of the --gguf rows.
+    #[arg(long, requires = "llama_bench")]
+    pub llama_perplexity: Option<PathBuf>,
+    /// The GGUF files llama.cpp runs, comma-separated (e.g. SmolLM2 at several of its types).
+    #[arg(long, value_delimiter = ',', requires = "llama_bench")]
+    pub gguf: Vec<PathBuf>,
 }
 
 const MIB: usize = 1 << 20;
+/// The end-to-end rows' prompt and decode lengths and perplexity window.
+const PROMPT: usize = 128;
+const DECODE: usize = 64;
+const PPL_CTX: usize = 512;
 const HOT_BYTES: usize = 4 * MIB;
 const COLD_BYTES: usize = 1024 * MIB;
 
@@ -93,12 +102,17 @@ pub fn run(args: Args) -> Result<()> {
             gemm_table(&native)?;
         }
     }
-    if table("end-to-end") && !args.kernels_only {
+    let end_to_end_rows = table("end-to-end") && !args.kernels_only;
+    if end_to_end_rows || args.llama_bench.is_some() {
+        end_to_end_header(&args);
+    }
+    if end_to_end_rows {
         end_to_end(&args)?;
     }
-    if let (Some(bin), Some(gguf)) = (&args.llama_bench, &args.gguf) {
-        llama_bench(bin, gguf)?;
+    if let Some(bin) = &args.llama_bench {
+        llama_rows(&args, bin)?;
     }
+    println!();
     Ok(())
 }
 
@@ -392,16 +406,9 @@ fn generation_speed(art: &Artifact, prompt: &[u32], decode: usize) -> Result<(f6
     Ok((prefill, decode as f64 / t.elapsed().as_secs_f64()))
 }
 
-fn end_to_end(args: &Args) -> Result<()> {
-    if !args.model.exists() {
-        bail!(
-            "{}: not found (scripts/get-data fetches SmolLM2-135M)",
-            args.model.display()
-        );
-    }
-    let dir = tempfile_dir()?;
+fn end_to_end_header(args: &Args) {
     println!(
-        "## End to end: {} (prompt 128 tokens, 64 decoded, greedy)\n",
+        "## End to end: {} (prompt {PROMPT} tokens, {DECODE} decoded, greedy)\n",
         args.model.display()
     );
     println!(
@@ -410,6 +417,16 @@ fn end_to_end(args: &Args) -> Result<()> {
         args.text.display()
     );
     println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |");
+}
+
+fn end_to_end(args: &Args) -> Result<()> {
+    if !args.model.exists() {
+        bail!(
+            "{}: not found (scripts/get-data fetches SmolLM2-135M)",
+            args.model.display()
+        );
+    }
+    let dir = tempfile_dir()?;
     let runs = args
         .bits
         .iter()
@@ -447,38 +464,58 @@ fn end_to_end(args: &Args) -> Result<()> {
         let ppl = paretoqc_runtime::score::perplexity(
             &art,
             &ids[..args.ppl_tokens.min(ids.len())],
-            512,
+            PPL_CTX,
             |_, _| {},
         )
         .context("perplexity")?
         .perplexity();
         for threads in [1usize, 2] {
             let (prefill, decode) =
-                pool(threads)?.install(|| generation_speed(&art, &ids[..128], 64))?;
+                pool(threads)?.install(|| generation_speed(&art, &ids[..PROMPT], DECODE))?;
             println!("| {bits} | {lm_head} | {act} | {mb:.1} | {threads} | {prefill:.1} | {decode:.1} | {ppl:.3} |");
         }
         std::fs::remove_dir_all(&out)?;
     }
     let _ = std::fs::remove_dir_all(&dir);
-    println!();
     Ok(())
 }
 
-fn llama_bench(bin: &std::path::Path, gguf: &std::path::Path) -> Result<()> {
-    let out = std::process::Command::new(bin)
-        .args(["-m"])
-        .arg(gguf)
-        .args(["-p", "128", "-n", "64", "-t", "1,2", "-o", "md"])
-        .output()
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            bin.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// llama.cpp's rows of the end-to-end table: llama-bench's prompt (pp) and generation (tg)
+/// tests for each GGUF at 1 and 2 threads, and llama-perplexity's estimate when given.
+fn llama_rows(args: &Args, bench: &std::path::Path) -> Result<()> {
+    for gguf in &args.gguf {
+        let ppl = match &args.llama_perplexity {
+            Some(bin) => {
+                let p = super::bench_llama::perplexity(
+                    bin,
+                    gguf,
+                    &args.text,
+                    args.ppl_tokens,
+                    PPL_CTX,
+                )?;
+                format!("{p:.3} (llama.cpp)")
+            }
+            None => "not measured".into(),
+        };
+        for r in super::bench_llama::bench(bench, gguf, PROMPT, DECODE)? {
+            println!(
+                "| llama.cpp {} ({:.2} bpw) | - | - | {:.1} | {} | {:.1} | {:.1} | {ppl} |",
+                r.name, r.bpw, r.mb, r.threads, r.prefill, r.decode
+            );
+        }
     }
-    println!("## llama.cpp (llama-bench, same machine, same run)\n");
-    println!("{}", String::from_utf8_lossy(&out.stdout));
+    println!(
+        "\nllama.cpp rows: llama-bench's mean of 5 repetitions; prefill is its pp{PROMPT} test, decode its tg{DECODE}"
+    );
+    println!(
+        "test from an empty context; MB is its model_size (tensor bytes); bpw over all weights."
+    );
+    if args.llama_perplexity.is_some() {
+        println!(
+            "Perplexity (llama.cpp): llama-perplexity -c {PPL_CTX} --chunks {} on the same text; it scores only the",
+            args.ppl_tokens / PPL_CTX
+        );
+        println!("second half of each window, so it reads lower than this table's protocol for the same weights.");
+    }
     Ok(())
 }
