@@ -81,10 +81,7 @@ fn check_kernels_against_reference(cpu: &str) {
         .collect();
     let k = compile_kernels(&shapes, cpu, true, None).expect("kernels compile");
     let dir = tempfile::tempdir().unwrap();
-    let so = dir.path().join("kernels.so");
-    std::fs::write(&so, &k.shared_object).unwrap();
-    let symbols: BTreeMap<String, String> = k.symbols.clone();
-    let native = Native::load(&so, &symbols, &k.cpu).expect("kernels load");
+    let native = load(&k, dir.path(), |_| true);
     let mut rng = Lcg(7);
     for s in &shapes {
         let m = random_matrix(s.format, s.rows, s.cols, &mut rng);

@@ -143,21 +143,8 @@ fn split_segments<'ctx>(
             continue;
         }
         for k in 0..n / MAX_LANES {
-            let idx: Vec<_> = (0..MAX_LANES)
-                .map(|i| {
-                    e.ctx
-                        .i32_type()
-                        .const_int((k * MAX_LANES + i) as u64, false)
-                })
-                .collect();
-            let levels =
-                e.b.build_shuffle_vector(
-                    seg.levels,
-                    seg.levels,
-                    VectorType::const_vector(&idx),
-                    "piece",
-                )
-                .map_err(err)?;
+            let idx: Vec<u32> = (k * MAX_LANES..(k + 1) * MAX_LANES).collect();
+            let levels = shuffle(e, seg.levels, seg.levels, &idx)?;
             out.push(Segment {
                 offset: seg.offset + (k * MAX_LANES) as usize,
                 levels,
