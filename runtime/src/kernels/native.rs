@@ -179,10 +179,6 @@ impl Native {
             cpu: cpu.to_string(),
         })
     }
-
-    pub fn has(&self, m: &PackedMatrix) -> bool {
-        self.gemv.contains_key(&(m.format, m.rows, m.cols))
-    }
 }
 
 impl LayerOps {
@@ -243,7 +239,10 @@ impl Kernels for Native {
     }
 
     fn packed_gemv(&self, m: &PackedMatrix, x: &[f32], y: &mut [f32], rows: Range<usize>) {
-        let f = self.gemv[&(m.format, m.rows, m.cols)];
+        let Some(&f) = self.gemv.get(&(m.format, m.rows, m.cols)) else {
+            // A manifest without this shape's kernel (edited by hand): the portable product.
+            return Reference.packed_gemv(m, x, y, rows);
+        };
         assert!(rows.end <= m.rows && y.len() == rows.len() && x.len() == m.cols);
         // SAFETY: the kernel reads rows `rows` of codes/factor (in bounds: rows.end <= m.rows and
         // codes holds m.rows full rows), all of x (m.cols values, the constant compiled into
