@@ -61,24 +61,33 @@ fn generated_gemv_matches_the_reference_on_random_shapes() {
     }
 }
 
-fn check_kernels_against_reference(cpu: &str) {
-    let shapes: Vec<GemvShape> = Format::ALL
+/// (rows, cols) with rows and row lengths that are not multiples of anything: tails everywhere.
+const TAIL_SHAPES: [(usize, usize); 8] = [
+    (1, 1),
+    (3, 5),
+    (7, 63),
+    (2, 64),
+    (5, 65),
+    (9, 100),
+    (4, 576),
+    (70, 129),
+];
+
+fn every_format(shapes: &[(usize, usize)]) -> Vec<GemvShape> {
+    Format::ALL
         .iter()
         .flat_map(|&format| {
-            [
-                (1, 1),
-                (3, 5),
-                (7, 63),
-                (2, 64),
-                (5, 65),
-                (9, 100),
-                (4, 576),
-                (3, 1536),
-                (70, 129),
-            ]
-            .map(|(rows, cols)| GemvShape { format, rows, cols })
+            shapes
+                .iter()
+                .map(move |&(rows, cols)| GemvShape { format, rows, cols })
         })
-        .collect();
+        .collect()
+}
+
+fn check_kernels_against_reference(cpu: &str) {
+    let mut shapes = TAIL_SHAPES.to_vec();
+    shapes.push((3, 1536));
+    let shapes = every_format(&shapes);
     let k = compile_kernels(&shapes, cpu, true, None).expect("kernels compile");
     let dir = tempfile::tempdir().unwrap();
     let native = load(&k, dir.path(), |_| true);
@@ -167,22 +176,7 @@ fn load(
 }
 
 fn check_gemm_against_reference(cpu: &str) {
-    let shapes: Vec<GemvShape> = Format::ALL
-        .iter()
-        .flat_map(|&format| {
-            [
-                (1, 1),
-                (3, 5),
-                (7, 63),
-                (2, 64),
-                (5, 65),
-                (9, 100),
-                (4, 576),
-                (70, 129),
-            ]
-            .map(|(rows, cols)| GemvShape { format, rows, cols })
-        })
-        .collect();
+    let shapes = every_format(&TAIL_SHAPES);
     let k = compile_kernels(&shapes, cpu, true, None).expect("kernels compile");
     assert!(
         k.symbols.keys().any(|r| r.starts_with("gemm.")),

@@ -528,11 +528,7 @@ pub fn emit_gemm<'ctx>(
     shape: GemvShape,
     tile: usize,
 ) -> Result<FunctionValue<'ctx>> {
-    let e = Emitter {
-        ctx,
-        module,
-        b: ctx.create_builder(),
-    };
+    let e = Emitter::new(ctx, module);
     let ptr = ctx.ptr_type(AddressSpace::default()).into();
     let extra = [("x", ptr), ("x_stride", ctx.i64_type().into())];
     emit_tiled(&e, shape, &symbol(&shape), tile, &extra, |_, v| {
@@ -555,11 +551,7 @@ pub fn emit_gemm_i8<'ctx>(
 ) -> Result<FunctionValue<'ctx>> {
     let level_map =
         level_map(shape.format).ok_or("the 8-bit format has no int8-activation kernel")?;
-    let e = Emitter {
-        ctx,
-        module,
-        b: ctx.create_builder(),
-    };
+    let e = Emitter::new(ctx, module);
     let ptr = ctx.ptr_type(AddressSpace::default());
     let extra = [
         ("xq", ptr.into()),

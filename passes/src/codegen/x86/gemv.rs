@@ -60,6 +60,13 @@ pub(super) struct Emitter<'a, 'ctx> {
 }
 
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
+    pub(super) fn new(ctx: &'ctx Context, module: &'a Module<'ctx>) -> Emitter<'a, 'ctx> {
+        Emitter {
+            ctx,
+            module,
+            b: ctx.create_builder(),
+        }
+    }
     /// A stack slot in the function's entry block, where mem2reg promotes it to a register.
     pub(super) fn entry_alloca(
         &self,
@@ -507,11 +514,7 @@ pub fn emit_gemv<'ctx>(
     module: &Module<'ctx>,
     shape: GemvShape,
 ) -> Result<FunctionValue<'ctx>> {
-    let e = Emitter {
-        ctx,
-        module,
-        b: ctx.create_builder(),
-    };
+    let e = Emitter::new(ctx, module);
     let ptr = ctx.ptr_type(AddressSpace::default()).into();
     let i64t = ctx.i64_type().into();
     let params = [

@@ -297,11 +297,7 @@ pub fn emit_gemv_i8<'ctx>(
     vnni: bool,
 ) -> Result<FunctionValue<'ctx>> {
     let (m, o) = level_map(shape.format).ok_or("the 8-bit format has no int8-activation kernel")?;
-    let e = Emitter {
-        ctx,
-        module,
-        b: ctx.create_builder(),
-    };
+    let e = Emitter::new(ctx, module);
     let ptr = ctx.ptr_type(AddressSpace::default()).into();
     let (i64t, i32t) = (ctx.i64_type(), ctx.i32_type());
     let params = [
