@@ -57,19 +57,28 @@ fn restore_default_sigpipe() {
     }
 }
 
+/// Stack of the pool's threads, which run the commands: as large as a main thread's.
+const MAIN_STACK: usize = 8 << 20;
+
 fn main() -> ExitCode {
     restore_default_sigpipe();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global()
-        {
-            eprintln!("error: cannot start {n} threads: {e}");
+    // The whole command runs on a worker of the pool, so its parallel loops start there (the
+    // caller takes part) instead of handing each one to the pool from outside and sleeping:
+    // per-token loops (decode) make hundreds of them per token.
+    let pool = match rayon::ThreadPoolBuilder::new()
+        .num_threads(cli.threads.map_or(0, |n| n.max(1)))
+        .stack_size(MAIN_STACK)
+        .build()
+    {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("error: cannot start the worker threads: {e}");
             return ExitCode::FAILURE;
         }
-    }
-    let result = match cli.command {
+    };
+    let command = cli.command;
+    let result = pool.install(move || match command {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Import(a) => commands::import::run(a),
         Command::Opt(a) => commands::opt::run(a),
@@ -85,7 +94,7 @@ fn main() -> ExitCode {
         Command::Run(a) => commands::run::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Search(a) => commands::search::run(a),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

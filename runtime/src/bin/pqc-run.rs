@@ -15,10 +15,10 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global()?;
-    }
-    paretoqc_runtime::cli::run(cli.run)
+    // Generation runs on a worker of the pool, so the per-token parallel loops start there
+    // instead of waking the pool from outside hundreds of times per token.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cli.threads.map_or(0, |n| n.max(1)))
+        .build()?;
+    pool.install(|| paretoqc_runtime::cli::run(cli.run))
 }
