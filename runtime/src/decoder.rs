@@ -141,8 +141,11 @@ impl<'a> Session<'a> {
         let c = &self.model.config;
         let (d, heads, kvh) = (c.head_dim, c.num_attention_heads, c.num_key_value_heads);
         let (qw, kvw, group) = (heads * d, kvh * d, heads / kvh);
+        // One query attends to a few hundred positions: too little per head to hand out.
+        let min_heads = if t * (self.pos + t) < 4096 { heads } else { 1 };
         let per_head: Vec<Vec<f32>> = (0..heads)
             .into_par_iter()
+            .with_min_len(min_heads)
             .map(|hd| {
                 let mut out = vec![0.0; t * d];
                 let mut scores = vec![0.0; self.pos + t];

@@ -196,25 +196,31 @@ pub fn linear_with(
         {
             for (xt, yt) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
                 let xq = QuantizedX::new(xt);
-                yt.par_chunks_mut(ROWS_PER_TASK)
-                    .enumerate()
-                    .for_each(|(i, ys)| {
-                        let r0 = i * ROWS_PER_TASK;
-                        k.packed_gemv_i8(p, &xq, ys, r0..r0 + ys.len());
-                    });
+                let per_task = gemv_rows_per_task(rows);
+                yt.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
+                    let r0 = i * per_task;
+                    k.packed_gemv_i8(p, &xq, ys, r0..r0 + ys.len());
+                });
             }
         }
         Matrix::Packed(p) => {
             for (xt, yt) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
-                yt.par_chunks_mut(ROWS_PER_TASK)
-                    .enumerate()
-                    .for_each(|(i, ys)| {
-                        let r0 = i * ROWS_PER_TASK;
-                        k.packed_gemv(p, xt, ys, r0..r0 + ys.len());
-                    });
+                let per_task = gemv_rows_per_task(rows);
+                yt.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
+                    let r0 = i * per_task;
+                    k.packed_gemv(p, xt, ys, r0..r0 + ys.len());
+                });
             }
         }
     }
+}
+
+/// Rows per task of a matrix-vector product: two equal tasks per thread (a multiple of 4 rows,
+/// the int8 kernels' row group, and at least 16), so small matrices split evenly instead of into
+/// 64-row pieces that leave one thread with the remainder.
+fn gemv_rows_per_task(rows: usize) -> usize {
+    let tasks = 2 * rayon::current_num_threads();
+    rows.div_ceil(tasks).next_multiple_of(4).max(16)
 }
 
 /// Runs `f(out, rows)` on chunks of `gemm_rows_per_task` rows in parallel, each writing its rows
