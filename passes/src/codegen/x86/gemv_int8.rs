@@ -354,6 +354,10 @@ pub fn emit_gemv_i8<'ctx>(
 /// accumulators are independent chains (so the dot products' latency overlaps).
 const ROW_GROUP: usize = 4;
 
+/// How far ahead of each row's block the kernel asks for codes: memory latency is hidden only
+/// with several requests in flight per stream.
+const PREFETCH_BYTES: u64 = 512;
+
 /// What the row loops of an int8 kernel read and write.
 struct Int8Kernel<'ctx> {
     shape: GemvShape,
@@ -427,6 +431,7 @@ impl<'ctx> Int8Kernel<'ctx> {
         let mut scales = vec![];
         for (g, row_accs) in accs.chunks_exact(parts).enumerate() {
             let bp = self.block_ptr(e, r, g, blk)?;
+            self.prefetch_ahead(e, bp)?;
             let block = e.block_parts(self.shape.format, bp, self.vnni)?;
             for (part, &acc) in block.iter().zip(row_accs) {
                 let a = b
@@ -468,6 +473,28 @@ impl<'ctx> Int8Kernel<'ctx> {
         b.build_store(r_slot, next).map_err(err)?;
         b.build_unconditional_branch(head).map_err(err)?;
         b.position_at_end(exit);
+        Ok(())
+    }
+
+    /// Asks for the codes `PREFETCH_BYTES` ahead in this row's stream (past the row's end it
+    /// touches the next rows or nothing: a prefetch never faults).
+    fn prefetch_ahead(&self, e: &Emitter<'_, 'ctx>, bp: PointerValue<'ctx>) -> Result<()> {
+        let ctx = e.ctx;
+        let off = ctx.i64_type().const_int(PREFETCH_BYTES, false);
+        // SAFETY (of the IR): a plain (not inbounds) GEP: the address may lie past the codes,
+        // and only a prefetch, which never faults, uses it.
+        let ahead = unsafe { e.b.build_gep(ctx.i8_type(), bp, &[off], "ahead") }.map_err(err)?;
+        let ptr = ctx.ptr_type(AddressSpace::default());
+        let f = intrinsic(e.module, "llvm.prefetch", &[ptr.into()])?;
+        let i32t = ctx.i32_type();
+        // (address, read, high locality, data cache)
+        let args: [BasicMetadataValueEnum; 4] = [
+            ahead.into(),
+            i32t.const_zero().into(),
+            i32t.const_int(3, false).into(),
+            i32t.const_int(1, false).into(),
+        ];
+        e.b.build_call(f, &args, "").map_err(err)?;
         Ok(())
     }
 
