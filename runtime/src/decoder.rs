@@ -4,7 +4,7 @@
 //! operations (as the interpreter does), so artifacts match the interpreter.
 
 use crate::error::ArtifactError;
-use crate::kernels::{linear, linear_with, ops, HeadAttention, Kernels};
+use crate::kernels::{linear, linear_from, ops, HeadAttention, Kernels, LinearInput};
 use crate::model::{Layer, Model};
 use rayon::prelude::*;
 
@@ -113,9 +113,10 @@ impl<'a> Session<'a> {
         let mut q = vec![0.0; t * qw];
         let mut kk = vec![0.0; t * kvw];
         let mut vv = vec![0.0; t * kvw];
-        linear_with(k, &layer.q, hn, t, &mut q, act);
-        linear_with(k, &layer.k, hn, t, &mut kk, act);
-        linear_with(k, &layer.v, hn, t, &mut vv, act);
+        let input = LinearInput::new(hn, t, act);
+        linear_from(k, &layer.q, &input, &mut q);
+        linear_from(k, &layer.k, &input, &mut kk);
+        linear_from(k, &layer.v, &input, &mut vv);
         k.rope(&mut q, qw, d, cos, sin);
         k.rope(&mut kk, kvw, d, cos, sin);
         let at = self.pos * kvw;
@@ -123,16 +124,17 @@ impl<'a> Session<'a> {
         self.values[l][at..at + t * kvw].copy_from_slice(&vv);
         let attn = self.attention(l, &q, t);
         let mut o = vec![0.0; t * c.hidden_size];
-        linear_with(k, &layer.o, &attn, t, &mut o, act);
+        linear_from(k, &layer.o, &LinearInput::new(&attn, t, act), &mut o);
         k.add_rms_norm(x, &o, &layer.post_attention_norm, eps, hn);
         let inter = c.intermediate_size;
         let mut gate = vec![0.0; t * inter];
         let mut up = vec![0.0; t * inter];
-        linear_with(k, &layer.gate, hn, t, &mut gate, act);
-        linear_with(k, &layer.up, hn, t, &mut up, act);
+        let input = LinearInput::new(hn, t, act);
+        linear_from(k, &layer.gate, &input, &mut gate);
+        linear_from(k, &layer.up, &input, &mut up);
         k.silu_mul(&mut gate, &up, inter);
         let mut down = vec![0.0; t * c.hidden_size];
-        linear_with(k, &layer.down, &gate, t, &mut down, act);
+        linear_from(k, &layer.down, &LinearInput::new(&gate, t, act), &mut down);
         k.add_rms_norm(x, &down, next_norm, eps, hn);
     }
 

@@ -171,55 +171,79 @@ pub fn linear_with(
     y: &mut [f32],
     act: Activations,
 ) {
-    let (rows, cols) = (m.rows(), m.cols());
+    linear_from(k, m, &LinearInput::new(x, tokens, act), y)
+}
+
+/// The input rows of one or more `linear` products. With int8 activations the rows are
+/// quantized once, on first use by a packed matrix, and shared by every matrix that reads
+/// them (q/k/v, gate/up).
+pub struct LinearInput<'a> {
+    x: &'a [f32],
+    tokens: usize,
+    act: Activations,
+    quantized: std::sync::OnceLock<Quantized>,
+}
+
+/// Int8 activations of one token (the matrix-vector kernels) or of several (matrix-matrix).
+enum Quantized {
+    One(QuantizedX),
+    Rows(QuantizedRows),
+}
+
+impl<'a> LinearInput<'a> {
+    pub fn new(x: &'a [f32], tokens: usize, act: Activations) -> LinearInput<'a> {
+        LinearInput {
+            x,
+            tokens,
+            act,
+            quantized: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn quantized(&self, cols: usize) -> &Quantized {
+        self.quantized.get_or_init(|| match self.tokens {
+            1 => Quantized::One(QuantizedX::new(self.x)),
+            _ => Quantized::Rows(QuantizedRows::new(self.x, cols)),
+        })
+    }
+}
+
+/// `y[t, :] = x[t, :] · Wᵀ` for the rows of `input`.
+pub fn linear_from(k: &dyn Kernels, m: &Matrix, input: &LinearInput, y: &mut [f32]) {
+    let (rows, cols, x, tokens) = (m.rows(), m.cols(), input.x, input.tokens);
     debug_assert_eq!(x.len(), tokens * cols);
     debug_assert_eq!(y.len(), tokens * rows);
+    let per_task = gemv_rows_per_task(rows);
     match m {
         Matrix::Dense { w, .. } if tokens > 1 => reference::dense_gemm(w, rows, cols, x, tokens, y),
-        Matrix::Dense { w, .. } => {
-            y.par_chunks_mut(ROWS_PER_TASK)
-                .enumerate()
-                .for_each(|(i, ys)| {
-                    let r0 = i * ROWS_PER_TASK;
-                    for (j, out) in ys.iter_mut().enumerate() {
-                        *out = reference::dot(&w[(r0 + j) * cols..(r0 + j + 1) * cols], x);
-                    }
-                })
-        }
+        Matrix::Dense { w, .. } => y.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
+            let r0 = i * per_task;
+            for (j, out) in ys.iter_mut().enumerate() {
+                *out = reference::dot(&w[(r0 + j) * cols..(r0 + j + 1) * cols], x);
+            }
+        }),
         Matrix::Packed(p)
-            if tokens > 1
-                && act == Activations::Int8
-                && p.format != crate::format::Format::Int8 =>
+            if input.act == Activations::Int8 && p.format != crate::format::Format::Int8 =>
         {
-            let xq = QuantizedRows::new(x, cols);
-            by_row_chunks(rows, tokens, y, |out, r| k.packed_gemm_i8(p, &xq, out, r));
+            match input.quantized(cols) {
+                Quantized::Rows(xq) => {
+                    by_row_chunks(rows, tokens, y, |out, r| k.packed_gemm_i8(p, xq, out, r))
+                }
+                Quantized::One(xq) => y.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
+                    let r0 = i * per_task;
+                    k.packed_gemv_i8(p, xq, ys, r0..r0 + ys.len());
+                }),
+            }
         }
         Matrix::Packed(p) if tokens > 1 => {
             by_row_chunks(rows, tokens, y, |out, r| {
                 k.packed_gemm(p, x, tokens, out, r)
             });
         }
-        Matrix::Packed(p)
-            if act == Activations::Int8 && p.format != crate::format::Format::Int8 =>
-        {
-            for (xt, yt) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
-                let xq = QuantizedX::new(xt);
-                let per_task = gemv_rows_per_task(rows);
-                yt.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
-                    let r0 = i * per_task;
-                    k.packed_gemv_i8(p, &xq, ys, r0..r0 + ys.len());
-                });
-            }
-        }
-        Matrix::Packed(p) => {
-            for (xt, yt) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
-                let per_task = gemv_rows_per_task(rows);
-                yt.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
-                    let r0 = i * per_task;
-                    k.packed_gemv(p, xt, ys, r0..r0 + ys.len());
-                });
-            }
-        }
+        Matrix::Packed(p) => y.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
+            let r0 = i * per_task;
+            k.packed_gemv(p, x, ys, r0..r0 + ys.len());
+        }),
     }
 }
 
