@@ -166,10 +166,11 @@ fn perplexity_line(stdout: &str) -> f64 {
 fn search_end_to_end_plans_load_in_eval_quantize_and_train() {
     let dir = tempfile::tempdir().unwrap();
     let (out, cache) = (dir.path().join("frontier"), dir.path().join("cache"));
-    let base = small(&out);
-    let args = with(
-        &base,
-        &[
+    // Few points and a short check, sensitivities cached in `cache`: the arguments as owned
+    // strings (`small` builds them per output folder).
+    let cached_search = |out: &Path| -> Vec<String> {
+        let mut args = small(out);
+        for a in [
             "--points",
             "4",
             "--check",
@@ -177,10 +178,14 @@ fn search_end_to_end_plans_load_in_eval_quantize_and_train() {
             "--check-tokens",
             "256",
             "--cache-dir",
-            s(&cache),
-        ],
-    );
-    let (stdout, stderr) = ok(&args);
+        ] {
+            args.push(a.to_string());
+        }
+        args.push(s(&cache).to_string());
+        args
+    };
+    let args = cached_search(&out);
+    let (stdout, stderr) = ok(&with(&args, &[]));
     assert!(stdout.contains("Spearman"), "{stdout}");
     for stage in ["load", "sensitivity", "check", "knapsack", "verify"] {
         assert!(
@@ -264,21 +269,8 @@ fn search_end_to_end_plans_load_in_eval_quantize_and_train() {
         s(&dir.path().join("t")),
     ]);
     // The same search again: the sensitivities come from the cache.
-    let again = small(&dir.path().join("again"));
-    let args = with(
-        &again,
-        &[
-            "--points",
-            "4",
-            "--check",
-            "8",
-            "--check-tokens",
-            "256",
-            "--cache-dir",
-            s(&cache),
-        ],
-    );
-    let (stdout2, stderr2) = ok(&args);
+    let args = cached_search(&dir.path().join("again"));
+    let (stdout2, stderr2) = ok(&with(&args, &[]));
     assert!(stderr2.contains("sensitivities: cached"), "{stderr2}");
     assert!(!stderr2.contains("stage sensitivity:"), "{stderr2}");
     let table = |s: &str| {
