@@ -87,6 +87,8 @@ fn every_format(shapes: &[(usize, usize)]) -> Vec<GemvShape> {
 fn check_kernels_against_reference(cpu: &str) {
     let mut shapes = TAIL_SHAPES.to_vec();
     shapes.push((3, 1536));
+    // 64 blocks: whole 64-byte chunks of ternary codes, no tail.
+    shapes.push((5, 4096));
     let shapes = every_format(&shapes);
     let k = compile_kernels(&shapes, cpu, true, None).expect("kernels compile");
     let dir = tempfile::tempdir().unwrap();

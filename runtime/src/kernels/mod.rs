@@ -249,9 +249,13 @@ pub fn linear_from(k: &dyn Kernels, m: &Matrix, input: &LinearInput, y: &mut [f3
 
 /// Rows per task of a matrix-vector product: two equal tasks per thread (a multiple of 4 rows,
 /// the int8 kernels' row group, and at least 16), so small matrices split evenly instead of into
-/// 64-row pieces that leave one thread with the remainder.
+/// 64-row pieces that leave one thread with the remainder; one task on one thread (each call
+/// has a fixed cost, which the smallest products feel).
 fn gemv_rows_per_task(rows: usize) -> usize {
-    let tasks = 2 * rayon::current_num_threads();
+    let tasks = match rayon::current_num_threads() {
+        1 => 1,
+        threads => 2 * threads,
+    };
     rows.div_ceil(tasks).next_multiple_of(4).max(16)
 }
 

@@ -12,6 +12,7 @@
 //! float *y, u64 row_begin, u64 row_end)`.
 
 use super::gemv::{declare, err, intrinsic, Emitter, GemvShape, Result};
+use super::gemv_ternary::TernaryRows;
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::types::VectorType;
@@ -36,31 +37,42 @@ pub fn level_map(format: Format) -> Option<(f64, f64)> {
     }
 }
 
-/// Part of a block's codes for the dot product, and how its i32 lanes are scaled: lane k of
-/// the accumulator is `Σ u·q · 2^lane_shift[k]`, and the part counts `2^left_shift` times.
-pub(super) struct CodePart<'ctx> {
-    codes: VectorValue<'ctx>,
+/// How the i32 lanes of one code part's accumulator are scaled: lane k of the accumulator is
+/// `Σ u·q · 2^lane_shift[k]`, and the part counts `2^left_shift` times.
+#[derive(Clone, Copy)]
+pub(super) struct PartScale {
     lane_shift: [u64; 16],
     left_shift: u64,
 }
 
-impl<'ctx> CodePart<'ctx> {
-    fn plain(codes: VectorValue<'ctx>) -> CodePart<'ctx> {
-        CodePart {
-            codes,
-            lane_shift: [0; 16],
-            left_shift: 0,
-        }
-    }
+const PLAIN: PartScale = PartScale {
+    lane_shift: [0; 16],
+    left_shift: 0,
+};
 
-    /// Fields of `bits` bits masked in place across copies of `bytes` bytes: i32 lane k holds
-    /// bytes 4k..4k+3, of copy 4k / bytes.
-    fn lane_scaled(codes: VectorValue<'ctx>, bits: u64, bytes: u32) -> CodePart<'ctx> {
-        CodePart {
-            codes,
-            lane_shift: std::array::from_fn(|k| bits * (4 * k as u64 / bytes as u64)),
+/// The scale of each part that `block_parts` returns for `format`. With VNNI, fields of `bits`
+/// bits are masked in place across copies of `bytes` bytes: i32 lane k holds bytes 4k..4k+3, of
+/// copy 4k / bytes, so its terms carry 2^(bits · copy).
+fn part_scales(format: Format, vnni: bool) -> Vec<PartScale> {
+    let fields = |bits: u64, bytes: u64| match vnni {
+        true => PartScale {
+            lane_shift: std::array::from_fn(|k| bits * (4 * k as u64 / bytes)),
             left_shift: 0,
-        }
+        },
+        false => PLAIN,
+    };
+    match format {
+        Format::Int4 => vec![fields(4, 32)],
+        Format::Int2 => vec![fields(2, 16)],
+        Format::Int3 => vec![
+            fields(2, 16),
+            PartScale {
+                left_shift: 2,
+                ..PLAIN
+            },
+        ],
+        Format::Bin1 | Format::Ternary => vec![PLAIN],
+        Format::Int8 => vec![],
     }
 }
 
@@ -77,40 +89,33 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     }
 
     /// The block at `p` as parts to multiply with the activations: 64 unsigned bytes each, in
-    /// weight order. With VNNI, 2-, 3- (low crumbs) and 4-bit fields are only masked in place,
-    /// not shifted down: field t then carries a factor 2^(bits·t), the same for the four bytes
-    /// of each i32 lane of the dot product, which the row's end shifts out exactly (every term
-    /// of the lane has the factor). AVX2's `vpmaddubsw` would saturate on the larger bytes, so
-    /// there the fields are shifted down.
+    /// weight order, scaled as `part_scales` says. With VNNI, 2-, 3- (low crumbs) and 4-bit
+    /// fields are only masked in place, not shifted down: field t then carries a factor
+    /// 2^(bits·t), the same for the four bytes of each i32 lane of the dot product, which the
+    /// row's end shifts out exactly (every term of the lane has the factor). AVX2's `vpmaddubsw`
+    /// would saturate on the larger bytes, so there the fields are shifted down.
     fn block_parts(
         &self,
         format: Format,
         p: PointerValue<'ctx>,
         vnni: bool,
-    ) -> Result<Vec<CodePart<'ctx>>> {
-        let fields = |bytes: u32, bits: u64| -> Result<CodePart<'ctx>> {
+    ) -> Result<Vec<VectorValue<'ctx>>> {
+        let fields = |bytes: u32, bits: u64| -> Result<VectorValue<'ctx>> {
             let v = self.load_vec(self.i8v(bytes), p)?;
-            if vnni {
-                Ok(CodePart::lane_scaled(
-                    self.masked_fields(v, bits)?,
-                    bits,
-                    bytes,
-                ))
-            } else {
-                Ok(CodePart::plain(self.spread(v, bits)?))
+            match vnni {
+                true => self.masked_fields(v, bits),
+                false => self.spread(v, bits),
             }
         };
         Ok(match format {
             Format::Int4 => vec![fields(32, 4)?],
             Format::Int2 => vec![fields(16, 2)?],
-            Format::Int3 => {
-                let high = self.bits64(self.load_i64(self.byte_ptr(p, 16)?)?)?;
-                let mut high = CodePart::plain(high);
-                high.left_shift = 2;
-                vec![fields(16, 2)?, high]
-            }
-            Format::Bin1 => vec![CodePart::plain(self.bits64(self.load_i64(p)?)?)],
-            Format::Ternary => vec![CodePart::plain(self.ternary_codes(p)?)],
+            Format::Int3 => vec![
+                fields(16, 2)?,
+                self.bits64(self.load_i64(self.byte_ptr(p, 16)?)?)?,
+            ],
+            Format::Bin1 => vec![self.bits64(self.load_i64(p)?)?],
+            Format::Ternary => vec![self.ternary_codes(p)?],
             Format::Int8 => return Err("the 8-bit format has no int8-activation kernel".into()),
         })
     }
@@ -123,10 +128,11 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         p: PointerValue<'ctx>,
     ) -> Result<VectorValue<'ctx>> {
         let mut codes: Option<VectorValue<'ctx>> = None;
-        for part in self.block_parts(format, p, false)? {
+        let parts = self.block_parts(format, p, false)?;
+        for (part, scale) in parts.into_iter().zip(part_scales(format, false)) {
             let shifted = self
                 .b
-                .build_left_shift(part.codes, self.splat_i8(64, part.left_shift), "part")
+                .build_left_shift(part, self.splat_i8(64, scale.left_shift), "part")
                 .map_err(err)?;
             codes = Some(match codes {
                 None => shifted,
@@ -312,27 +318,26 @@ pub fn emit_gemv_i8<'ctx>(
     ];
     let f = declare(&e, &symbol(&shape), &params);
     let p = |i: u32| f.get_nth_param(i).expect("param");
-    let (codes, factor, xq, y) = (
-        p(0).into_pointer_value(),
-        p(1).into_pointer_value(),
-        p(2).into_pointer_value(),
-        p(5).into_pointer_value(),
-    );
-    let (x_scale, x_sum) = (p(3).into_float_value(), p(4).into_int_value());
+    let (codes, xq) = (p(0).into_pointer_value(), p(2).into_pointer_value());
     let kernel = Int8Kernel {
-        shape,
-        vnni,
-        codes,
-        factor,
-        xq,
-        y,
-        x_scale,
-        x_sum,
+        factor: p(1).into_pointer_value(),
+        y: p(5).into_pointer_value(),
+        x_scale: p(3).into_float_value(),
+        x_sum: p(4).into_int_value(),
         level_map: (m, o),
         row_begin: p(6).into_int_value(),
     };
     let entry = ctx.append_basic_block(f, "entry");
     e.b.position_at_end(entry);
+    let scheme: Box<dyn RowScheme<'ctx>> = match (shape.format, vnni) {
+        (Format::Ternary, true) => Box::new(TernaryRows::new(&e, f, shape, codes, xq)?),
+        _ => Box::new(BlockRows {
+            shape,
+            vnni,
+            codes,
+            xq,
+        }),
+    };
     let r1 = p(7).into_int_value();
     // Whole groups of ROW_GROUP rows first, then the remaining rows one at a time.
     let span =
@@ -344,8 +349,8 @@ pub fn emit_gemv_i8<'ctx>(
     let split =
         e.b.build_int_add(kernel.row_begin, grouped, "split")
             .map_err(err)?;
-    kernel.emit_rows(&e, f, ROW_GROUP, (kernel.row_begin, split))?;
-    kernel.emit_rows(&e, f, 1, (split, r1))?;
+    kernel.emit_rows(&e, f, scheme.as_ref(), ROW_GROUP, (kernel.row_begin, split))?;
+    kernel.emit_rows(&e, f, scheme.as_ref(), 1, (split, r1))?;
     e.b.build_return(None).map_err(err)?;
     Ok(f)
 }
@@ -354,17 +359,111 @@ pub fn emit_gemv_i8<'ctx>(
 /// accumulators are independent chains (so the dot products' latency overlaps).
 const ROW_GROUP: usize = 4;
 
-/// How far ahead of each row's block the kernel asks for codes: memory latency is hidden only
-/// with several requests in flight per stream.
-const PREFETCH_BYTES: u64 = 512;
+/// The least distance at which the kernels ask for codes ahead of the row they read: memory
+/// latency is hidden only with enough requests in flight (measured: 512 bytes left the ternary
+/// kernel's cold time at 1.4x its time with a whole group of 4096-weight rows ahead).
+const PREFETCH_MIN_BYTES: u64 = 2048;
 
-/// What the row loops of an int8 kernel read and write.
-struct Int8Kernel<'ctx> {
+/// How far ahead of a row's codes the kernels ask for codes: the same place in a later group of
+/// rows (so each line is asked for once, a whole number of groups before it is read), at least
+/// `PREFETCH_MIN_BYTES` ahead.
+pub(super) fn prefetch_distance(shape: GemvShape) -> u64 {
+    let group = (ROW_GROUP * shape.format.row_bytes(shape.cols)) as u64;
+    group * PREFETCH_MIN_BYTES.div_ceil(group)
+}
+
+/// How the row loop of an int8 kernel walks a row: a loop over its full steps, then an optional
+/// tail step. At each step the activations are loaded once for the rows of a group, then each
+/// row's codes are multiplied into the row's `<16 x i32>` accumulators.
+pub(super) trait RowScheme<'ctx> {
+    /// Accumulators per row.
+    fn accumulators(&self) -> usize;
+    /// Full steps per row, and whether a tail step follows them.
+    fn steps(&self) -> (u64, bool);
+    /// The activations of step `step`, shared by the rows of a group.
+    fn shared(&self, e: &Emitter<'_, 'ctx>, step: IntValue<'ctx>)
+        -> Result<Vec<VectorValue<'ctx>>>;
+    /// Adds row `row`'s products at step `step.0` (the tail step if `step.1`) to its
+    /// accumulators.
+    fn accumulate(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        row: IntValue<'ctx>,
+        step: (IntValue<'ctx>, bool),
+        shared: &[VectorValue<'ctx>],
+        accs: &mut [VectorValue<'ctx>],
+    ) -> Result<()>;
+    /// The row's Σ u·q from its accumulators.
+    fn row_sum(&self, e: &Emitter<'_, 'ctx>, accs: &[VectorValue<'ctx>]) -> Result<IntValue<'ctx>>;
+}
+
+/// The scheme of every format but VNNI ternary: one step per 64-weight block, the tail block
+/// included (xq is zero past the row's end), each block decoded by `block_parts`.
+struct BlockRows<'ctx> {
     shape: GemvShape,
     vnni: bool,
     codes: PointerValue<'ctx>,
-    factor: PointerValue<'ctx>,
     xq: PointerValue<'ctx>,
+}
+
+impl<'ctx> RowScheme<'ctx> for BlockRows<'ctx> {
+    fn accumulators(&self) -> usize {
+        part_scales(self.shape.format, self.vnni).len()
+    }
+
+    fn steps(&self) -> (u64, bool) {
+        (self.shape.cols.div_ceil(BLOCK) as u64, false)
+    }
+
+    fn shared(&self, e: &Emitter<'_, 'ctx>, blk: IntValue<'ctx>) -> Result<Vec<VectorValue<'ctx>>> {
+        let qoff =
+            e.b.build_int_mul(blk, e.ctx.i64_type().const_int(BLOCK as u64, false), "qoff")
+                .map_err(err)?;
+        // SAFETY (of the IR): blk < blocks per row and xq holds every block of the row.
+        let qp = unsafe {
+            e.b.build_in_bounds_gep(e.ctx.i8_type(), self.xq, &[qoff], "qp")
+        }
+        .map_err(err)?;
+        Ok(vec![e.load_vec(e.i8v(64), qp)?])
+    }
+
+    fn accumulate(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        row: IntValue<'ctx>,
+        (blk, _): (IntValue<'ctx>, bool),
+        shared: &[VectorValue<'ctx>],
+        accs: &mut [VectorValue<'ctx>],
+    ) -> Result<()> {
+        let format = self.shape.format;
+        let bytes = e
+            .ctx
+            .i64_type()
+            .const_int(format.block_bytes() as u64, false);
+        let boff = e.b.build_int_mul(blk, bytes, "boff").map_err(err)?;
+        let bp = code_ptr(e, self.codes, self.shape, row, boff)?;
+        prefetch_ahead(e, bp, prefetch_distance(self.shape))?;
+        let parts = e.block_parts(format, bp, self.vnni)?;
+        for (part, acc) in parts.into_iter().zip(accs) {
+            *acc = e.dot_u8_s8(*acc, part, shared[0], self.vnni)?;
+        }
+        Ok(())
+    }
+
+    fn row_sum(&self, e: &Emitter<'_, 'ctx>, accs: &[VectorValue<'ctx>]) -> Result<IntValue<'ctx>> {
+        let mut total = e.ctx.i32_type().const_zero();
+        for (&acc, scale) in accs.iter().zip(part_scales(self.shape.format, self.vnni)) {
+            let sum = reduce_add(e, acc, &scale)?;
+            total = e.b.build_int_add(total, sum, "total").map_err(err)?;
+        }
+        Ok(total)
+    }
+}
+
+/// Where a kernel writes one row's result: `y[row - row_begin] = factor[row] · value`, with
+/// value = x_scale · (m · Σ u·q − o · Σ q).
+struct Int8Kernel<'ctx> {
+    factor: PointerValue<'ctx>,
     y: PointerValue<'ctx>,
     x_scale: inkwell::values::FloatValue<'ctx>,
     x_sum: IntValue<'ctx>,
@@ -379,169 +478,51 @@ impl<'ctx> Int8Kernel<'ctx> {
         &self,
         e: &Emitter<'_, 'ctx>,
         f: FunctionValue<'ctx>,
+        scheme: &dyn RowScheme<'ctx>,
         group: usize,
-        (start, end): (IntValue<'ctx>, IntValue<'ctx>),
+        rows: (IntValue<'ctx>, IntValue<'ctx>),
     ) -> Result<()> {
         let (ctx, b) = (e.ctx, &e.b);
-        let (i64t, i32t) = (ctx.i64_type(), ctx.i32_type());
-        let acc_t = i32t.vec_type(16);
-        let r_slot = e.entry_alloca(f, i64t.into(), "r")?;
-        let blk_slot = e.entry_alloca(f, i64t.into(), "blk")?;
-        // One accumulator per row and code part.
-        let parts = if self.shape.format == Format::Int3 {
-            2
-        } else {
-            1
-        };
-        let accs = (0..group * parts)
+        let i64t = ctx.i64_type();
+        let acc_t = ctx.i32_type().vec_type(16);
+        let per_row = scheme.accumulators();
+        let accs = (0..group * per_row)
             .map(|_| e.entry_alloca(f, acc_t.into(), "acc"))
             .collect::<Result<Vec<_>>>()?;
-        let head = ctx.append_basic_block(f, "rows");
-        let init = ctx.append_basic_block(f, "rows.init");
-        let block = ctx.append_basic_block(f, "block");
-        let rows_end = ctx.append_basic_block(f, "rows.end");
-        let exit = ctx.append_basic_block(f, "rows.exit");
-        b.build_store(r_slot, start).map_err(err)?;
-        b.build_unconditional_branch(head).map_err(err)?;
-
-        b.position_at_end(head);
-        let r = b
-            .build_load(i64t, r_slot, "r")
-            .map_err(err)?
-            .into_int_value();
-        let more = b
-            .build_int_compare(inkwell::IntPredicate::ULT, r, end, "more")
-            .map_err(err)?;
-        b.build_conditional_branch(more, init, exit).map_err(err)?;
-
-        b.position_at_end(init);
-        for &acc in &accs {
-            b.build_store(acc, acc_t.const_zero()).map_err(err)?;
-        }
-        b.build_store(blk_slot, i64t.const_zero()).map_err(err)?;
-        b.build_unconditional_branch(block).map_err(err)?;
-
-        // Every block, the tail included: xq is zero past the row's end.
-        b.position_at_end(block);
-        let blk = b
-            .build_load(i64t, blk_slot, "blk")
-            .map_err(err)?
-            .into_int_value();
-        let q = self.activations(e, blk)?;
-        let mut scales = vec![];
-        for (g, row_accs) in accs.chunks_exact(parts).enumerate() {
-            let bp = self.block_ptr(e, r, g, blk)?;
-            self.prefetch_ahead(e, bp)?;
-            let block = e.block_parts(self.shape.format, bp, self.vnni)?;
-            for (part, &acc) in block.iter().zip(row_accs) {
-                let a = b
-                    .build_load(acc_t, acc, "a")
-                    .map_err(err)?
-                    .into_vector_value();
-                let a = e.dot_u8_s8(a, part.codes, q, self.vnni)?;
-                b.build_store(acc, a).map_err(err)?;
+        let row_of = |r: IntValue<'ctx>, g: usize| {
+            b.build_int_add(r, i64t.const_int(g as u64, false), "row")
+                .map_err(err)
+        };
+        emit_loop(e, f, rows, group as u64, |r| {
+            for &acc in &accs {
+                b.build_store(acc, acc_t.const_zero()).map_err(err)?;
             }
-            scales = block.iter().map(|p| (p.lane_shift, p.left_shift)).collect();
-        }
-        let next = b
-            .build_int_add(blk, i64t.const_int(1, false), "blk.next")
-            .map_err(err)?;
-        b.build_store(blk_slot, next).map_err(err)?;
-        let blocks = i64t.const_int(self.shape.cols.div_ceil(BLOCK) as u64, false);
-        let more = b
-            .build_int_compare(inkwell::IntPredicate::ULT, next, blocks, "more")
-            .map_err(err)?;
-        b.build_conditional_branch(more, block, rows_end)
-            .map_err(err)?;
-
-        b.position_at_end(rows_end);
-        for (g, row_accs) in accs.chunks_exact(parts).enumerate() {
-            let row = b
-                .build_int_add(r, i64t.const_int(g as u64, false), "row")
-                .map_err(err)?;
-            let mut total = i32t.const_zero();
-            for (&acc, (lane_shift, left_shift)) in row_accs.iter().zip(&scales) {
-                let sum = reduce_add(e, acc, lane_shift, *left_shift)?;
-                total = b.build_int_add(total, sum, "total").map_err(err)?;
+            let step = |s: IntValue<'ctx>, tail: bool| -> Result<()> {
+                let shared = scheme.shared(e, s)?;
+                for (g, row_accs) in accs.chunks_exact(per_row).enumerate() {
+                    let mut values = load_all(e, acc_t, row_accs)?;
+                    scheme.accumulate(e, row_of(r, g)?, (s, tail), &shared, &mut values)?;
+                    for (&acc, v) in row_accs.iter().zip(values) {
+                        b.build_store(acc, v).map_err(err)?;
+                    }
+                }
+                Ok(())
+            };
+            let (full, tail) = scheme.steps();
+            if full > 0 {
+                let range = (i64t.const_zero(), i64t.const_int(full, false));
+                emit_loop(e, f, range, 1, |s| step(s, false))?;
             }
-            let out = row_output(e, total, self.x_sum, self.x_scale, self.level_map)?;
-            self.store_row(e, row, out)?;
-        }
-        let next = b
-            .build_int_add(r, i64t.const_int(group as u64, false), "r.next")
-            .map_err(err)?;
-        b.build_store(r_slot, next).map_err(err)?;
-        b.build_unconditional_branch(head).map_err(err)?;
-        b.position_at_end(exit);
-        Ok(())
-    }
-
-    /// Asks for the codes `PREFETCH_BYTES` ahead in this row's stream (past the row's end it
-    /// touches the next rows or nothing: a prefetch never faults).
-    fn prefetch_ahead(&self, e: &Emitter<'_, 'ctx>, bp: PointerValue<'ctx>) -> Result<()> {
-        let ctx = e.ctx;
-        let off = ctx.i64_type().const_int(PREFETCH_BYTES, false);
-        // SAFETY (of the IR): a plain (not inbounds) GEP: the address may lie past the codes,
-        // and only a prefetch, which never faults, uses it.
-        let ahead = unsafe { e.b.build_gep(ctx.i8_type(), bp, &[off], "ahead") }.map_err(err)?;
-        let ptr = ctx.ptr_type(AddressSpace::default());
-        let f = intrinsic(e.module, "llvm.prefetch", &[ptr.into()])?;
-        let i32t = ctx.i32_type();
-        // (address, read, high locality, data cache)
-        let args: [BasicMetadataValueEnum; 4] = [
-            ahead.into(),
-            i32t.const_zero().into(),
-            i32t.const_int(3, false).into(),
-            i32t.const_int(1, false).into(),
-        ];
-        e.b.build_call(f, &args, "").map_err(err)?;
-        Ok(())
-    }
-
-    /// The 64 activation bytes of block `blk`.
-    fn activations(&self, e: &Emitter<'_, 'ctx>, blk: IntValue<'ctx>) -> Result<VectorValue<'ctx>> {
-        let i64t = e.ctx.i64_type();
-        let qoff =
-            e.b.build_int_mul(blk, i64t.const_int(BLOCK as u64, false), "qoff")
-                .map_err(err)?;
-        // SAFETY (of the IR): blk < blocks per row and xq holds every block of the row.
-        let qp = unsafe {
-            e.b.build_in_bounds_gep(e.ctx.i8_type(), self.xq, &[qoff], "qp")
-        }
-        .map_err(err)?;
-        e.load_vec(e.i8v(64), qp)
-    }
-
-    /// The codes of block `blk` of row `r + g`.
-    fn block_ptr(
-        &self,
-        e: &Emitter<'_, 'ctx>,
-        r: IntValue<'ctx>,
-        g: usize,
-        blk: IntValue<'ctx>,
-    ) -> Result<PointerValue<'ctx>> {
-        let i64t = e.ctx.i64_type();
-        let format = self.shape.format;
-        let rb = format.row_bytes(self.shape.cols) as u64;
-        let row_off =
-            e.b.build_int_mul(r, i64t.const_int(rb, false), "row.off")
-                .map_err(err)?;
-        let row_off =
-            e.b.build_int_add(row_off, i64t.const_int(g as u64 * rb, false), "row.off.g")
-                .map_err(err)?;
-        let boff =
-            e.b.build_int_mul(
-                blk,
-                i64t.const_int(format.block_bytes() as u64, false),
-                "boff",
-            )
-            .map_err(err)?;
-        let off = e.b.build_int_add(row_off, boff, "off").map_err(err)?;
-        // SAFETY (of the IR): row r + g < rows and blk < blocks per row.
-        unsafe {
-            e.b.build_in_bounds_gep(e.ctx.i8_type(), self.codes, &[off], "bp")
-        }
-        .map_err(err)
+            if tail {
+                step(i64t.const_int(full, false), true)?;
+            }
+            for (g, row_accs) in accs.chunks_exact(per_row).enumerate() {
+                let total = scheme.row_sum(e, &load_all(e, acc_t, row_accs)?)?;
+                let out = row_output(e, total, self.x_sum, self.x_scale, self.level_map)?;
+                self.store_row(e, row_of(r, g)?, out)?;
+            }
+            Ok(())
+        })
     }
 
     /// `y[row - row_begin] = factor[row] · value`.
@@ -566,21 +547,109 @@ impl<'ctx> Int8Kernel<'ctx> {
     }
 }
 
+/// The values of `ptrs`, each of type `ty`.
+fn load_all<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    ty: VectorType<'ctx>,
+    ptrs: &[PointerValue<'ctx>],
+) -> Result<Vec<VectorValue<'ctx>>> {
+    ptrs.iter()
+        .map(|&p| Ok(e.b.build_load(ty, p, "a").map_err(err)?.into_vector_value()))
+        .collect()
+}
+
+/// Emits `for (i = from; i < to; i += stride) body(i)` where the builder is, and leaves the
+/// builder after the loop.
+pub(super) fn emit_loop<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    f: FunctionValue<'ctx>,
+    (from, to): (IntValue<'ctx>, IntValue<'ctx>),
+    stride: u64,
+    mut body: impl FnMut(IntValue<'ctx>) -> Result<()>,
+) -> Result<()> {
+    let (ctx, b) = (e.ctx, &e.b);
+    let i64t = ctx.i64_type();
+    let slot = e.entry_alloca(f, i64t.into(), "i")?;
+    b.build_store(slot, from).map_err(err)?;
+    let head = ctx.append_basic_block(f, "loop");
+    let body_block = ctx.append_basic_block(f, "loop.body");
+    let exit = ctx.append_basic_block(f, "loop.exit");
+    b.build_unconditional_branch(head).map_err(err)?;
+    b.position_at_end(head);
+    let i = b.build_load(i64t, slot, "i").map_err(err)?.into_int_value();
+    let more = b
+        .build_int_compare(inkwell::IntPredicate::ULT, i, to, "more")
+        .map_err(err)?;
+    b.build_conditional_branch(more, body_block, exit)
+        .map_err(err)?;
+    b.position_at_end(body_block);
+    body(i)?;
+    let next = b
+        .build_int_add(i, i64t.const_int(stride, false), "i.next")
+        .map_err(err)?;
+    b.build_store(slot, next).map_err(err)?;
+    b.build_unconditional_branch(head).map_err(err)?;
+    b.position_at_end(exit);
+    Ok(())
+}
+
+/// Row `row`'s codes, `offset` bytes in.
+pub(super) fn code_ptr<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    codes: PointerValue<'ctx>,
+    shape: GemvShape,
+    row: IntValue<'ctx>,
+    offset: IntValue<'ctx>,
+) -> Result<PointerValue<'ctx>> {
+    let i64t = e.ctx.i64_type();
+    let rb = i64t.const_int(shape.format.row_bytes(shape.cols) as u64, false);
+    let row_off = e.b.build_int_mul(row, rb, "row.off").map_err(err)?;
+    let off = e.b.build_int_add(row_off, offset, "off").map_err(err)?;
+    // SAFETY (of the IR): row < rows and offset < the row's bytes.
+    unsafe {
+        e.b.build_in_bounds_gep(e.ctx.i8_type(), codes, &[off], "cp")
+    }
+    .map_err(err)
+}
+
+/// Asks for the codes `distance` bytes past `p` in a row's stream (past the row's end it
+/// touches the next rows or nothing: a prefetch never faults).
+pub(super) fn prefetch_ahead<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    p: PointerValue<'ctx>,
+    distance: u64,
+) -> Result<()> {
+    let ctx = e.ctx;
+    let off = ctx.i64_type().const_int(distance, false);
+    // SAFETY (of the IR): a plain (not inbounds) GEP: the address may lie past the codes,
+    // and only a prefetch, which never faults, uses it.
+    let ahead = unsafe { e.b.build_gep(ctx.i8_type(), p, &[off], "ahead") }.map_err(err)?;
+    let ptr = ctx.ptr_type(AddressSpace::default());
+    let f = intrinsic(e.module, "llvm.prefetch", &[ptr.into()])?;
+    let i32t = ctx.i32_type();
+    // (address, read, high locality, data cache)
+    let args: [BasicMetadataValueEnum; 4] = [
+        ahead.into(),
+        i32t.const_zero().into(),
+        i32t.const_int(3, false).into(),
+        i32t.const_int(1, false).into(),
+    ];
+    e.b.build_call(f, &args, "").map_err(err)?;
+    Ok(())
+}
+
 /// Σ over the lanes of `acc >> lane_shift` (exact: every term of lane k is a multiple of
 /// 2^lane_shift[k]), times 2^left_shift.
 fn reduce_add<'ctx>(
     e: &Emitter<'_, 'ctx>,
-    acc: PointerValue<'ctx>,
-    lane_shift: &[u64; 16],
-    left_shift: u64,
+    acc: VectorValue<'ctx>,
+    scale: &PartScale,
 ) -> Result<IntValue<'ctx>> {
     let i32t = e.ctx.i32_type();
-    let mut v =
-        e.b.build_load(i32t.vec_type(16), acc, "acc.v")
-            .map_err(err)?
-            .into_vector_value();
-    if lane_shift.iter().any(|&s| s > 0) {
-        let shifts: Vec<_> = lane_shift
+    let mut v = acc;
+    if scale.lane_shift.iter().any(|&s| s > 0) {
+        let shifts: Vec<_> = scale
+            .lane_shift
             .iter()
             .map(|&s| i32t.const_int(s, false))
             .collect();
@@ -588,20 +657,23 @@ fn reduce_add<'ctx>(
             e.b.build_right_shift(v, VectorType::const_vector(&shifts), true, "unscaled")
                 .map_err(err)?;
     }
-    let f = intrinsic(
-        e.module,
-        "llvm.vector.reduce.add",
-        &[e.ctx.i32_type().vec_type(16).into()],
-    )?;
+    let sum = reduce_lanes(e, v)?;
+    e.b.build_left_shift(sum, i32t.const_int(scale.left_shift, false), "scaled")
+        .map_err(err)
+}
+
+/// Σ of the lanes of an integer vector, in its lane type.
+pub(super) fn reduce_lanes<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    v: VectorValue<'ctx>,
+) -> Result<IntValue<'ctx>> {
+    let f = intrinsic(e.module, "llvm.vector.reduce.add", &[v.get_type().into()])?;
     let args: [BasicMetadataValueEnum; 1] = [v.into()];
     let r = e.b.build_call(f, &args, "sum").map_err(err)?;
-    let sum = r
-        .try_as_basic_value()
+    Ok(r.try_as_basic_value()
         .basic()
         .expect("value")
-        .into_int_value();
-    e.b.build_left_shift(sum, i32t.const_int(left_shift, false), "scaled")
-        .map_err(err)
+        .into_int_value())
 }
 
 /// x_scale · (m · Σu·q − o · Σq), in f32 (both sums are exact integers below 2^24).

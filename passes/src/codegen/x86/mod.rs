@@ -1,4 +1,5 @@
-//! The x86 code generator: builds the matmul kernels' LLVM IR (`gemv.rs`, `gemv_int8.rs`), links
+//! The x86 code generator: builds the matmul kernels' LLVM IR (`gemv.rs`, `gemv_int8.rs` with
+//! `gemv_ternary.rs`), links
 //! in the layer's other ops lowered from MLIR (`codegen::mlir`), optimises the one module for
 //! the chosen CPU, emits an object with LLVM's x86 target machine and links it into
 //! `kernels.so` with the system C compiler driver (`cc -shared -nostdlib ... -lm`: the only
@@ -7,6 +8,7 @@
 pub mod gemm;
 pub mod gemv;
 pub mod gemv_int8;
+mod gemv_ternary;
 
 pub use crate::codegen::mlir::layer_ops::{layer_ops_module, LayerOp, LayerShapes};
 pub use gemv::GemvShape;
