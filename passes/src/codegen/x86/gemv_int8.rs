@@ -359,6 +359,9 @@ pub fn emit_gemv_i8<'ctx>(
 /// accumulators are independent chains (so the dot products' latency overlaps).
 const ROW_GROUP: usize = 4;
 
+/// A cache line.
+const LINE: u64 = 64;
+
 /// The least distance at which the kernels ask for codes ahead of the row they read: memory
 /// latency is hidden only with enough requests in flight (measured: 512 bytes left the ternary
 /// kernel's cold time at 1.4x its time with a whole group of 4096-weight rows ahead).
@@ -380,9 +383,13 @@ pub(super) trait RowScheme<'ctx> {
     fn accumulators(&self) -> usize;
     /// Full steps per row, and whether a tail step follows them.
     fn steps(&self) -> (u64, bool);
-    /// The activations of step `step`, shared by the rows of a group.
-    fn shared(&self, e: &Emitter<'_, 'ctx>, step: IntValue<'ctx>)
-        -> Result<Vec<VectorValue<'ctx>>>;
+    /// The activations of step `step.0` (the tail step if `step.1`), shared by the rows of a
+    /// group.
+    fn shared(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        step: (IntValue<'ctx>, bool),
+    ) -> Result<Vec<VectorValue<'ctx>>>;
     /// Adds row `row`'s products at step `step.0` (the tail step if `step.1`) to its
     /// accumulators.
     fn accumulate(
@@ -397,8 +404,12 @@ pub(super) trait RowScheme<'ctx> {
     fn row_sum(&self, e: &Emitter<'_, 'ctx>, accs: &[VectorValue<'ctx>]) -> Result<IntValue<'ctx>>;
 }
 
-/// The scheme of every format but VNNI ternary: one step per 64-weight block, the tail block
-/// included (xq is zero past the row's end), each block decoded by `block_parts`.
+/// The scheme of every format but VNNI ternary. A step is the blocks of a whole number of
+/// 64-byte lines of codes (8 blocks at 1 and 3 bits, 4 at 2, 2 at 4), so the codes are asked for
+/// once per line; the blocks left over make the tail step. Every block is read, the row's tail
+/// block included (xq is zero past the row's end), and decoded by `block_parts`. Consecutive
+/// blocks alternate between two sets of accumulators where a block has one part, so a row's
+/// dot products form two dependency chains instead of one.
 struct BlockRows<'ctx> {
     shape: GemvShape,
     vnni: bool,
@@ -406,54 +417,134 @@ struct BlockRows<'ctx> {
     xq: PointerValue<'ctx>,
 }
 
-impl<'ctx> RowScheme<'ctx> for BlockRows<'ctx> {
-    fn accumulators(&self) -> usize {
+impl<'ctx> BlockRows<'ctx> {
+    /// Blocks per full step (one when a whole number of lines would take more than 8 blocks).
+    fn blocks_per_step(&self) -> u64 {
+        let bytes = self.shape.format.block_bytes() as u64;
+        let (mut a, mut b) = (LINE, bytes);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        match LINE / a {
+            k if k <= 8 => k,
+            _ => 1,
+        }
+    }
+
+    fn blocks_in(&self, tail: bool) -> u64 {
+        let blocks = self.shape.cols.div_ceil(BLOCK) as u64;
+        match tail {
+            true => blocks % self.blocks_per_step(),
+            false => self.blocks_per_step(),
+        }
+    }
+
+    fn parts(&self) -> usize {
         part_scales(self.shape.format, self.vnni).len()
     }
 
-    fn steps(&self) -> (u64, bool) {
-        (self.shape.cols.div_ceil(BLOCK) as u64, false)
+    /// Accumulator sets per row.
+    fn chains(&self) -> usize {
+        match self.parts() {
+            1 => 2,
+            _ => 1,
+        }
     }
 
-    fn shared(&self, e: &Emitter<'_, 'ctx>, blk: IntValue<'ctx>) -> Result<Vec<VectorValue<'ctx>>> {
-        let qoff =
-            e.b.build_int_mul(blk, e.ctx.i64_type().const_int(BLOCK as u64, false), "qoff")
+    /// Index of block `i` of step `step` (in blocks from the row's start).
+    fn block_index(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        step: IntValue<'ctx>,
+        i: u64,
+    ) -> Result<IntValue<'ctx>> {
+        let i64t = e.ctx.i64_type();
+        let first =
+            e.b.build_int_mul(step, i64t.const_int(self.blocks_per_step(), false), "first")
                 .map_err(err)?;
-        // SAFETY (of the IR): blk < blocks per row and xq holds every block of the row.
-        let qp = unsafe {
-            e.b.build_in_bounds_gep(e.ctx.i8_type(), self.xq, &[qoff], "qp")
-        }
-        .map_err(err)?;
-        Ok(vec![e.load_vec(e.i8v(64), qp)?])
+        e.b.build_int_add(first, i64t.const_int(i, false), "blk")
+            .map_err(err)
+    }
+}
+
+impl<'ctx> RowScheme<'ctx> for BlockRows<'ctx> {
+    fn accumulators(&self) -> usize {
+        self.parts() * self.chains()
+    }
+
+    fn steps(&self) -> (u64, bool) {
+        let blocks = self.shape.cols.div_ceil(BLOCK) as u64;
+        let k = self.blocks_per_step();
+        (blocks / k, blocks % k > 0)
+    }
+
+    fn shared(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        (step, tail): (IntValue<'ctx>, bool),
+    ) -> Result<Vec<VectorValue<'ctx>>> {
+        (0..self.blocks_in(tail))
+            .map(|i| {
+                let blk = self.block_index(e, step, i)?;
+                let qoff =
+                    e.b.build_int_mul(blk, e.ctx.i64_type().const_int(BLOCK as u64, false), "qoff")
+                        .map_err(err)?;
+                // SAFETY (of the IR): blk < blocks per row and xq holds every block of the row.
+                let qp = unsafe {
+                    e.b.build_in_bounds_gep(e.ctx.i8_type(), self.xq, &[qoff], "qp")
+                }
+                .map_err(err)?;
+                e.load_vec(e.i8v(64), qp)
+            })
+            .collect()
     }
 
     fn accumulate(
         &self,
         e: &Emitter<'_, 'ctx>,
         row: IntValue<'ctx>,
-        (blk, _): (IntValue<'ctx>, bool),
+        (step, tail): (IntValue<'ctx>, bool),
         shared: &[VectorValue<'ctx>],
         accs: &mut [VectorValue<'ctx>],
     ) -> Result<()> {
         let format = self.shape.format;
-        let bytes = e
-            .ctx
-            .i64_type()
-            .const_int(format.block_bytes() as u64, false);
-        let boff = e.b.build_int_mul(blk, bytes, "boff").map_err(err)?;
-        let bp = code_ptr(e, self.codes, self.shape, row, boff)?;
-        prefetch_ahead(e, bp, prefetch_distance(self.shape))?;
-        let parts = e.block_parts(format, bp, self.vnni)?;
-        for (part, acc) in parts.into_iter().zip(accs) {
-            *acc = e.dot_u8_s8(*acc, part, shared[0], self.vnni)?;
+        let i64t = e.ctx.i64_type();
+        let bytes = format.block_bytes() as u64;
+        let blocks = self.blocks_in(tail);
+        let first = self.block_index(e, step, 0)?;
+        let offset =
+            e.b.build_int_mul(first, i64t.const_int(bytes, false), "off")
+                .map_err(err)?;
+        let base = code_ptr(e, self.codes, self.shape, row, offset)?;
+        for line in 0..(blocks * bytes).div_ceil(LINE) {
+            prefetch_ahead(
+                e,
+                e.byte_ptr(base, line * LINE)?,
+                prefetch_distance(self.shape),
+            )?;
+        }
+        let parts = self.parts();
+        for (i, q) in (0..blocks).zip(shared) {
+            let codes = e.block_parts(format, e.byte_ptr(base, i * bytes)?, self.vnni)?;
+            let set = (i as usize % self.chains()) * parts;
+            for (j, part) in codes.into_iter().enumerate() {
+                accs[set + j] = e.dot_u8_s8(accs[set + j], part, *q, self.vnni)?;
+            }
         }
         Ok(())
     }
 
+    /// The chains of each part are added lane by lane (they share the part's scale), then
+    /// each part's lanes are summed once.
     fn row_sum(&self, e: &Emitter<'_, 'ctx>, accs: &[VectorValue<'ctx>]) -> Result<IntValue<'ctx>> {
+        let scales = part_scales(self.shape.format, self.vnni);
         let mut total = e.ctx.i32_type().const_zero();
-        for (&acc, scale) in accs.iter().zip(part_scales(self.shape.format, self.vnni)) {
-            let sum = reduce_add(e, acc, &scale)?;
+        for (j, scale) in scales.iter().enumerate() {
+            let mut lanes = accs[j];
+            for &chain in accs.iter().skip(j + scales.len()).step_by(scales.len()) {
+                lanes = e.b.build_int_add(lanes, chain, "chains").map_err(err)?;
+            }
+            let sum = reduce_add(e, lanes, scale)?;
             total = e.b.build_int_add(total, sum, "total").map_err(err)?;
         }
         Ok(total)
@@ -498,7 +589,7 @@ impl<'ctx> Int8Kernel<'ctx> {
                 b.build_store(acc, acc_t.const_zero()).map_err(err)?;
             }
             let step = |s: IntValue<'ctx>, tail: bool| -> Result<()> {
-                let shared = scheme.shared(e, s)?;
+                let shared = scheme.shared(e, (s, tail))?;
                 for (g, row_accs) in accs.chunks_exact(per_row).enumerate() {
                     let mut values = load_all(e, acc_t, row_accs)?;
                     scheme.accumulate(e, row_of(r, g)?, (s, tail), &shared, &mut values)?;

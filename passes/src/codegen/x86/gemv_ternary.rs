@@ -156,7 +156,7 @@ impl<'ctx> RowScheme<'ctx> for TernaryRows<'ctx> {
     fn shared(
         &self,
         e: &Emitter<'_, 'ctx>,
-        step: IntValue<'ctx>,
+        (step, _): (IntValue<'ctx>, bool),
     ) -> Result<Vec<VectorValue<'ctx>>> {
         let (ctx, b) = (e.ctx, &e.b);
         let i64t = ctx.i64_type();
