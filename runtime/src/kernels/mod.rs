@@ -64,6 +64,12 @@ pub trait Kernels: Send + Sync {
     ) {
         reference::gemm_by_gemv(self, m, x, tokens, y, rows)
     }
+    /// Whether `packed_gemm_i8` has a kernel of its own for `m` (else it runs `packed_gemv_i8`
+    /// per token, which `linear_from` then calls itself, over larger row ranges).
+    fn has_packed_gemm_i8(&self, m: &PackedMatrix) -> bool {
+        let _ = m;
+        false
+    }
     /// `packed_gemm` with int8 activations, `y[t · rows.len() + r - rows.start]`. By default one
     /// `packed_gemv_i8` per token.
     fn packed_gemm_i8(
@@ -245,14 +251,22 @@ pub fn linear_from(k: &dyn Kernels, m: &Matrix, input: &LinearInput, y: &mut [f3
         Matrix::Packed(p)
             if input.act == Activations::Int8 && p.format != crate::format::Format::Int8 =>
         {
+            let gemv_i8 = |xt: &QuantizedX, yt: &mut [f32]| {
+                yt.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
+                    let r0 = i * per_task;
+                    k.packed_gemv_i8(p, xt, ys, r0..r0 + ys.len());
+                })
+            };
             match input.quantized(cols) {
-                Quantized::Rows(xq) => {
+                Quantized::Rows(xq) if k.has_packed_gemm_i8(p) => {
                     by_row_chunks(rows, tokens, y, |out, r| k.packed_gemm_i8(p, xq, out, r))
                 }
-                Quantized::One(xq) => y.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
-                    let r0 = i * per_task;
-                    k.packed_gemv_i8(p, xq, ys, r0..r0 + ys.len());
-                }),
+                Quantized::Rows(xq) => {
+                    for (t, yt) in y.chunks_exact_mut(rows).enumerate() {
+                        gemv_i8(&xq.token(t), yt);
+                    }
+                }
+                Quantized::One(xq) => gemv_i8(xq, y),
             }
         }
         Matrix::Packed(p) if tokens > 1 => {

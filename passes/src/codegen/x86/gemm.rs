@@ -586,7 +586,7 @@ pub fn add_gemms<'ctx>(
     unique.dedup();
     for s in unique {
         emit_gemm(ctx, module, s, tile).map_err(CodegenError::Llvm)?;
-        if int8 != Int8Act::No && level_map(s.format).is_some() {
+        if has_gemm_i8(s.format, int8) {
             emit_gemm_i8(ctx, module, s, tile, int8 == Int8Act::Vnni)
                 .map_err(CodegenError::Llvm)?;
         }
@@ -596,11 +596,20 @@ pub fn add_gemms<'ctx>(
         .map_err(|e| CodegenError::Llvm(format!("generated IR does not verify: {e}")))
 }
 
+/// Whether `format` gets an int8-activation matrix-matrix kernel: every sub-8-bit format but
+/// ternary on VNNI, whose matrix-vector kernel (`gemv_ternary.rs`) runs a token faster than a
+/// tile that extracts the digits does (measured 0.5-0.9x of per-token products on SmolLM2's and
+/// 4096x4096 shapes, `paretoqc bench --tables gemm`): there prefill runs it once per token.
+fn has_gemm_i8(format: Format, int8: Int8Act) -> bool {
+    let ternary_vnni = format == Format::Ternary && int8 == Int8Act::Vnni;
+    int8 != Int8Act::No && level_map(format).is_some() && !ternary_vnni
+}
+
 /// The manifest roles (-> symbols) of the matrix-matrix kernels `add_gemms` emits for `shape`.
 pub fn roles(shape: &GemvShape, int8: Int8Act) -> Vec<(String, String)> {
     let (bits, r, c) = (shape.format.name(), shape.rows, shape.cols);
     let mut out = vec![(format!("gemm.{bits}.{r}x{c}"), symbol(shape))];
-    if int8 != Int8Act::No && level_map(shape.format).is_some() {
+    if has_gemm_i8(shape.format, int8) {
         out.push((format!("gemm_i8.{bits}.{r}x{c}"), symbol_i8(shape)));
     }
     out

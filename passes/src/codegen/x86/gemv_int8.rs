@@ -475,7 +475,7 @@ impl<'ctx> RowScheme<'ctx> for BlockRows<'ctx> {
     fn steps(&self) -> (u64, bool) {
         let blocks = self.shape.cols.div_ceil(BLOCK) as u64;
         let k = self.blocks_per_step();
-        (blocks / k, blocks % k > 0)
+        (blocks / k, !blocks.is_multiple_of(k))
     }
 
     fn shared(
