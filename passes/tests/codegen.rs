@@ -350,3 +350,22 @@ fn llvm_ir_of_a_gemm_before_optimisation() {
     let name = format!("gemm_{}", pqc::codegen::x86::gemm::symbol(&shape));
     insta::assert_snapshot!(name, module.print_to_string().to_string());
 }
+
+/// The int8-activation ternary kernel with VNNI, before optimisation, 4 x 300 (5 blocks, 65
+/// bytes a row: one whole 64-byte step and a masked tail step of 1 byte): the digit activations
+/// laid out per call, the steps over the raw code bytes with the A and B dot products, and
+/// (3·A − B) / 256 per row.
+#[test]
+fn llvm_ir_of_the_vnni_ternary_int8_gemv() {
+    let ctx = inkwell::context::Context::create();
+    let module = ctx.create_module("pqc_kernels");
+    let shape = GemvShape {
+        format: Format::Ternary,
+        rows: 4,
+        cols: 300,
+    };
+    pqc::codegen::x86::gemv_int8::emit_gemv_i8(&ctx, &module, shape, true).expect("kernel");
+    module.verify().expect("verifies");
+    let name = format!("gemv_i8_vnni_{}", pqc::codegen::x86::gemv_int8::symbol(&shape));
+    insta::assert_snapshot!(name, module.print_to_string().to_string());
+}
