@@ -325,8 +325,13 @@ fn llvm_ir_before_optimisation_per_width() {
             rows: 4,
             cols: 100,
         };
-        let module = pqc::codegen::x86::gemv_module(&ctx, &[shape], pqc::codegen::x86::Int8Act::No)
-            .expect("module");
+        let module = pqc::codegen::x86::gemv_module(
+            &ctx,
+            &[shape],
+            pqc::codegen::x86::Isa::Avx512,
+            pqc::codegen::x86::Int8Act::No,
+        )
+        .expect("module");
         let name = format!("gemv_{}", shape.symbol());
         insta::assert_snapshot!(name, module.print_to_string().to_string());
     }

@@ -7,9 +7,10 @@
 pub mod gemm;
 pub mod gemv;
 pub mod gemv_int8;
+mod levels;
 
 pub use crate::codegen::mlir::layer_ops::{layer_ops_module, LayerOp, LayerShapes};
-pub use gemv::GemvShape;
+pub use gemv::{GemvShape, Isa};
 
 use inkwell::context::Context;
 use inkwell::module::Module;
@@ -139,10 +140,12 @@ pub enum Int8Act {
 }
 
 /// The module of gemv kernels for these shapes (deduplicated), before optimisation: the f32
-/// kernel of each, and the int8-activation kernel of each sub-8-bit shape when asked.
+/// kernel of each (for `isa`), and the int8-activation kernel of each sub-8-bit shape when
+/// asked.
 pub fn gemv_module<'ctx>(
     ctx: &'ctx Context,
     shapes: &[GemvShape],
+    isa: Isa,
     int8: Int8Act,
 ) -> Result<Module<'ctx>, CodegenError> {
     let module = ctx.create_module("pqc_kernels");
@@ -150,7 +153,7 @@ pub fn gemv_module<'ctx>(
     unique.sort();
     unique.dedup();
     for s in unique {
-        gemv::emit_gemv(ctx, &module, s).map_err(CodegenError::Llvm)?;
+        gemv::emit_gemv(ctx, &module, s, isa).map_err(CodegenError::Llvm)?;
         if int8 != Int8Act::No && gemv_int8::level_map(s.format).is_some() {
             gemv_int8::emit_gemv_i8(ctx, &module, s, int8 == Int8Act::Vnni)
                 .map_err(CodegenError::Llvm)?;
@@ -179,7 +182,7 @@ pub fn compile_kernels(
         (true, true) => Int8Act::Vnni,
         (true, false) => Int8Act::Avx2,
     };
-    let module = gemv_module(&ctx, shapes, int8)?;
+    let module = gemv_module(&ctx, shapes, Isa::of(&cpu.features), int8)?;
     let tile = gemm::token_tile(&cpu.features);
     gemm::add_gemms(&ctx, &module, shapes, int8, tile)?;
     module.set_triple(&machine.get_triple());
