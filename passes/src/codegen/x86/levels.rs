@@ -70,15 +70,13 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         match format {
             Format::Int2 => {
                 let d = self.dwords(p, 0)?;
-                (0..4)
-                    .map(|t| self.lookup(self.shr(d, 2 * t)?, INT2, isa))
-                    .collect()
+                (0..4).map(|t| self.lookup(d, INT2, 2 * t, isa)).collect()
             }
             Format::Int4 => {
                 // Low nibbles are weights 0..31, high nibbles 32..63.
                 let d = [self.dwords(p, 0)?, self.dwords(p, 16)?];
                 (0..4)
-                    .map(|k| self.lookup(self.shr(d[k % 2], 4 * (k as u64 / 2))?, INT4, isa))
+                    .map(|k| self.lookup(d[k % 2], INT4, 4 * (k as u64 / 2), isa))
                     .collect()
             }
             Format::Int3 => self.int3_levels(p, isa),
@@ -140,18 +138,33 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             .map_err(err)
     }
 
-    /// The level of the code in the low bits of each i32 lane of `idx`.
-    fn lookup(&self, idx: VectorValue<'ctx>, map: LevelMap, isa: Isa) -> Result<VectorValue<'ctx>> {
+    /// The level of the code at bit `at` of each i32 lane of `d`. A table lookup reads the 4
+    /// low bits of the lane, so `d` is shifted by whole nibbles only and the table picks the
+    /// field inside the nibble: the 2-bit fields at bits 0 and 2 share one index (two tables),
+    /// as do those at bits 4 and 6.
+    fn lookup(
+        &self,
+        d: VectorValue<'ctx>,
+        map: LevelMap,
+        at: u64,
+        isa: Isa,
+    ) -> Result<VectorValue<'ctx>> {
         match isa {
-            Isa::Avx512 => self.table_lookup(idx, map),
-            Isa::Avx2 => self.converted(idx, map),
+            Isa::Avx512 => self.table_lookup(self.shr(d, at / 4 * 4)?, map, at % 4),
+            Isa::Avx2 => self.converted(self.shr(d, at)?, map),
         }
     }
 
-    /// `vpermps` from the table of `map`'s levels for every 4-bit index.
-    fn table_lookup(&self, idx: VectorValue<'ctx>, map: LevelMap) -> Result<VectorValue<'ctx>> {
+    /// `vpermps` from the table of `map`'s levels for every 4-bit index whose code is at bit
+    /// `at` (`at` + bits <= 4).
+    fn table_lookup(
+        &self,
+        idx: VectorValue<'ctx>,
+        map: LevelMap,
+        at: u64,
+    ) -> Result<VectorValue<'ctx>> {
         let f32t = self.ctx.f32_type();
-        let code = |i: u64| map.bits.map_or(i, |b| i & ((1 << b) - 1));
+        let code = |i: u64| map.bits.map_or(i, |b| (i >> at) & ((1 << b) - 1));
         let table: Vec<_> = (0..LANES as u64)
             .map(|i| f32t.const_float(code(i) as f64 - map.offset))
             .collect();
@@ -189,7 +202,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         let high = self.load_i64(self.byte_ptr(p, 16)?)?;
         (0..4)
             .map(|t| {
-                let lv = self.lookup(self.shr(low, 2 * t)?, INT3_LOW, isa)?;
+                let lv = self.lookup(low, INT3_LOW, 2 * t, isa)?;
                 let up = self
                     .b
                     .build_float_add(lv, self.splat_f32(LANES, 4.0), "up")
@@ -235,7 +248,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                     .build_bit_cast(digit, self.i32v(LANES), "digit")
                     .map_err(err)?
                     .into_vector_value();
-                self.lookup(digit, TERNARY, isa)
+                self.lookup(digit, TERNARY, 0, isa)
             })
             .collect()
     }
