@@ -12,20 +12,24 @@
 //!
 //! Numerics: every level · x product is exact (levels are small integers or halves), each
 //! accumulator lane adds its products in block order with FMAs, and a row's accumulators are
-//! summed as a tree at its end. The result equals the reference (dequantize, then a dot product)
-//! up to the rounding of a different summation order.
+//! summed as a tree at its end. At 1 bit the accumulators instead sum x over the weights whose
+//! bit is set, S, and the row is `2 · S − Σx` (Σx summed once per call): one rounding more, and
+//! the two terms can be larger than their difference. The result equals the reference
+//! (dequantize, then a dot product) up to the rounding of a different summation order.
 //!
 //! The file also holds what every x86 kernel shares: the `Emitter`, the block decoding into
 //! segments and the row and block loops that the matrix-matrix kernels (`gemm.rs`) use.
 
-use super::levels::{level_spans, LANES};
+use super::levels::{level_spans, sums_set_weights, Term, LANES};
 use inkwell::builder::Builder;
 use inkwell::context::Context;
 use inkwell::intrinsics::Intrinsic;
 use inkwell::module::Module;
 use inkwell::types::VectorType;
 use inkwell::values::BasicValue;
-use inkwell::values::{BasicMetadataValueEnum, FunctionValue, IntValue, PointerValue, VectorValue};
+use inkwell::values::{
+    BasicMetadataValueEnum, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue,
+};
 use inkwell::AddressSpace;
 use paretoqc_runtime::format::{Format, BLOCK, TERNARY_BYTES, TRITS};
 
@@ -545,17 +549,23 @@ pub fn emit_gemv<'ctx>(
     ];
     let f = declare(&e, &shape.symbol(), &params);
     let p = |i: u32| f.get_nth_param(i).expect("param");
+    let entry = ctx.append_basic_block(f, "entry");
+    e.b.position_at_end(entry);
+    let x = p(2).into_pointer_value();
+    let x_sum = match sums_set_weights(shape.format) {
+        true => Some(emit_x_sum(&e, f, shape, x)?),
+        false => None,
+    };
     let kernel = F32Kernel {
         shape,
         isa,
         codes: p(0).into_pointer_value(),
         factor: p(1).into_pointer_value(),
-        x: p(2).into_pointer_value(),
+        x,
         y: p(3).into_pointer_value(),
         row_begin: p(4).into_int_value(),
+        x_sum,
     };
-    let entry = ctx.append_basic_block(f, "entry");
-    e.b.position_at_end(entry);
     let r1 = p(5).into_int_value();
     // Whole groups of ROW_GROUP rows first, then the remaining rows one at a time.
     let span =
@@ -600,6 +610,8 @@ struct F32Kernel<'ctx> {
     x: PointerValue<'ctx>,
     y: PointerValue<'ctx>,
     row_begin: IntValue<'ctx>,
+    /// Σx over the row, for formats summing set weights (`levels::Term::Set`).
+    x_sum: Option<FloatValue<'ctx>>,
 }
 
 impl<'ctx> F32Kernel<'ctx> {
@@ -673,7 +685,8 @@ impl<'ctx> F32Kernel<'ctx> {
                 .build_int_add(r, i64t.const_int(g as u64, false), "row")
                 .map_err(err)?;
             let sum = sum_accumulators(e, &vec![LANES; per_row], row_accs)?;
-            store_output(e, (self.factor, self.y), (row, self.row_begin), sum)?;
+            let value = self.row_value(e, sum)?;
+            store_output(e, (self.factor, self.y), (row, self.row_begin), value)?;
         }
         let next = b
             .build_int_add(r, i64t.const_int(group as u64, false), "r.next")
@@ -696,7 +709,14 @@ impl<'ctx> F32Kernel<'ctx> {
         accs: &[PointerValue<'ctx>],
     ) -> Result<()> {
         let b = &e.b;
-        let xs = self.block_x(e, blk, valid)?;
+        let xbase = b
+            .build_int_mul(
+                blk,
+                e.ctx.i64_type().const_int(BLOCK as u64, false),
+                "xbase",
+            )
+            .map_err(err)?;
+        let xs = block_x(e, self.shape.format, self.x, xbase, valid)?;
         let fma = intrinsic(e.module, "llvm.fma", &[e.f32v(LANES).into()])?;
         let per_row = accumulators_per_row(self.isa);
         for (g, row_accs) in accs.chunks_exact(per_row).enumerate() {
@@ -704,61 +724,44 @@ impl<'ctx> F32Kernel<'ctx> {
             if valid.is_none() {
                 self.prefetch_ahead(e, bp, accs.len() / per_row)?;
             }
-            let levels = e.block_levels(self.shape.format, self.isa, bp)?;
-            for (k, (lv, xv)) in levels.iter().zip(&xs).enumerate() {
+            let parts = e.block_terms(self.shape.format, self.isa, bp)?;
+            for (k, (part, xv)) in parts.iter().zip(&xs).enumerate() {
                 let Some(xv) = xv else { continue };
                 let acc = row_accs[k % per_row];
-                let a = b.build_load(e.f32v(LANES), acc, "a").map_err(err)?;
-                let args: [BasicMetadataValueEnum; 3] = [(*lv).into(), (*xv).into(), a.into()];
-                let sum = b
-                    .build_call(fma, &args, "fma")
+                let a = b
+                    .build_load(e.f32v(LANES), acc, "a")
                     .map_err(err)?
-                    .try_as_basic_value()
-                    .basic()
-                    .expect("value");
+                    .into_vector_value();
+                let sum = match part {
+                    Term::Levels(lv) => {
+                        let args: [BasicMetadataValueEnum; 3] =
+                            [(*lv).into(), (*xv).into(), a.into()];
+                        b.build_call(fma, &args, "fma")
+                            .map_err(err)?
+                            .try_as_basic_value()
+                            .basic()
+                            .expect("value")
+                    }
+                    Term::Set(bits) => {
+                        let added = b.build_float_add(a, *xv, "added").map_err(err)?;
+                        b.build_select(*bits, added, a, "sum").map_err(err)?
+                    }
+                };
                 b.build_store(acc, sum).map_err(err)?;
             }
         }
         Ok(())
     }
 
-    /// The x vector of each level vector of block `blk` (`level_spans`), loads masked to the
-    /// span's weights (and to `valid` in the tail block); `None` for a span past the row's end.
-    fn block_x(
-        &self,
-        e: &Emitter<'_, 'ctx>,
-        blk: IntValue<'ctx>,
-        valid: Option<usize>,
-    ) -> Result<Vec<Option<VectorValue<'ctx>>>> {
-        let (b, f32t, i64t) = (&e.b, e.ctx.f32_type(), e.ctx.i64_type());
-        let xbase = b
-            .build_int_mul(blk, i64t.const_int(BLOCK as u64, false), "xbase")
-            .map_err(err)?;
-        level_spans(self.shape.format)
-            .into_iter()
-            .map(|(first, n)| {
-                let live = valid.map_or(n, |v| v.saturating_sub(first).min(n));
-                if live == 0 {
-                    return Ok(None);
-                }
-                let xi = b
-                    .build_int_add(xbase, i64t.const_int(first as u64, false), "xi")
-                    .map_err(err)?;
-                // SAFETY (of the IR): the span's first weight is inside the row.
-                let xp =
-                    unsafe { b.build_in_bounds_gep(f32t, self.x, &[xi], "xp") }.map_err(err)?;
-                if live == LANES as usize {
-                    let v = b.build_load(e.f32v(LANES), xp, "xv").map_err(err)?;
-                    v.as_instruction_value()
-                        .expect("load")
-                        .set_alignment(4)
-                        .map_err(err)?;
-                    Ok(Some(v.into_vector_value()))
-                } else {
-                    masked_load(e, e.f32v(LANES), xp, live).map(Some)
-                }
-            })
-            .collect()
+    /// The row's dot product from the sum of its accumulators.
+    fn row_value(&self, e: &Emitter<'_, 'ctx>, sum: FloatValue<'ctx>) -> Result<FloatValue<'ctx>> {
+        let Some(x_sum) = self.x_sum else {
+            return Ok(sum);
+        };
+        let twice =
+            e.b.build_float_mul(sum, e.ctx.f32_type().const_float(2.0), "twice")
+                .map_err(err)?;
+        e.b.build_float_sub(twice, x_sum, "dot").map_err(err)
     }
 
     /// The codes of block `blk` of row `r + g`.
@@ -822,6 +825,70 @@ impl<'ctx> F32Kernel<'ctx> {
         e.b.build_call(f, &args, "").map_err(err)?;
         Ok(())
     }
+}
+
+/// The x vector of each level vector of the block whose first weight is `xbase`
+/// (`level_spans`), loads masked to the span's weights (and to `valid` in the tail block); `None`
+/// for a span past the row's end.
+fn block_x<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    format: Format,
+    x: PointerValue<'ctx>,
+    xbase: IntValue<'ctx>,
+    valid: Option<usize>,
+) -> Result<Vec<Option<VectorValue<'ctx>>>> {
+    let (b, f32t, i64t) = (&e.b, e.ctx.f32_type(), e.ctx.i64_type());
+    level_spans(format)
+        .into_iter()
+        .map(|(first, n)| {
+            let live = valid.map_or(n, |v| v.saturating_sub(first).min(n));
+            if live == 0 {
+                return Ok(None);
+            }
+            let xi = b
+                .build_int_add(xbase, i64t.const_int(first as u64, false), "xi")
+                .map_err(err)?;
+            // SAFETY (of the IR): the span's first weight is inside the row.
+            let xp = unsafe { b.build_in_bounds_gep(f32t, x, &[xi], "xp") }.map_err(err)?;
+            if live == LANES as usize {
+                let v = b.build_load(e.f32v(LANES), xp, "xv").map_err(err)?;
+                v.as_instruction_value()
+                    .expect("load")
+                    .set_alignment(4)
+                    .map_err(err)?;
+                Ok(Some(v.into_vector_value()))
+            } else {
+                masked_load(e, e.f32v(LANES), xp, live).map(Some)
+            }
+        })
+        .collect()
+}
+
+/// Σx over the row (`cols` floats): the blocks' x vectors added in lanes, then the lanes.
+fn emit_x_sum<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    f: FunctionValue<'ctx>,
+    shape: GemvShape,
+    x: PointerValue<'ctx>,
+) -> Result<FloatValue<'ctx>> {
+    let accs = zeroed_accumulators(e, f, &[LANES])?;
+    // The block loop walks a row's codes; only its weight indices matter here.
+    let row = x;
+    block_loop(e, f, shape, row, |_, xbase, valid| {
+        for xv in block_x(e, shape.format, x, xbase, valid)?
+            .into_iter()
+            .flatten()
+        {
+            let a =
+                e.b.build_load(e.f32v(LANES), accs[0], "a")
+                    .map_err(err)?
+                    .into_vector_value();
+            let sum = e.b.build_float_add(a, xv, "xs").map_err(err)?;
+            e.b.build_store(accs[0], sum).map_err(err)?;
+        }
+        Ok(())
+    })?;
+    sum_accumulators(e, &[LANES], &accs)
 }
 
 /// Accumulators of the given vector widths in entry-block allocas, zeroed where the builder is.
