@@ -327,8 +327,13 @@ fn llvm_ir_before_optimisation_per_width() {
             rows: 4,
             cols: 100,
         };
-        let module = pqc::codegen::x86::gemv_module(&ctx, &[shape], pqc::codegen::x86::Int8Act::No)
-            .expect("module");
+        let module = pqc::codegen::x86::gemv_module(
+            &ctx,
+            &[shape],
+            pqc::codegen::x86::Isa::Avx512,
+            pqc::codegen::x86::Int8Act::No,
+        )
+        .expect("module");
         let name = format!("gemv_{}", shape.symbol());
         insta::assert_snapshot!(name, module.print_to_string().to_string());
     }
@@ -366,6 +371,9 @@ fn llvm_ir_of_the_vnni_ternary_int8_gemv() {
     };
     pqc::codegen::x86::gemv_int8::emit_gemv_i8(&ctx, &module, shape, true).expect("kernel");
     module.verify().expect("verifies");
-    let name = format!("gemv_i8_vnni_{}", pqc::codegen::x86::gemv_int8::symbol(&shape));
+    let name = format!(
+        "gemv_i8_vnni_{}",
+        pqc::codegen::x86::gemv_int8::symbol(&shape)
+    );
     insta::assert_snapshot!(name, module.print_to_string().to_string());
 }

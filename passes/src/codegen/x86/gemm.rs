@@ -11,8 +11,8 @@
 //! f32 activations (`gemm.<bits>.<rows>x<cols>`): the decoding of `gemv.rs`, segments split to at
 //! most 16 lanes, and per token one accumulator per segment width (16, or 12 and 4 for ternary),
 //! so a tile of 8 tokens holds 8 vector accumulators. Sums are in a different order than the
-//! matrix-vector kernel's (one accumulator per width instead of per segment position): equal to
-//! rounding (~1e-7 relative), not bitwise.
+//! matrix-vector kernel's (which decodes with `levels.rs` into two accumulators per row): equal
+//! to rounding (~1e-7 relative), not bitwise.
 //!
 //! int8 activations (`gemm_i8.<bits>.<rows>x<cols>`): the codes of a block spread to 64 bytes once
 //! (`gemv_int8.rs`), then one integer dot product per token (`vpdpbusd` with VNNI); the integer

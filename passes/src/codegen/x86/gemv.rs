@@ -1,20 +1,35 @@
-//! The LLVM IR of one packed matrix-vector kernel (`paretoqc_runtime::kernels::native` has its
-//! ABI): for each row r in [row_begin, row_end),
+//! The LLVM IR of one packed matrix-vector kernel with f32 activations
+//! (`paretoqc_runtime::kernels::native` has its ABI): for each row r in [row_begin, row_end),
 //! `y[r - row_begin] = factor[r] · Σ_i level(code[r, i]) · x[i]`.
 //!
-//! A row is `cols / 64` full blocks, walked by a loop, and an optional tail block whose x loads are
-//! masked to the row's end (the padded codes then multiply zeros). Each format decodes a block
-//! into *segments*: a run of consecutive weights as an f32 vector of levels (16 weights for 2 bits,
-//! 32 for 4 bits, 13 for ternary digits). Each segment position has its own accumulator, so the
-//! FMAs of a block are independent; they are summed once per row.
+//! Rows go in groups of `ROW_GROUP` (then one at a time for the rest): per 64-weight block the x
+//! vectors are loaded once and feed every row of the group, the codes are prefetched a few row
+//! groups ahead (a cold matrix streams from memory), and each row decodes its block
+//! into 16-lane f32 level vectors (`levels.rs`: table lookups with AVX-512, conversions with
+//! AVX2) multiplied into its accumulators by FMAs. A row is `cols / 64` full blocks, walked by a
+//! loop, and an optional tail block whose x loads are masked to the row's end (the padded codes
+//! then multiply zeros; nothing past x's `cols` floats is read).
+//!
+//! Numerics: every level · x product is exact (levels are small integers or halves), each
+//! accumulator lane adds its products in block order with FMAs, and a row's accumulators are
+//! summed as a tree at its end. At 1 bit the accumulators instead sum x over the weights whose
+//! bit is set, S, and the row is `2 · S − Σx` (Σx summed once per call): one rounding more, and
+//! the two terms can be larger than their difference. The result equals the reference
+//! (dequantize, then a dot product) up to the rounding of a different summation order.
+//!
+//! The file also holds what every x86 kernel shares: the `Emitter`, the block decoding into
+//! segments and the row and block loops that the matrix-matrix kernels (`gemm.rs`) use.
 
+use super::levels::{level_spans, sums_set_weights, Term, LANES};
 use inkwell::builder::Builder;
 use inkwell::context::Context;
 use inkwell::intrinsics::Intrinsic;
 use inkwell::module::Module;
 use inkwell::types::VectorType;
 use inkwell::values::BasicValue;
-use inkwell::values::{BasicMetadataValueEnum, FunctionValue, IntValue, PointerValue, VectorValue};
+use inkwell::values::{
+    BasicMetadataValueEnum, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue,
+};
 use inkwell::AddressSpace;
 use paretoqc_runtime::format::{Format, BLOCK, TERNARY_BYTES, TRITS};
 
@@ -22,6 +37,27 @@ pub(super) type Result<T> = std::result::Result<T, String>;
 
 pub(super) fn err(e: impl std::fmt::Display) -> String {
     format!("building LLVM IR: {e}")
+}
+
+/// The vector instructions an f32 kernel is generated for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX2 and FMA (x86-64-v3).
+    Avx2,
+    /// AVX-512 F and BW: table lookups with `vpermps`, masked byte loads.
+    Avx512,
+}
+
+impl Isa {
+    /// The best of the two a CPU with these features (LLVM's names) has.
+    pub fn of(features: &[String]) -> Isa {
+        let has = |name: &str| features.iter().any(|f| f == name);
+        if has("avx512f") && has("avx512bw") {
+            Isa::Avx512
+        } else {
+            Isa::Avx2
+        }
+    }
 }
 
 /// What one kernel is specialised to.
@@ -47,7 +83,9 @@ impl GemvShape {
     }
 }
 
-/// A run of `width` consecutive weights starting `offset` weights into the block.
+/// A run of consecutive weights starting `offset` weights into the block, as an f32 vector of
+/// their levels (16 weights for 2 bits, 32 for 4 bits, 13 ternary digits in 16 lanes): how the
+/// matrix-matrix kernels decode a block.
 pub(super) struct Segment<'ctx> {
     pub(super) offset: usize,
     pub(super) levels: VectorValue<'ctx>,
@@ -316,7 +354,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
 
     /// The 13 bytes at `p` as `<16 x i8>` with zero lanes 13..15, from an 8-, a 4- and a 1-byte
     /// load (nothing past the block is read).
-    fn load_13_bytes(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>> {
+    pub(super) fn load_13_bytes(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>> {
         let (i64t, i32t, i8t) = (self.ctx.i64_type(), self.ctx.i32_type(), self.ctx.i8_type());
         let low = self.load_i64(p)?;
         let mid = self
@@ -390,9 +428,9 @@ pub(super) fn declare<'ctx>(
     f
 }
 
-/// The loop over rows that every kernel shares: `r` from `row_begin` to `row_end`, `row_codes`
-/// pointing at row r's packed codes. `begin` leaves the builder in the row's body; `end` stores
-/// `y[r - row_begin] = factor[r] · value`, moves to the next row and closes the function.
+/// The matrix-matrix kernels' loop over rows: `r` from `row_begin` to `row_end`, `row_codes`
+/// pointing at row r's packed codes. `nested` leaves the builder in the row's body; `store`
+/// writes `y[r - row_begin] = factor[r] · value` and `next` moves to the next row.
 pub(super) struct RowLoop<'ctx> {
     r_slot: PointerValue<'ctx>,
     pub(super) r: IntValue<'ctx>,
@@ -403,19 +441,6 @@ pub(super) struct RowLoop<'ctx> {
 }
 
 impl<'ctx> RowLoop<'ctx> {
-    /// The function's entry block, then the row loop.
-    pub(super) fn begin(
-        e: &Emitter<'_, 'ctx>,
-        f: FunctionValue<'ctx>,
-        shape: GemvShape,
-        codes: PointerValue<'ctx>,
-        rows: (IntValue<'ctx>, IntValue<'ctx>),
-    ) -> Result<RowLoop<'ctx>> {
-        let entry = e.ctx.append_basic_block(f, "entry");
-        e.b.position_at_end(entry);
-        RowLoop::nested(e, f, shape, codes, rows)
-    }
-
     /// A row loop starting where the builder is (inside another loop, say).
     pub(super) fn nested(
         e: &Emitter<'_, 'ctx>,
@@ -467,18 +492,7 @@ impl<'ctx> RowLoop<'ctx> {
         y: PointerValue<'ctx>,
         value: inkwell::values::FloatValue<'ctx>,
     ) -> Result<()> {
-        let (b, f32t) = (&e.b, e.ctx.f32_type());
-        // SAFETY (of the IR): factor has `rows` entries and y has row_end - row_begin.
-        let fp = unsafe { b.build_in_bounds_gep(f32t, factor, &[self.r], "fp") }.map_err(err)?;
-        let fr = b
-            .build_load(f32t, fp, "factor.r")
-            .map_err(err)?
-            .into_float_value();
-        let out = b.build_float_mul(fr, value, "y.r").map_err(err)?;
-        let yi = b.build_int_sub(self.r, self.r0, "yi").map_err(err)?;
-        let yp = unsafe { b.build_in_bounds_gep(f32t, y, &[yi], "yp") }.map_err(err)?;
-        b.build_store(yp, out).map_err(err)?;
-        Ok(())
+        store_output(e, (factor, y), (self.r, self.r0), value)
     }
 
     /// Moves to the next row; the builder continues after the loop.
@@ -492,77 +506,389 @@ impl<'ctx> RowLoop<'ctx> {
         b.position_at_end(self.exit);
         Ok(())
     }
-
-    /// `store`, `next` and the function's return.
-    pub(super) fn end(
-        self,
-        e: &Emitter<'_, 'ctx>,
-        factor: PointerValue<'ctx>,
-        y: PointerValue<'ctx>,
-        value: inkwell::values::FloatValue<'ctx>,
-    ) -> Result<()> {
-        self.store(e, factor, y, value)?;
-        self.next(e)?;
-        e.b.build_return(None).map_err(err)?;
-        Ok(())
-    }
 }
 
-/// Adds the kernel for `shape` to `module`.
+/// `y[row - row_begin] = factor[row] · value`.
+pub(super) fn store_output<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    (factor, y): (PointerValue<'ctx>, PointerValue<'ctx>),
+    (row, row_begin): (IntValue<'ctx>, IntValue<'ctx>),
+    value: inkwell::values::FloatValue<'ctx>,
+) -> Result<()> {
+    let (b, f32t) = (&e.b, e.ctx.f32_type());
+    // SAFETY (of the IR): factor has `rows` entries and y has row_end - row_begin.
+    let fp = unsafe { b.build_in_bounds_gep(f32t, factor, &[row], "fp") }.map_err(err)?;
+    let fr = b
+        .build_load(f32t, fp, "factor.r")
+        .map_err(err)?
+        .into_float_value();
+    let out = b.build_float_mul(fr, value, "y.r").map_err(err)?;
+    let yi = b.build_int_sub(row, row_begin, "yi").map_err(err)?;
+    let yp = unsafe { b.build_in_bounds_gep(f32t, y, &[yi], "yp") }.map_err(err)?;
+    b.build_store(yp, out).map_err(err)?;
+    Ok(())
+}
+
+/// Adds the kernel for `shape` to `module`, for the instructions of `isa`.
 pub fn emit_gemv<'ctx>(
     ctx: &'ctx Context,
     module: &Module<'ctx>,
     shape: GemvShape,
+    isa: Isa,
 ) -> Result<FunctionValue<'ctx>> {
     let e = Emitter::new(ctx, module);
     let ptr = ctx.ptr_type(AddressSpace::default()).into();
-    let i64t = ctx.i64_type().into();
+    let i64t = ctx.i64_type();
     let params = [
         ("codes", ptr),
         ("factor", ptr),
         ("x", ptr),
         ("y", ptr),
-        ("row_begin", i64t),
-        ("row_end", i64t),
+        ("row_begin", i64t.into()),
+        ("row_end", i64t.into()),
     ];
     let f = declare(&e, &shape.symbol(), &params);
     let p = |i: u32| f.get_nth_param(i).expect("param");
-    let (codes, factor, x, y) = (
-        p(0).into_pointer_value(),
-        p(1).into_pointer_value(),
-        p(2).into_pointer_value(),
-        p(3).into_pointer_value(),
-    );
-    let rows = RowLoop::begin(
-        &e,
-        f,
+    let entry = ctx.append_basic_block(f, "entry");
+    e.b.position_at_end(entry);
+    let x = p(2).into_pointer_value();
+    let x_sum = match sums_set_weights(shape.format) {
+        true => Some(emit_x_sum(&e, f, shape, x)?),
+        false => None,
+    };
+    let kernel = F32Kernel {
         shape,
-        codes,
-        (p(4).into_int_value(), p(5).into_int_value()),
-    )?;
-    let sum = emit_row_dot(&e, f, shape, rows.row_codes, x)?;
-    rows.end(&e, factor, y, sum)?;
+        isa,
+        codes: p(0).into_pointer_value(),
+        factor: p(1).into_pointer_value(),
+        x,
+        y: p(3).into_pointer_value(),
+        row_begin: p(4).into_int_value(),
+        x_sum,
+    };
+    let r1 = p(5).into_int_value();
+    // Whole groups of ROW_GROUP rows first, then the remaining rows one at a time.
+    let span =
+        e.b.build_int_sub(r1, kernel.row_begin, "span")
+            .map_err(err)?;
+    let g = i64t.const_int(ROW_GROUP as u64, false);
+    let whole = e.b.build_int_unsigned_div(span, g, "groups").map_err(err)?;
+    let grouped = e.b.build_int_mul(whole, g, "grouped").map_err(err)?;
+    let split =
+        e.b.build_int_add(kernel.row_begin, grouped, "split")
+            .map_err(err)?;
+    kernel.emit_rows(&e, f, ROW_GROUP, (kernel.row_begin, split))?;
+    kernel.emit_rows(&e, f, 1, (split, r1))?;
+    e.b.build_return(None).map_err(err)?;
     Ok(f)
 }
 
-/// Emits Σ level · x over one row, leaving the builder in the block that continues the row.
-fn emit_row_dot<'ctx>(
+/// Rows decoded together: each x vector, loaded once, feeds all of them, and their
+/// accumulators are independent chains (so the FMAs' latency overlaps).
+const ROW_GROUP: usize = 4;
+
+/// How far ahead of the codes it reads the kernel asks for codes, at least: memory latency is
+/// hidden only with several requests in flight. (At 2 bits, 4096 x 4096 cold: 512 bytes along
+/// each row's own stream was 1.3x slower; 4096 and 8192 bytes were no faster than 2048.)
+const PREFETCH_BYTES: u64 = 2048;
+
+/// Accumulators per row: with AVX-512 two (eight chains in a group of four rows, 8 of the 32
+/// registers); with AVX2 one (its 16-lane vectors take two of the 16 registers each).
+fn accumulators_per_row(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 2,
+        Isa::Avx2 => 1,
+    }
+}
+
+/// What the row loops of an f32 kernel read and write.
+struct F32Kernel<'ctx> {
+    shape: GemvShape,
+    isa: Isa,
+    codes: PointerValue<'ctx>,
+    factor: PointerValue<'ctx>,
+    x: PointerValue<'ctx>,
+    y: PointerValue<'ctx>,
+    row_begin: IntValue<'ctx>,
+    /// Σx over the row, for formats summing set weights (`levels::Term::Set`).
+    x_sum: Option<FloatValue<'ctx>>,
+}
+
+impl<'ctx> F32Kernel<'ctx> {
+    /// Emits, at the builder's position, a loop over rows `start..end` in steps of `group`
+    /// (`end - start` is a multiple of `group`): per step the full blocks in a loop, then the
+    /// tail block; leaves the builder after it.
+    fn emit_rows(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        f: FunctionValue<'ctx>,
+        group: usize,
+        (start, end): (IntValue<'ctx>, IntValue<'ctx>),
+    ) -> Result<()> {
+        let (ctx, b) = (e.ctx, &e.b);
+        let i64t = ctx.i64_type();
+        let per_row = accumulators_per_row(self.isa);
+        let r_slot = e.entry_alloca(f, i64t.into(), "r")?;
+        let blk_slot = e.entry_alloca(f, i64t.into(), "blk")?;
+        let head = ctx.append_basic_block(f, "rows");
+        let init = ctx.append_basic_block(f, "rows.init");
+        let block = ctx.append_basic_block(f, "block");
+        let tail = ctx.append_basic_block(f, "tail");
+        let exit = ctx.append_basic_block(f, "rows.exit");
+        b.build_store(r_slot, start).map_err(err)?;
+        b.build_unconditional_branch(head).map_err(err)?;
+
+        b.position_at_end(head);
+        let r = b
+            .build_load(i64t, r_slot, "r")
+            .map_err(err)?
+            .into_int_value();
+        let more = b
+            .build_int_compare(inkwell::IntPredicate::ULT, r, end, "more")
+            .map_err(err)?;
+        b.build_conditional_branch(more, init, exit).map_err(err)?;
+
+        b.position_at_end(init);
+        let accs = zeroed_accumulators(e, f, &vec![LANES; group * per_row])?;
+        let full = (self.shape.cols / BLOCK) as u64;
+        b.build_store(blk_slot, i64t.const_zero()).map_err(err)?;
+        b.build_unconditional_branch(if full > 0 { block } else { tail })
+            .map_err(err)?;
+
+        b.position_at_end(block);
+        let blk = b
+            .build_load(i64t, blk_slot, "blk")
+            .map_err(err)?
+            .into_int_value();
+        self.add_block(e, r, blk, None, &accs)?;
+        let next = b
+            .build_int_add(blk, i64t.const_int(1, false), "blk.next")
+            .map_err(err)?;
+        b.build_store(blk_slot, next).map_err(err)?;
+        let more = b
+            .build_int_compare(
+                inkwell::IntPredicate::ULT,
+                next,
+                i64t.const_int(full, false),
+                "more",
+            )
+            .map_err(err)?;
+        b.build_conditional_branch(more, block, tail).map_err(err)?;
+
+        b.position_at_end(tail);
+        let rest = self.shape.cols % BLOCK;
+        if rest > 0 {
+            self.add_block(e, r, i64t.const_int(full, false), Some(rest), &accs)?;
+        }
+        for (g, row_accs) in accs.chunks_exact(per_row).enumerate() {
+            let row = b
+                .build_int_add(r, i64t.const_int(g as u64, false), "row")
+                .map_err(err)?;
+            let sum = sum_accumulators(e, &vec![LANES; per_row], row_accs)?;
+            let value = self.row_value(e, sum)?;
+            store_output(e, (self.factor, self.y), (row, self.row_begin), value)?;
+        }
+        let next = b
+            .build_int_add(r, i64t.const_int(group as u64, false), "r.next")
+            .map_err(err)?;
+        b.build_store(r_slot, next).map_err(err)?;
+        b.build_unconditional_branch(head).map_err(err)?;
+        b.position_at_end(exit);
+        Ok(())
+    }
+
+    /// Adds block `blk` of rows `r ..` (one per `accs.len() / per_row`) to their accumulators:
+    /// the x vectors of the block loaded once (masked to `valid` weights in the tail block),
+    /// then per row its levels, FMAs alternating between the row's accumulators.
+    fn add_block(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        r: IntValue<'ctx>,
+        blk: IntValue<'ctx>,
+        valid: Option<usize>,
+        accs: &[PointerValue<'ctx>],
+    ) -> Result<()> {
+        let b = &e.b;
+        let xbase = b
+            .build_int_mul(
+                blk,
+                e.ctx.i64_type().const_int(BLOCK as u64, false),
+                "xbase",
+            )
+            .map_err(err)?;
+        let xs = block_x(e, self.shape.format, self.x, xbase, valid)?;
+        let fma = intrinsic(e.module, "llvm.fma", &[e.f32v(LANES).into()])?;
+        let per_row = accumulators_per_row(self.isa);
+        for (g, row_accs) in accs.chunks_exact(per_row).enumerate() {
+            let bp = self.block_ptr(e, r, g, blk)?;
+            if valid.is_none() {
+                self.prefetch_ahead(e, bp, accs.len() / per_row)?;
+            }
+            let parts = e.block_terms(self.shape.format, self.isa, bp)?;
+            for (k, (part, xv)) in parts.iter().zip(&xs).enumerate() {
+                let Some(xv) = xv else { continue };
+                let acc = row_accs[k % per_row];
+                let a = b
+                    .build_load(e.f32v(LANES), acc, "a")
+                    .map_err(err)?
+                    .into_vector_value();
+                let sum = match part {
+                    Term::Levels(lv) => {
+                        let args: [BasicMetadataValueEnum; 3] =
+                            [(*lv).into(), (*xv).into(), a.into()];
+                        b.build_call(fma, &args, "fma")
+                            .map_err(err)?
+                            .try_as_basic_value()
+                            .basic()
+                            .expect("value")
+                    }
+                    Term::Set(bits) => {
+                        let added = b.build_float_add(a, *xv, "added").map_err(err)?;
+                        b.build_select(*bits, added, a, "sum").map_err(err)?
+                    }
+                };
+                b.build_store(acc, sum).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The row's dot product from the sum of its accumulators.
+    fn row_value(&self, e: &Emitter<'_, 'ctx>, sum: FloatValue<'ctx>) -> Result<FloatValue<'ctx>> {
+        let Some(x_sum) = self.x_sum else {
+            return Ok(sum);
+        };
+        let twice =
+            e.b.build_float_mul(sum, e.ctx.f32_type().const_float(2.0), "twice")
+                .map_err(err)?;
+        e.b.build_float_sub(twice, x_sum, "dot").map_err(err)
+    }
+
+    /// The codes of block `blk` of row `r + g`.
+    fn block_ptr(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        r: IntValue<'ctx>,
+        g: usize,
+        blk: IntValue<'ctx>,
+    ) -> Result<PointerValue<'ctx>> {
+        let (b, i64t) = (&e.b, e.ctx.i64_type());
+        let format = self.shape.format;
+        let rb = format.row_bytes(self.shape.cols) as u64;
+        let row = b
+            .build_int_add(r, i64t.const_int(g as u64, false), "row.g")
+            .map_err(err)?;
+        let row_off = b
+            .build_int_mul(row, i64t.const_int(rb, false), "row.off")
+            .map_err(err)?;
+        let boff = b
+            .build_int_mul(
+                blk,
+                i64t.const_int(format.block_bytes() as u64, false),
+                "boff",
+            )
+            .map_err(err)?;
+        let off = b.build_int_add(row_off, boff, "off").map_err(err)?;
+        // SAFETY (of the IR): row r + g < rows and blk < blocks per row.
+        unsafe { b.build_in_bounds_gep(e.ctx.i8_type(), self.codes, &[off], "bp") }.map_err(err)
+    }
+
+    /// Asks for the same block of the row whole row groups below, at least `PREFETCH_BYTES`
+    /// ahead. The rows of a group are adjacent, so the groups below hold the next codes the
+    /// kernel reads; a distance along each row's own stream would run into the next row of the
+    /// same group at its end and leave the next group's rows to start cold. Past the last row it
+    /// touches other memory or nothing: a prefetch never faults.
+    fn prefetch_ahead(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        bp: PointerValue<'ctx>,
+        group: usize,
+    ) -> Result<()> {
+        let ctx = e.ctx;
+        let span = (group * self.shape.format.row_bytes(self.shape.cols)) as u64;
+        let off = ctx
+            .i64_type()
+            .const_int(PREFETCH_BYTES.div_ceil(span) * span, false);
+        // SAFETY (of the IR): a plain (not inbounds) GEP: the address may lie past the codes,
+        // and only a prefetch, which never faults, uses it.
+        let ahead = unsafe { e.b.build_gep(ctx.i8_type(), bp, &[off], "ahead") }.map_err(err)?;
+        let ptr = ctx.ptr_type(AddressSpace::default());
+        let f = intrinsic(e.module, "llvm.prefetch", &[ptr.into()])?;
+        let i32t = ctx.i32_type();
+        // (address, read, high locality, data cache)
+        let args: [BasicMetadataValueEnum; 4] = [
+            ahead.into(),
+            i32t.const_zero().into(),
+            i32t.const_int(3, false).into(),
+            i32t.const_int(1, false).into(),
+        ];
+        e.b.build_call(f, &args, "").map_err(err)?;
+        Ok(())
+    }
+}
+
+/// The x vector of each level vector of the block whose first weight is `xbase`
+/// (`level_spans`), loads masked to the span's weights (and to `valid` in the tail block); `None`
+/// for a span past the row's end.
+fn block_x<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    format: Format,
+    x: PointerValue<'ctx>,
+    xbase: IntValue<'ctx>,
+    valid: Option<usize>,
+) -> Result<Vec<Option<VectorValue<'ctx>>>> {
+    let (b, f32t, i64t) = (&e.b, e.ctx.f32_type(), e.ctx.i64_type());
+    level_spans(format)
+        .into_iter()
+        .map(|(first, n)| {
+            let live = valid.map_or(n, |v| v.saturating_sub(first).min(n));
+            if live == 0 {
+                return Ok(None);
+            }
+            let xi = b
+                .build_int_add(xbase, i64t.const_int(first as u64, false), "xi")
+                .map_err(err)?;
+            // SAFETY (of the IR): the span's first weight is inside the row.
+            let xp = unsafe { b.build_in_bounds_gep(f32t, x, &[xi], "xp") }.map_err(err)?;
+            if live == LANES as usize {
+                let v = b.build_load(e.f32v(LANES), xp, "xv").map_err(err)?;
+                v.as_instruction_value()
+                    .expect("load")
+                    .set_alignment(4)
+                    .map_err(err)?;
+                Ok(Some(v.into_vector_value()))
+            } else {
+                masked_load(e, e.f32v(LANES), xp, live).map(Some)
+            }
+        })
+        .collect()
+}
+
+/// Σx over the row (`cols` floats): the blocks' x vectors added in lanes, then the lanes.
+fn emit_x_sum<'ctx>(
     e: &Emitter<'_, 'ctx>,
     f: FunctionValue<'ctx>,
     shape: GemvShape,
-    row: PointerValue<'ctx>,
     x: PointerValue<'ctx>,
-) -> Result<inkwell::values::FloatValue<'ctx>> {
-    // One accumulator per segment position, in entry-block allocas (mem2reg makes them
-    // registers), zeroed at the start of each row.
-    let widths = segment_widths(shape.format);
-    let accs = zeroed_accumulators(e, f, &widths)?;
-    let slots: Vec<usize> = (0..widths.len()).collect();
-    block_loop(e, f, shape, row, |p, xbase, valid| {
-        let segs = e.decode(shape.format, p)?;
-        accumulate_segments(e, shape.format, &segs, &slots, &[(x, &accs)], xbase, valid)
+) -> Result<FloatValue<'ctx>> {
+    let accs = zeroed_accumulators(e, f, &[LANES])?;
+    // The block loop walks a row's codes; only its weight indices matter here.
+    let row = x;
+    block_loop(e, f, shape, row, |_, xbase, valid| {
+        for xv in block_x(e, shape.format, x, xbase, valid)?
+            .into_iter()
+            .flatten()
+        {
+            let a =
+                e.b.build_load(e.f32v(LANES), accs[0], "a")
+                    .map_err(err)?
+                    .into_vector_value();
+            let sum = e.b.build_float_add(a, xv, "xs").map_err(err)?;
+            e.b.build_store(accs[0], sum).map_err(err)?;
+        }
+        Ok(())
     })?;
-    sum_accumulators(e, &widths, &accs)
+    sum_accumulators(e, &[LANES], &accs)
 }
 
 /// Accumulators of the given vector widths in entry-block allocas, zeroed where the builder is.
@@ -695,7 +1021,7 @@ pub(super) fn accumulate_segments<'ctx>(
                     .map_err(err)?;
                 v.into_vector_value()
             } else {
-                masked_load(e, xp, n, live)?
+                masked_load(e, e.f32v(n), xp, live)?
             };
             let a = b
                 .build_load(e.f32v(n), acc, "a")
@@ -715,26 +1041,23 @@ pub(super) fn accumulate_segments<'ctx>(
     Ok(())
 }
 
-/// Loads the first `live` of `n` floats at `p`, zeros in the other lanes.
-fn masked_load<'ctx>(
+/// Loads the first `live` lanes of a `ty` vector at `p`, zeros in the other lanes (nothing past
+/// them is read).
+pub(super) fn masked_load<'ctx>(
     e: &Emitter<'_, 'ctx>,
+    ty: VectorType<'ctx>,
     p: PointerValue<'ctx>,
-    n: u32,
     live: usize,
 ) -> Result<VectorValue<'ctx>> {
     let ctx = e.ctx;
-    let bits: Vec<_> = (0..n as usize)
+    let bits: Vec<_> = (0..ty.get_size() as usize)
         .map(|i| ctx.bool_type().const_int((i < live) as u64, false))
         .collect();
     let mask = VectorType::const_vector(&bits);
     let ptr = ctx.ptr_type(AddressSpace::default());
-    let f = intrinsic(
-        e.module,
-        "llvm.masked.load",
-        &[e.f32v(n).into(), ptr.into()],
-    )?;
+    let f = intrinsic(e.module, "llvm.masked.load", &[ty.into(), ptr.into()])?;
     // LLVM 22's masked load takes (ptr, mask, passthru); the alignment is the pointer's.
-    let args: [BasicMetadataValueEnum; 3] = [p.into(), mask.into(), e.f32v(n).const_zero().into()];
+    let args: [BasicMetadataValueEnum; 3] = [p.into(), mask.into(), ty.const_zero().into()];
     let v =
         e.b.build_call(f, &args, "xm")
             .map_err(err)?

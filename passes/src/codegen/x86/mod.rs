@@ -1,17 +1,17 @@
-//! The x86 code generator: builds the matmul kernels' LLVM IR (`gemv.rs`, `gemv_int8.rs` with
-//! `gemv_ternary.rs`), links
-//! in the layer's other ops lowered from MLIR (`codegen::mlir`), optimises the one module for
-//! the chosen CPU, emits an object with LLVM's x86 target machine and links it into
-//! `kernels.so` with the system C compiler driver (`cc -shared -nostdlib ... -lm`: the only
+//! The x86 code generator: builds the matmul kernels' LLVM IR (`gemv.rs` with `levels.rs`,
+//! `gemv_int8.rs` with `gemv_ternary.rs`, `gemm.rs`), links in the layer's other ops lowered
+//! from MLIR (`codegen::mlir`), optimises the one module for the chosen CPU, emits an object
+//! with LLVM's x86 target machine and links it into `kernels.so` with the system C compiler driver (`cc -shared -nostdlib ... -lm`: the only
 //! calls out are libm's `expf`, which LLVM emits for `math.exp`).
 
 pub mod gemm;
 pub mod gemv;
 pub mod gemv_int8;
 mod gemv_ternary;
+mod levels;
 
 pub use crate::codegen::mlir::layer_ops::{layer_ops_module, LayerOp, LayerShapes};
-pub use gemv::GemvShape;
+pub use gemv::{GemvShape, Isa};
 
 use inkwell::context::Context;
 use inkwell::module::Module;
@@ -141,10 +141,12 @@ pub enum Int8Act {
 }
 
 /// The module of gemv kernels for these shapes (deduplicated), before optimisation: the f32
-/// kernel of each, and the int8-activation kernel of each sub-8-bit shape when asked.
+/// kernel of each (for `isa`), and the int8-activation kernel of each sub-8-bit shape when
+/// asked.
 pub fn gemv_module<'ctx>(
     ctx: &'ctx Context,
     shapes: &[GemvShape],
+    isa: Isa,
     int8: Int8Act,
 ) -> Result<Module<'ctx>, CodegenError> {
     let module = ctx.create_module("pqc_kernels");
@@ -152,7 +154,7 @@ pub fn gemv_module<'ctx>(
     unique.sort();
     unique.dedup();
     for s in unique {
-        gemv::emit_gemv(ctx, &module, s).map_err(CodegenError::Llvm)?;
+        gemv::emit_gemv(ctx, &module, s, isa).map_err(CodegenError::Llvm)?;
         if int8 != Int8Act::No && gemv_int8::level_map(s.format).is_some() {
             gemv_int8::emit_gemv_i8(ctx, &module, s, int8 == Int8Act::Vnni)
                 .map_err(CodegenError::Llvm)?;
@@ -181,7 +183,7 @@ pub fn compile_kernels(
         (true, true) => Int8Act::Vnni,
         (true, false) => Int8Act::Avx2,
     };
-    let module = gemv_module(&ctx, shapes, int8)?;
+    let module = gemv_module(&ctx, shapes, Isa::of(&cpu.features), int8)?;
     let tile = gemm::token_tile(&cpu.features);
     gemm::add_gemms(&ctx, &module, shapes, int8, tile)?;
     module.set_triple(&machine.get_triple());
