@@ -568,15 +568,7 @@ pub fn emit_gemv<'ctx>(
     };
     let r1 = p(5).into_int_value();
     // Whole groups of ROW_GROUP rows first, then the remaining rows one at a time.
-    let span =
-        e.b.build_int_sub(r1, kernel.row_begin, "span")
-            .map_err(err)?;
-    let g = i64t.const_int(ROW_GROUP as u64, false);
-    let whole = e.b.build_int_unsigned_div(span, g, "groups").map_err(err)?;
-    let grouped = e.b.build_int_mul(whole, g, "grouped").map_err(err)?;
-    let split =
-        e.b.build_int_add(kernel.row_begin, grouped, "split")
-            .map_err(err)?;
+    let split = group_split(&e, kernel.row_begin, r1)?;
     kernel.emit_rows(&e, f, ROW_GROUP, (kernel.row_begin, split))?;
     kernel.emit_rows(&e, f, 1, (split, r1))?;
     e.b.build_return(None).map_err(err)?;
@@ -585,12 +577,62 @@ pub fn emit_gemv<'ctx>(
 
 /// Rows decoded together: each x vector, loaded once, feeds all of them, and their
 /// accumulators are independent chains (so the FMAs' latency overlaps).
-const ROW_GROUP: usize = 4;
+pub(super) const ROW_GROUP: usize = 4;
 
-/// How far ahead of the codes it reads the kernel asks for codes, at least: memory latency is
+/// The first row after the whole groups of `ROW_GROUP` rows from `row_begin` to `row_end`.
+pub(super) fn group_split<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    row_begin: IntValue<'ctx>,
+    row_end: IntValue<'ctx>,
+) -> Result<IntValue<'ctx>> {
+    let span = e.b.build_int_sub(row_end, row_begin, "span").map_err(err)?;
+    let g = e.ctx.i64_type().const_int(ROW_GROUP as u64, false);
+    let whole = e.b.build_int_unsigned_div(span, g, "groups").map_err(err)?;
+    let grouped = e.b.build_int_mul(whole, g, "grouped").map_err(err)?;
+    e.b.build_int_add(row_begin, grouped, "split").map_err(err)
+}
+
+/// How far ahead of the codes it reads a kernel asks for codes, at least: memory latency is
 /// hidden only with several requests in flight. (At 2 bits, 4096 x 4096 cold: 512 bytes along
-/// each row's own stream was 1.3x slower; 4096 and 8192 bytes were no faster than 2048.)
-const PREFETCH_BYTES: u64 = 2048;
+/// each row's own stream was 1.3x slower; 4096 and 8192 bytes were no faster than 2048. The int8
+/// ternary kernel's cold time was 1.4x with 512 bytes.)
+const PREFETCH_MIN_BYTES: u64 = 2048;
+
+/// The distance at which a kernel reading rows in groups of `group` asks for codes: the same
+/// place whole row groups below, at least `PREFETCH_MIN_BYTES` ahead. The rows of a group are
+/// adjacent, so the groups below hold the next codes the kernel reads; a distance along each
+/// row's own stream would run into the next row of the same group at its end and leave the next
+/// group's rows to start cold.
+pub(super) fn prefetch_distance(shape: GemvShape, group: usize) -> u64 {
+    let span = (group * shape.format.row_bytes(shape.cols)) as u64;
+    PREFETCH_MIN_BYTES.div_ceil(span) * span
+}
+
+/// Asks for the codes `distance` bytes past `p`. Past the last row it touches other memory or
+/// nothing: a prefetch never faults.
+pub(super) fn prefetch_ahead<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    p: PointerValue<'ctx>,
+    distance: u64,
+) -> Result<()> {
+    let ctx = e.ctx;
+    let off = ctx.i64_type().const_int(distance, false);
+    // SAFETY (of the IR): a plain (not inbounds) GEP: the address may lie past the codes,
+    // and only a prefetch, which never faults, uses it.
+    let ahead = unsafe { e.b.build_gep(ctx.i8_type(), p, &[off], "ahead") }.map_err(err)?;
+    let ptr = ctx.ptr_type(AddressSpace::default());
+    let f = intrinsic(e.module, "llvm.prefetch", &[ptr.into()])?;
+    let i32t = ctx.i32_type();
+    // (address, read, high locality, data cache)
+    let args: [BasicMetadataValueEnum; 4] = [
+        ahead.into(),
+        i32t.const_zero().into(),
+        i32t.const_int(3, false).into(),
+        i32t.const_int(1, false).into(),
+    ];
+    e.b.build_call(f, &args, "").map_err(err)?;
+    Ok(())
+}
 
 /// Accumulators per row: with AVX-512 two (eight chains in a group of four rows, 8 of the 32
 /// registers); with AVX2 one (its 16-lane vectors take two of the 16 registers each).
@@ -722,7 +764,7 @@ impl<'ctx> F32Kernel<'ctx> {
         for (g, row_accs) in accs.chunks_exact(per_row).enumerate() {
             let bp = self.block_ptr(e, r, g, blk)?;
             if valid.is_none() {
-                self.prefetch_ahead(e, bp, accs.len() / per_row)?;
+                prefetch_ahead(e, bp, prefetch_distance(self.shape, accs.len() / per_row))?;
             }
             let parts = e.block_terms(self.shape.format, self.isa, bp)?;
             for (k, (part, xv)) in parts.iter().zip(&xs).enumerate() {
@@ -791,39 +833,6 @@ impl<'ctx> F32Kernel<'ctx> {
         let off = b.build_int_add(row_off, boff, "off").map_err(err)?;
         // SAFETY (of the IR): row r + g < rows and blk < blocks per row.
         unsafe { b.build_in_bounds_gep(e.ctx.i8_type(), self.codes, &[off], "bp") }.map_err(err)
-    }
-
-    /// Asks for the same block of the row whole row groups below, at least `PREFETCH_BYTES`
-    /// ahead. The rows of a group are adjacent, so the groups below hold the next codes the
-    /// kernel reads; a distance along each row's own stream would run into the next row of the
-    /// same group at its end and leave the next group's rows to start cold. Past the last row it
-    /// touches other memory or nothing: a prefetch never faults.
-    fn prefetch_ahead(
-        &self,
-        e: &Emitter<'_, 'ctx>,
-        bp: PointerValue<'ctx>,
-        group: usize,
-    ) -> Result<()> {
-        let ctx = e.ctx;
-        let span = (group * self.shape.format.row_bytes(self.shape.cols)) as u64;
-        let off = ctx
-            .i64_type()
-            .const_int(PREFETCH_BYTES.div_ceil(span) * span, false);
-        // SAFETY (of the IR): a plain (not inbounds) GEP: the address may lie past the codes,
-        // and only a prefetch, which never faults, uses it.
-        let ahead = unsafe { e.b.build_gep(ctx.i8_type(), bp, &[off], "ahead") }.map_err(err)?;
-        let ptr = ctx.ptr_type(AddressSpace::default());
-        let f = intrinsic(e.module, "llvm.prefetch", &[ptr.into()])?;
-        let i32t = ctx.i32_type();
-        // (address, read, high locality, data cache)
-        let args: [BasicMetadataValueEnum; 4] = [
-            ahead.into(),
-            i32t.const_zero().into(),
-            i32t.const_int(3, false).into(),
-            i32t.const_int(1, false).into(),
-        ];
-        e.b.build_call(f, &args, "").map_err(err)?;
-        Ok(())
     }
 }
 

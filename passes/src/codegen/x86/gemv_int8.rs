@@ -11,7 +11,10 @@
 //! ABI: `void f(const u8 *codes, const float *factor, const i8 *xq, float x_scale, int32 x_sum,
 //! float *y, u64 row_begin, u64 row_end)`.
 
-use super::gemv::{declare, err, intrinsic, Emitter, GemvShape, Result};
+use super::gemv::{
+    declare, err, group_split, intrinsic, prefetch_ahead, prefetch_distance, Emitter, GemvShape,
+    Result, ROW_GROUP,
+};
 use super::gemv_ternary::TernaryRows;
 use inkwell::context::Context;
 use inkwell::module::Module;
@@ -340,40 +343,15 @@ pub fn emit_gemv_i8<'ctx>(
     };
     let r1 = p(7).into_int_value();
     // Whole groups of ROW_GROUP rows first, then the remaining rows one at a time.
-    let span =
-        e.b.build_int_sub(r1, kernel.row_begin, "span")
-            .map_err(err)?;
-    let g = i64t.const_int(ROW_GROUP as u64, false);
-    let whole = e.b.build_int_unsigned_div(span, g, "groups").map_err(err)?;
-    let grouped = e.b.build_int_mul(whole, g, "grouped").map_err(err)?;
-    let split =
-        e.b.build_int_add(kernel.row_begin, grouped, "split")
-            .map_err(err)?;
+    let split = group_split(&e, kernel.row_begin, r1)?;
     kernel.emit_rows(&e, f, scheme.as_ref(), ROW_GROUP, (kernel.row_begin, split))?;
     kernel.emit_rows(&e, f, scheme.as_ref(), 1, (split, r1))?;
     e.b.build_return(None).map_err(err)?;
     Ok(f)
 }
 
-/// Rows decoded together: their blocks share one load of the activations, and their
-/// accumulators are independent chains (so the dot products' latency overlaps).
-const ROW_GROUP: usize = 4;
-
 /// A cache line.
 const LINE: u64 = 64;
-
-/// The least distance at which the kernels ask for codes ahead of the row they read: memory
-/// latency is hidden only with enough requests in flight (measured: 512 bytes left the ternary
-/// kernel's cold time at 1.4x its time with a whole group of 4096-weight rows ahead).
-const PREFETCH_MIN_BYTES: u64 = 2048;
-
-/// How far ahead of a row's codes the kernels ask for codes: the same place in a later group of
-/// rows (so each line is asked for once, a whole number of groups before it is read), at least
-/// `PREFETCH_MIN_BYTES` ahead.
-pub(super) fn prefetch_distance(shape: GemvShape) -> u64 {
-    let group = (ROW_GROUP * shape.format.row_bytes(shape.cols)) as u64;
-    group * PREFETCH_MIN_BYTES.div_ceil(group)
-}
 
 /// How the row loop of an int8 kernel walks a row: a loop over its full steps, then an optional
 /// tail step. At each step the activations are loaded once for the rows of a group, then each
@@ -520,7 +498,7 @@ impl<'ctx> RowScheme<'ctx> for BlockRows<'ctx> {
             prefetch_ahead(
                 e,
                 e.byte_ptr(base, line * LINE)?,
-                prefetch_distance(self.shape),
+                prefetch_distance(self.shape, ROW_GROUP),
             )?;
         }
         let parts = self.parts();
@@ -701,32 +679,6 @@ pub(super) fn code_ptr<'ctx>(
         e.b.build_in_bounds_gep(e.ctx.i8_type(), codes, &[off], "cp")
     }
     .map_err(err)
-}
-
-/// Asks for the codes `distance` bytes past `p` in a row's stream (past the row's end it
-/// touches the next rows or nothing: a prefetch never faults).
-pub(super) fn prefetch_ahead<'ctx>(
-    e: &Emitter<'_, 'ctx>,
-    p: PointerValue<'ctx>,
-    distance: u64,
-) -> Result<()> {
-    let ctx = e.ctx;
-    let off = ctx.i64_type().const_int(distance, false);
-    // SAFETY (of the IR): a plain (not inbounds) GEP: the address may lie past the codes,
-    // and only a prefetch, which never faults, uses it.
-    let ahead = unsafe { e.b.build_gep(ctx.i8_type(), p, &[off], "ahead") }.map_err(err)?;
-    let ptr = ctx.ptr_type(AddressSpace::default());
-    let f = intrinsic(e.module, "llvm.prefetch", &[ptr.into()])?;
-    let i32t = ctx.i32_type();
-    // (address, read, high locality, data cache)
-    let args: [BasicMetadataValueEnum; 4] = [
-        ahead.into(),
-        i32t.const_zero().into(),
-        i32t.const_int(3, false).into(),
-        i32t.const_int(1, false).into(),
-    ];
-    e.b.build_call(f, &args, "").map_err(err)?;
-    Ok(())
 }
 
 /// Σ over the lanes of `acc >> lane_shift` (exact: every term of lane k is a multiple of

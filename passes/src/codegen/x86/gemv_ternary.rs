@@ -15,10 +15,10 @@
 //! wrap in their i32 lanes, but 3·A − B per lane is 256 · Σ d·q over the lane's bytes, which
 //! fits (wrapping arithmetic gives it exactly) for rows below half a million weights.
 
-use super::gemv::{err, intrinsic, Emitter, GemvShape, Result};
-use super::gemv_int8::{
-    code_ptr, emit_loop, prefetch_ahead, prefetch_distance, reduce_lanes, RowScheme,
+use super::gemv::{
+    err, intrinsic, prefetch_ahead, prefetch_distance, Emitter, GemvShape, Result, ROW_GROUP,
 };
+use super::gemv_int8::{code_ptr, emit_loop, reduce_lanes, RowScheme};
 use inkwell::types::VectorType;
 use inkwell::values::{
     BasicMetadataValueEnum, BasicValue, FunctionValue, IntValue, PointerValue, VectorValue,
@@ -194,7 +194,7 @@ impl<'ctx> RowScheme<'ctx> for TernaryRows<'ctx> {
             .build_int_mul(step, e.ctx.i64_type().const_int(CHUNK, false), "coff")
             .map_err(err)?;
         let p = code_ptr(e, self.codes, self.shape, row, off)?;
-        prefetch_ahead(e, p, prefetch_distance(self.shape))?;
+        prefetch_ahead(e, p, prefetch_distance(self.shape, ROW_GROUP))?;
         let mut t = self.load_chunk(e, p, tail)?;
         for x in digit_x {
             accs[0] = e.dot_u8_s8(accs[0], t, *x, true)?;
