@@ -579,6 +579,46 @@ pub fn emit_gemv<'ctx>(
 /// accumulators are independent chains (so the FMAs' latency overlaps).
 pub(super) const ROW_GROUP: usize = 4;
 
+/// Emits `for (i = from; i < to; i += stride) body(i)` where the builder is (blocks
+/// `name.head`, `name.body`, `name.exit`; `i` named `name`), and leaves the builder after the
+/// loop.
+pub(super) fn emit_loop<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    f: FunctionValue<'ctx>,
+    name: &str,
+    (from, to): (IntValue<'ctx>, IntValue<'ctx>),
+    stride: u64,
+    mut body: impl FnMut(IntValue<'ctx>) -> Result<()>,
+) -> Result<()> {
+    let (ctx, b) = (e.ctx, &e.b);
+    let i64t = ctx.i64_type();
+    let slot = e.entry_alloca(f, i64t.into(), &format!("{name}.slot"))?;
+    b.build_store(slot, from).map_err(err)?;
+    let head = ctx.append_basic_block(f, &format!("{name}.head"));
+    let body_block = ctx.append_basic_block(f, &format!("{name}.body"));
+    let exit = ctx.append_basic_block(f, &format!("{name}.exit"));
+    b.build_unconditional_branch(head).map_err(err)?;
+    b.position_at_end(head);
+    let i = b
+        .build_load(i64t, slot, name)
+        .map_err(err)?
+        .into_int_value();
+    let more = b
+        .build_int_compare(inkwell::IntPredicate::ULT, i, to, "more")
+        .map_err(err)?;
+    b.build_conditional_branch(more, body_block, exit)
+        .map_err(err)?;
+    b.position_at_end(body_block);
+    body(i)?;
+    let next = b
+        .build_int_add(i, i64t.const_int(stride, false), "next")
+        .map_err(err)?;
+    b.build_store(slot, next).map_err(err)?;
+    b.build_unconditional_branch(head).map_err(err)?;
+    b.position_at_end(exit);
+    Ok(())
+}
+
 /// The first row after the whole groups of `ROW_GROUP` rows from `row_begin` to `row_end`.
 pub(super) fn group_split<'ctx>(
     e: &Emitter<'_, 'ctx>,
@@ -665,78 +705,34 @@ impl<'ctx> F32Kernel<'ctx> {
         e: &Emitter<'_, 'ctx>,
         f: FunctionValue<'ctx>,
         group: usize,
-        (start, end): (IntValue<'ctx>, IntValue<'ctx>),
+        rows: (IntValue<'ctx>, IntValue<'ctx>),
     ) -> Result<()> {
         let (ctx, b) = (e.ctx, &e.b);
         let i64t = ctx.i64_type();
         let per_row = accumulators_per_row(self.isa);
-        let r_slot = e.entry_alloca(f, i64t.into(), "r")?;
-        let blk_slot = e.entry_alloca(f, i64t.into(), "blk")?;
-        let head = ctx.append_basic_block(f, "rows");
-        let init = ctx.append_basic_block(f, "rows.init");
-        let block = ctx.append_basic_block(f, "block");
-        let tail = ctx.append_basic_block(f, "tail");
-        let exit = ctx.append_basic_block(f, "rows.exit");
-        b.build_store(r_slot, start).map_err(err)?;
-        b.build_unconditional_branch(head).map_err(err)?;
-
-        b.position_at_end(head);
-        let r = b
-            .build_load(i64t, r_slot, "r")
-            .map_err(err)?
-            .into_int_value();
-        let more = b
-            .build_int_compare(inkwell::IntPredicate::ULT, r, end, "more")
-            .map_err(err)?;
-        b.build_conditional_branch(more, init, exit).map_err(err)?;
-
-        b.position_at_end(init);
-        let accs = zeroed_accumulators(e, f, &vec![LANES; group * per_row])?;
-        let full = (self.shape.cols / BLOCK) as u64;
-        b.build_store(blk_slot, i64t.const_zero()).map_err(err)?;
-        b.build_unconditional_branch(if full > 0 { block } else { tail })
-            .map_err(err)?;
-
-        b.position_at_end(block);
-        let blk = b
-            .build_load(i64t, blk_slot, "blk")
-            .map_err(err)?
-            .into_int_value();
-        self.add_block(e, r, blk, None, &accs)?;
-        let next = b
-            .build_int_add(blk, i64t.const_int(1, false), "blk.next")
-            .map_err(err)?;
-        b.build_store(blk_slot, next).map_err(err)?;
-        let more = b
-            .build_int_compare(
-                inkwell::IntPredicate::ULT,
-                next,
-                i64t.const_int(full, false),
-                "more",
-            )
-            .map_err(err)?;
-        b.build_conditional_branch(more, block, tail).map_err(err)?;
-
-        b.position_at_end(tail);
-        let rest = self.shape.cols % BLOCK;
-        if rest > 0 {
-            self.add_block(e, r, i64t.const_int(full, false), Some(rest), &accs)?;
-        }
-        for (g, row_accs) in accs.chunks_exact(per_row).enumerate() {
-            let row = b
-                .build_int_add(r, i64t.const_int(g as u64, false), "row")
-                .map_err(err)?;
-            let sum = sum_accumulators(e, &vec![LANES; per_row], row_accs)?;
-            let value = self.row_value(e, sum)?;
-            store_output(e, (self.factor, self.y), (row, self.row_begin), value)?;
-        }
-        let next = b
-            .build_int_add(r, i64t.const_int(group as u64, false), "r.next")
-            .map_err(err)?;
-        b.build_store(r_slot, next).map_err(err)?;
-        b.build_unconditional_branch(head).map_err(err)?;
-        b.position_at_end(exit);
-        Ok(())
+        emit_loop(e, f, "row", rows, group as u64, |r| {
+            let accs = zeroed_accumulators(e, f, &vec![LANES; group * per_row])?;
+            let full = (self.shape.cols / BLOCK) as u64;
+            if full > 0 {
+                let blocks = (i64t.const_zero(), i64t.const_int(full, false));
+                emit_loop(e, f, "block", blocks, 1, |blk| {
+                    self.add_block(e, r, blk, None, &accs)
+                })?;
+            }
+            let rest = self.shape.cols % BLOCK;
+            if rest > 0 {
+                self.add_block(e, r, i64t.const_int(full, false), Some(rest), &accs)?;
+            }
+            for (g, row_accs) in accs.chunks_exact(per_row).enumerate() {
+                let row = b
+                    .build_int_add(r, i64t.const_int(g as u64, false), "row")
+                    .map_err(err)?;
+                let sum = sum_accumulators(e, &vec![LANES; per_row], row_accs)?;
+                let value = self.row_value(e, sum)?;
+                store_output(e, (self.factor, self.y), (row, self.row_begin), value)?;
+            }
+            Ok(())
+        })
     }
 
     /// Adds block `blk` of rows `r ..` (one per `accs.len() / per_row`) to their accumulators:
@@ -930,38 +926,18 @@ pub(super) fn block_loop<'ctx>(
     let full = (shape.cols / BLOCK) as u64;
     let bb = shape.format.block_bytes() as u64;
     if full > 0 {
-        let blk_slot = e.entry_alloca(f, i64t.into(), "blk")?;
-        b.build_store(blk_slot, i64t.const_zero()).map_err(err)?;
-        let body = ctx.append_basic_block(f, "block");
-        let after = ctx.append_basic_block(f, "blocks.done");
-        b.build_unconditional_branch(body).map_err(err)?;
-        b.position_at_end(body);
-        let blk = b
-            .build_load(i64t, blk_slot, "blk")
-            .map_err(err)?
-            .into_int_value();
-        let boff = b
-            .build_int_mul(blk, i64t.const_int(bb, false), "boff")
-            .map_err(err)?;
-        let p = unsafe { b.build_in_bounds_gep(ctx.i8_type(), row, &[boff], "bp") }.map_err(err)?;
-        let xbase = b
-            .build_int_mul(blk, i64t.const_int(BLOCK as u64, false), "xbase")
-            .map_err(err)?;
-        block(p, xbase, None)?;
-        let next = b
-            .build_int_add(blk, i64t.const_int(1, false), "blk.next")
-            .map_err(err)?;
-        b.build_store(blk_slot, next).map_err(err)?;
-        let more = b
-            .build_int_compare(
-                inkwell::IntPredicate::ULT,
-                next,
-                i64t.const_int(full, false),
-                "more",
-            )
-            .map_err(err)?;
-        b.build_conditional_branch(more, body, after).map_err(err)?;
-        b.position_at_end(after);
+        let blocks = (i64t.const_zero(), i64t.const_int(full, false));
+        emit_loop(e, f, "block", blocks, 1, |blk| {
+            let boff = b
+                .build_int_mul(blk, i64t.const_int(bb, false), "boff")
+                .map_err(err)?;
+            let p =
+                unsafe { b.build_in_bounds_gep(ctx.i8_type(), row, &[boff], "bp") }.map_err(err)?;
+            let xbase = b
+                .build_int_mul(blk, i64t.const_int(BLOCK as u64, false), "xbase")
+                .map_err(err)?;
+            block(p, xbase, None)
+        })?;
     }
     let tail = shape.cols % BLOCK;
     if tail > 0 {

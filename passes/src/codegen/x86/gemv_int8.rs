@@ -12,8 +12,8 @@
 //! float *y, u64 row_begin, u64 row_end)`.
 
 use super::gemv::{
-    declare, err, group_split, intrinsic, prefetch_ahead, prefetch_distance, Emitter, GemvShape,
-    Result, ROW_GROUP,
+    declare, emit_loop, err, group_split, intrinsic, prefetch_ahead, prefetch_distance, Emitter,
+    GemvShape, Result, ROW_GROUP,
 };
 use super::gemv_ternary::TernaryRows;
 use inkwell::context::Context;
@@ -562,7 +562,7 @@ impl<'ctx> Int8Kernel<'ctx> {
             b.build_int_add(r, i64t.const_int(g as u64, false), "row")
                 .map_err(err)
         };
-        emit_loop(e, f, rows, group as u64, |r| {
+        emit_loop(e, f, "row", rows, group as u64, |r| {
             for &acc in &accs {
                 b.build_store(acc, acc_t.const_zero()).map_err(err)?;
             }
@@ -580,7 +580,7 @@ impl<'ctx> Int8Kernel<'ctx> {
             let (full, tail) = scheme.steps();
             if full > 0 {
                 let range = (i64t.const_zero(), i64t.const_int(full, false));
-                emit_loop(e, f, range, 1, |s| step(s, false))?;
+                emit_loop(e, f, "step", range, 1, |s| step(s, false))?;
             }
             if tail {
                 step(i64t.const_int(full, false), true)?;
@@ -625,41 +625,6 @@ fn load_all<'ctx>(
     ptrs.iter()
         .map(|&p| Ok(e.b.build_load(ty, p, "a").map_err(err)?.into_vector_value()))
         .collect()
-}
-
-/// Emits `for (i = from; i < to; i += stride) body(i)` where the builder is, and leaves the
-/// builder after the loop.
-pub(super) fn emit_loop<'ctx>(
-    e: &Emitter<'_, 'ctx>,
-    f: FunctionValue<'ctx>,
-    (from, to): (IntValue<'ctx>, IntValue<'ctx>),
-    stride: u64,
-    mut body: impl FnMut(IntValue<'ctx>) -> Result<()>,
-) -> Result<()> {
-    let (ctx, b) = (e.ctx, &e.b);
-    let i64t = ctx.i64_type();
-    let slot = e.entry_alloca(f, i64t.into(), "i")?;
-    b.build_store(slot, from).map_err(err)?;
-    let head = ctx.append_basic_block(f, "loop");
-    let body_block = ctx.append_basic_block(f, "loop.body");
-    let exit = ctx.append_basic_block(f, "loop.exit");
-    b.build_unconditional_branch(head).map_err(err)?;
-    b.position_at_end(head);
-    let i = b.build_load(i64t, slot, "i").map_err(err)?.into_int_value();
-    let more = b
-        .build_int_compare(inkwell::IntPredicate::ULT, i, to, "more")
-        .map_err(err)?;
-    b.build_conditional_branch(more, body_block, exit)
-        .map_err(err)?;
-    b.position_at_end(body_block);
-    body(i)?;
-    let next = b
-        .build_int_add(i, i64t.const_int(stride, false), "i.next")
-        .map_err(err)?;
-    b.build_store(slot, next).map_err(err)?;
-    b.build_unconditional_branch(head).map_err(err)?;
-    b.position_at_end(exit);
-    Ok(())
 }
 
 /// Row `row`'s codes, `offset` bytes in.

@@ -16,9 +16,10 @@
 //! fits (wrapping arithmetic gives it exactly) for rows below half a million weights.
 
 use super::gemv::{
-    err, intrinsic, prefetch_ahead, prefetch_distance, Emitter, GemvShape, Result, ROW_GROUP,
+    emit_loop, err, intrinsic, prefetch_ahead, prefetch_distance, Emitter, GemvShape, Result,
+    ROW_GROUP,
 };
-use super::gemv_int8::{code_ptr, emit_loop, reduce_lanes, RowScheme};
+use super::gemv_int8::{code_ptr, reduce_lanes, RowScheme};
 use inkwell::types::VectorType;
 use inkwell::values::{
     BasicMetadataValueEnum, BasicValue, FunctionValue, IntValue, PointerValue, VectorValue,
@@ -76,7 +77,9 @@ impl<'ctx> TernaryRows<'ctx> {
             stride,
         };
         let range = (i64t.const_zero(), i64t.const_int(blocks, false));
-        emit_loop(e, f, range, 1, |blk| rows.lay_out_block(e, xq, blk))?;
+        emit_loop(e, f, "layout", range, 1, |blk| {
+            rows.lay_out_block(e, xq, blk)
+        })?;
         Ok(rows)
     }
 
