@@ -64,6 +64,12 @@ pub trait Kernels: Send + Sync {
     ) {
         reference::gemm_by_gemv(self, m, x, tokens, y, rows)
     }
+    /// Whether `packed_gemm` has a kernel of its own for `m` (else it runs `packed_gemv` per
+    /// token, which `linear_from` then calls itself, over larger row ranges).
+    fn has_packed_gemm(&self, m: &PackedMatrix) -> bool {
+        let _ = m;
+        false
+    }
     /// Whether `packed_gemm_i8` has a kernel of its own for `m` (else it runs `packed_gemv_i8`
     /// per token, which `linear_from` then calls itself, over larger row ranges).
     fn has_packed_gemm_i8(&self, m: &PackedMatrix) -> bool {
@@ -269,15 +275,19 @@ pub fn linear_from(k: &dyn Kernels, m: &Matrix, input: &LinearInput, y: &mut [f3
                 Quantized::One(xq) => gemv_i8(xq, y),
             }
         }
-        Matrix::Packed(p) if tokens > 1 => {
+        Matrix::Packed(p) if tokens > 1 && k.has_packed_gemm(p) => {
             by_row_chunks(rows, tokens, y, |out, r| {
                 k.packed_gemm(p, x, tokens, out, r)
             });
         }
-        Matrix::Packed(p) => y.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
-            let r0 = i * per_task;
-            k.packed_gemv(p, x, ys, r0..r0 + ys.len());
-        }),
+        Matrix::Packed(p) => {
+            for (xt, yt) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
+                yt.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
+                    let r0 = i * per_task;
+                    k.packed_gemv(p, xt, ys, r0..r0 + ys.len());
+                });
+            }
+        }
     }
 }
 

@@ -391,6 +391,10 @@ impl Kernels for Native {
         }
     }
 
+    fn has_packed_gemm(&self, m: &PackedMatrix) -> bool {
+        self.gemm.contains_key(&(m.format, m.rows, m.cols))
+    }
+
     fn has_packed_gemm_i8(&self, m: &PackedMatrix) -> bool {
         self.gemm_i8.contains_key(&(m.format, m.rows, m.cols))
     }

@@ -585,7 +585,9 @@ pub fn add_gemms<'ctx>(
     unique.sort();
     unique.dedup();
     for s in unique {
-        emit_gemm(ctx, module, s, tile).map_err(CodegenError::Llvm)?;
+        if has_gemm_f32(s.format) {
+            emit_gemm(ctx, module, s, tile).map_err(CodegenError::Llvm)?;
+        }
         if has_gemm_i8(s.format, int8) {
             emit_gemm_i8(ctx, module, s, tile, int8 == Int8Act::Vnni)
                 .map_err(CodegenError::Llvm)?;
@@ -594,6 +596,14 @@ pub fn add_gemms<'ctx>(
     module
         .verify()
         .map_err(|e| CodegenError::Llvm(format!("generated IR does not verify: {e}")))
+}
+
+/// Whether `format` gets an f32 matrix-matrix kernel: not at 1 and 2 bits, whose matrix-vector
+/// kernels (`levels.rs`: masked adds, one shared table index) run a token faster than this
+/// tile's decoding does (measured 0.53-0.91x at 1 bit and 0.67-1.07x at 2 bits on 4096x4096 and
+/// SmolLM2's shapes, `paretoqc bench --tables gemm`); prefill runs them once per token.
+fn has_gemm_f32(format: Format) -> bool {
+    !matches!(format, Format::Bin1 | Format::Int2)
 }
 
 /// Whether `format` gets an int8-activation matrix-matrix kernel: every sub-8-bit format but
@@ -608,7 +618,10 @@ fn has_gemm_i8(format: Format, int8: Int8Act) -> bool {
 /// The manifest roles (-> symbols) of the matrix-matrix kernels `add_gemms` emits for `shape`.
 pub fn roles(shape: &GemvShape, int8: Int8Act) -> Vec<(String, String)> {
     let (bits, r, c) = (shape.format.name(), shape.rows, shape.cols);
-    let mut out = vec![(format!("gemm.{bits}.{r}x{c}"), symbol(shape))];
+    let mut out = vec![];
+    if has_gemm_f32(shape.format) {
+        out.push((format!("gemm.{bits}.{r}x{c}"), symbol(shape)));
+    }
     if has_gemm_i8(shape.format, int8) {
         out.push((format!("gemm_i8.{bits}.{r}x{c}"), symbol_i8(shape)));
     }
