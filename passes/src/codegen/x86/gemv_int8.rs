@@ -10,6 +10,11 @@
 //! has it, else AVX2 `vpmaddubsw` + `vpmaddwd` (pairs of u·q never saturate i16: 2 · 15 · 127).
 //! ABI: `void f(const u8 *codes, const float *factor, const i8 *xq, float x_scale, int32 x_sum,
 //! float *y, u64 row_begin, u64 row_end)`.
+//!
+//! The row loop (four rows per pass, then single rows) is shared; what a step of it reads and
+//! adds is a `RowScheme`: `BlockRows` here for every format, or `TernaryRows`
+//! (`gemv_ternary.rs`) for ternary with VNNI, which multiplies the raw base-3 bytes instead of
+//! extracting digits.
 
 use super::gemv::{
     declare, emit_loop, err, group_split, intrinsic, prefetch_ahead, prefetch_distance, Emitter,
