@@ -248,31 +248,27 @@ pub fn linear_from(k: &dyn Kernels, m: &Matrix, input: &LinearInput, y: &mut [f3
     let per_task = gemv_rows_per_task(rows);
     match m {
         Matrix::Dense { w, .. } if tokens > 1 => reference::dense_gemm(w, rows, cols, x, tokens, y),
-        Matrix::Dense { w, .. } => y.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
-            let r0 = i * per_task;
-            for (j, out) in ys.iter_mut().enumerate() {
-                *out = reference::dot(&w[(r0 + j) * cols..(r0 + j + 1) * cols], x);
+        Matrix::Dense { w, .. } => by_row_tasks(y, per_task, |ys, r| {
+            for (out, row) in ys.iter_mut().zip(r) {
+                *out = reference::dot(&w[row * cols..(row + 1) * cols], x);
             }
         }),
         Matrix::Packed(p)
             if input.act == Activations::Int8 && p.format != crate::format::Format::Int8 =>
         {
-            let gemv_i8 = |xt: &QuantizedX, yt: &mut [f32]| {
-                yt.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
-                    let r0 = i * per_task;
-                    k.packed_gemv_i8(p, xt, ys, r0..r0 + ys.len());
-                })
-            };
             match input.quantized(cols) {
                 Quantized::Rows(xq) if k.has_packed_gemm_i8(p) => {
                     by_row_chunks(rows, tokens, y, |out, r| k.packed_gemm_i8(p, xq, out, r))
                 }
                 Quantized::Rows(xq) => {
                     for (t, yt) in y.chunks_exact_mut(rows).enumerate() {
-                        gemv_i8(&xq.token(t), yt);
+                        let xt = xq.token(t);
+                        by_row_tasks(yt, per_task, |ys, r| k.packed_gemv_i8(p, &xt, ys, r));
                     }
                 }
-                Quantized::One(xq) => gemv_i8(xq, y),
+                Quantized::One(xq) => {
+                    by_row_tasks(y, per_task, |ys, r| k.packed_gemv_i8(p, xq, ys, r))
+                }
             }
         }
         Matrix::Packed(p) if tokens > 1 && k.has_packed_gemm(p) => {
@@ -282,13 +278,19 @@ pub fn linear_from(k: &dyn Kernels, m: &Matrix, input: &LinearInput, y: &mut [f3
         }
         Matrix::Packed(p) => {
             for (xt, yt) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
-                yt.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
-                    let r0 = i * per_task;
-                    k.packed_gemv(p, xt, ys, r0..r0 + ys.len());
-                });
+                by_row_tasks(yt, per_task, |ys, r| k.packed_gemv(p, xt, ys, r));
             }
         }
     }
+}
+
+/// Runs `f(ys, rows)` in parallel on the pieces of one token's output `y`, `per_task` rows each
+/// (`ys` is `y[rows]`).
+fn by_row_tasks(y: &mut [f32], per_task: usize, f: impl Fn(&mut [f32], Range<usize>) + Sync) {
+    y.par_chunks_mut(per_task).enumerate().for_each(|(i, ys)| {
+        let r0 = i * per_task;
+        f(ys, r0..r0 + ys.len())
+    });
 }
 
 /// Rows per task of a matrix-vector product: two equal tasks per thread (a multiple of 4 rows,
