@@ -87,6 +87,9 @@ fn every_format(shapes: &[(usize, usize)]) -> Vec<GemvShape> {
 fn check_kernels_against_reference(cpu: &str) {
     let mut shapes = TAIL_SHAPES.to_vec();
     shapes.push((3, 1536));
+    // Tiles of 16 rows (the 1- to 3-bit f32 kernels) and several 64-byte lines per row, with
+    // a last partial tile and a partial last line.
+    shapes.push((37, 700));
     // 64 blocks: whole 64-byte chunks of ternary codes, no tail.
     shapes.push((5, 4096));
     let shapes = every_format(&shapes);

@@ -536,18 +536,11 @@ pub fn emit_gemv<'ctx>(
     shape: GemvShape,
     isa: Isa,
 ) -> Result<FunctionValue<'ctx>> {
+    if super::gemv_tables::uses_tables(shape.format, isa) {
+        return super::gemv_tables::emit_gemv_tables(ctx, module, shape);
+    }
     let e = Emitter::new(ctx, module);
-    let ptr = ctx.ptr_type(AddressSpace::default()).into();
-    let i64t = ctx.i64_type();
-    let params = [
-        ("codes", ptr),
-        ("factor", ptr),
-        ("x", ptr),
-        ("y", ptr),
-        ("row_begin", i64t.into()),
-        ("row_end", i64t.into()),
-    ];
-    let f = declare(&e, &shape.symbol(), &params);
+    let f = declare_gemv(&e, shape);
     let p = |i: u32| f.get_nth_param(i).expect("param");
     let entry = ctx.append_basic_block(f, "entry");
     e.b.position_at_end(entry);
@@ -573,6 +566,22 @@ pub fn emit_gemv<'ctx>(
     kernel.emit_rows(&e, f, 1, (split, r1))?;
     e.b.build_return(None).map_err(err)?;
     Ok(f)
+}
+
+/// The f32 matrix-vector kernel function of `shape` (the ABI of
+/// `paretoqc_runtime::kernels::native::GemvFn`).
+pub(super) fn declare_gemv<'ctx>(e: &Emitter<'_, 'ctx>, shape: GemvShape) -> FunctionValue<'ctx> {
+    let ptr = e.ctx.ptr_type(AddressSpace::default()).into();
+    let i64t = e.ctx.i64_type();
+    let params = [
+        ("codes", ptr),
+        ("factor", ptr),
+        ("x", ptr),
+        ("y", ptr),
+        ("row_begin", i64t.into()),
+        ("row_end", i64t.into()),
+    ];
+    declare(e, &shape.symbol(), &params)
 }
 
 /// Rows decoded together: each x vector, loaded once, feeds all of them, and their

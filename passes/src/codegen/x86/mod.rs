@@ -7,6 +7,7 @@
 pub mod gemm;
 pub mod gemv;
 pub mod gemv_int8;
+mod gemv_tables;
 mod gemv_ternary;
 mod levels;
 
