@@ -561,7 +561,7 @@ pub fn emit_gemv<'ctx>(
     };
     let r1 = p(5).into_int_value();
     // Whole groups of ROW_GROUP rows first, then the remaining rows one at a time.
-    let split = group_split(&e, kernel.row_begin, r1)?;
+    let split = group_split(&e, kernel.row_begin, r1, ROW_GROUP)?;
     kernel.emit_rows(&e, f, ROW_GROUP, (kernel.row_begin, split))?;
     kernel.emit_rows(&e, f, 1, (split, r1))?;
     e.b.build_return(None).map_err(err)?;
@@ -628,14 +628,15 @@ pub(super) fn emit_loop<'ctx>(
     Ok(())
 }
 
-/// The first row after the whole groups of `ROW_GROUP` rows from `row_begin` to `row_end`.
+/// The first row after the whole groups of `group` rows from `row_begin` to `row_end`.
 pub(super) fn group_split<'ctx>(
     e: &Emitter<'_, 'ctx>,
     row_begin: IntValue<'ctx>,
     row_end: IntValue<'ctx>,
+    group: usize,
 ) -> Result<IntValue<'ctx>> {
     let span = e.b.build_int_sub(row_end, row_begin, "span").map_err(err)?;
-    let g = e.ctx.i64_type().const_int(ROW_GROUP as u64, false);
+    let g = e.ctx.i64_type().const_int(group as u64, false);
     let whole = e.b.build_int_unsigned_div(span, g, "groups").map_err(err)?;
     let grouped = e.b.build_int_mul(whole, g, "grouped").map_err(err)?;
     e.b.build_int_add(row_begin, grouped, "split").map_err(err)

@@ -348,7 +348,7 @@ pub fn emit_gemv_i8<'ctx>(
     };
     let r1 = p(7).into_int_value();
     // Whole groups of ROW_GROUP rows first, then the remaining rows one at a time.
-    let split = group_split(&e, kernel.row_begin, r1)?;
+    let split = group_split(&e, kernel.row_begin, r1, ROW_GROUP)?;
     kernel.emit_rows(&e, f, scheme.as_ref(), ROW_GROUP, (kernel.row_begin, split))?;
     kernel.emit_rows(&e, f, scheme.as_ref(), 1, (split, r1))?;
     e.b.build_return(None).map_err(err)?;

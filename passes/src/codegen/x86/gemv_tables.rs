@@ -23,8 +23,8 @@
 //! added: the reference's value up to the rounding of a different summation order.
 
 use super::gemv::{
-    declare_gemv, emit_loop, err, intrinsic, masked_load, prefetch_ahead, prefetch_distance,
-    zeroed_accumulators, Emitter, GemvShape, Isa, Result,
+    declare_gemv, emit_loop, err, group_split, intrinsic, masked_load, prefetch_ahead,
+    prefetch_distance, zeroed_accumulators, Emitter, GemvShape, Isa, Result,
 };
 use inkwell::context::Context;
 use inkwell::module::Module;
@@ -403,22 +403,6 @@ struct TableKernel<'ctx> {
 }
 
 impl<'ctx> TableKernel<'ctx> {
-    /// The first row after the whole tiles from `row_begin`.
-    fn whole_tiles_end(
-        &self,
-        e: &Emitter<'_, 'ctx>,
-        row_end: IntValue<'ctx>,
-    ) -> Result<IntValue<'ctx>> {
-        let span =
-            e.b.build_int_sub(row_end, self.row_begin, "span")
-                .map_err(err)?;
-        let t = e.ctx.i64_type().const_int(TILE as u64, false);
-        let whole = e.b.build_int_unsigned_div(span, t, "tiles").map_err(err)?;
-        let tiled = e.b.build_int_mul(whole, t, "tiled").map_err(err)?;
-        e.b.build_int_add(self.row_begin, tiled, "split")
-            .map_err(err)
-    }
-
     /// The rows: the whole tiles in a loop, then the last partial tile.
     fn emit_rows(
         &self,
@@ -427,7 +411,7 @@ impl<'ctx> TableKernel<'ctx> {
         row_end: IntValue<'ctx>,
     ) -> Result<()> {
         let (ctx, b) = (e.ctx, &e.b);
-        let split = self.whole_tiles_end(e, row_end)?;
+        let split = group_split(e, self.row_begin, row_end, TILE)?;
         emit_loop(e, f, "tile", (self.row_begin, split), TILE as u64, |r| {
             self.emit_tile(e, f, r, None)
         })?;
