@@ -1,4 +1,5 @@
-//! The LLVM IR of one packed matrix-vector kernel with f32 activations
+//! The LLVM IR of one packed matrix-vector kernel with f32 activations (at 1, 2 and 3 bits with
+//! AVX-512 the table kernel of `gemv_tables.rs` takes its place)
 //! (`paretoqc_runtime::kernels::native` has its ABI): for each row r in [row_begin, row_end),
 //! `y[r - row_begin] = factor[r] · Σ_i level(code[r, i]) · x[i]`.
 //!
@@ -1048,8 +1049,18 @@ pub(super) fn masked_load<'ctx>(
     let bits: Vec<_> = (0..ty.get_size() as usize)
         .map(|i| ctx.bool_type().const_int((i < live) as u64, false))
         .collect();
-    let mask = VectorType::const_vector(&bits);
-    let ptr = ctx.ptr_type(AddressSpace::default());
+    masked_load_lanes(e, ty, p, VectorType::const_vector(&bits))
+}
+
+/// Loads the lanes of a `ty` vector at `p` that `mask` (`<n x i1>`) selects, zeros in the
+/// others (nothing in them is read).
+pub(super) fn masked_load_lanes<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    ty: VectorType<'ctx>,
+    p: PointerValue<'ctx>,
+    mask: VectorValue<'ctx>,
+) -> Result<VectorValue<'ctx>> {
+    let ptr = e.ctx.ptr_type(AddressSpace::default());
     let f = intrinsic(e.module, "llvm.masked.load", &[ty.into(), ptr.into()])?;
     // LLVM 22's masked load takes (ptr, mask, passthru); the alignment is the pointer's.
     let args: [BasicMetadataValueEnum; 3] = [p.into(), mask.into(), ty.const_zero().into()];

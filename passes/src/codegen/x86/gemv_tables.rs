@@ -23,9 +23,10 @@
 //! added: the reference's value up to the rounding of a different summation order.
 
 use super::gemv::{
-    declare_gemv, emit_loop, err, group_split, intrinsic, masked_load, prefetch_ahead,
-    prefetch_distance, zeroed_accumulators, Emitter, GemvShape, Isa, Result,
+    declare_gemv, emit_loop, err, group_split, intrinsic, masked_load, masked_load_lanes,
+    prefetch_ahead, prefetch_distance, zeroed_accumulators, Emitter, GemvShape, Isa, Result,
 };
+use super::gemv_int8::code_ptr;
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::types::VectorType;
@@ -305,7 +306,6 @@ fn emit_tables<'ctx>(
         .set_alignment(64)
         .map_err(err)?;
     let terms = nibble_terms(shape.format);
-    let per_block = terms.len() as u64;
     let full = (shape.cols / BLOCK) as u64;
     if full > 0 {
         emit_loop(
@@ -321,7 +321,6 @@ fn emit_tables<'ctx>(
     if rest > 0 {
         block_tables(e, (x, tables), i64t.const_int(full, false), &terms, rest)?;
     }
-    debug_assert_eq!(per_block * shape.cols.div_ceil(BLOCK) as u64, count as u64);
     Ok(tables)
 }
 
@@ -354,17 +353,7 @@ fn block_tables<'ctx>(
                 .build_load(f32t, xp, "xw")
                 .map_err(err)?
                 .into_float_value();
-            let splat = b
-                .build_insert_element(table_t.get_undef(), xw, i64t.const_zero(), "xs")
-                .map_err(err)?;
-            let splat = b
-                .build_shuffle_vector(
-                    splat,
-                    table_t.get_undef(),
-                    e.ctx.i32_type().vec_type(ENTRIES as u32).const_zero(),
-                    "xb",
-                )
-                .map_err(err)?;
+            let splat = splat16(e, table_t, xw)?;
             let entry = VectorType::const_vector(
                 &term
                     .entry
@@ -463,7 +452,6 @@ impl<'ctx> TableKernel<'ctx> {
         last: Option<IntValue<'ctx>>,
     ) -> Result<Vec<PointerValue<'ctx>>> {
         let (b, i64t) = (&e.b, e.ctx.i64_type());
-        let rb = i64t.const_int(self.shape.format.row_bytes(self.shape.cols) as u64, false);
         (0..TILE as u64)
             .map(|g| {
                 let mut row = b
@@ -481,10 +469,7 @@ impl<'ctx> TableKernel<'ctx> {
                         .map_err(err)?
                         .into_int_value();
                 }
-                let off = b.build_int_mul(row, rb, "row.off").map_err(err)?;
-                // SAFETY (of the IR): the row is below row_end <= rows.
-                unsafe { b.build_in_bounds_gep(e.ctx.i8_type(), self.codes, &[off], "rp") }
-                    .map_err(err)
+                code_ptr(e, self.codes, self.shape, row, i64t.const_zero())
             })
             .collect()
     }
@@ -553,7 +538,7 @@ impl<'ctx> TableKernel<'ctx> {
                     .set_alignment(64)
                     .map_err(err)?;
                 let idx = self.nibble(e, d, n)?;
-                let got = lookup(e, table.into_vector_value(), idx)?;
+                let got = e.vpermps(table.into_vector_value(), idx)?;
                 let acc = accs[n % CHAINS];
                 let a = b
                     .build_load(table_t, acc, "a")
@@ -643,17 +628,7 @@ impl<'ctx> TableKernel<'ctx> {
                 .map(|i| i64t.const_int(i, false))
                 .collect::<Vec<_>>(),
         );
-        let splat = b
-            .build_insert_element(i64t.vec_type(16).get_undef(), n, i64t.const_zero(), "n1")
-            .map_err(err)?;
-        let splat = b
-            .build_shuffle_vector(
-                splat,
-                i64t.vec_type(16).get_undef(),
-                e.ctx.i32_type().vec_type(16).const_zero(),
-                "ns",
-            )
-            .map_err(err)?;
+        let splat = splat16(e, i64t.vec_type(16), n)?;
         b.build_int_compare(inkwell::IntPredicate::ULT, lanes, splat, "live")
             .map_err(err)
     }
@@ -666,34 +641,25 @@ fn load_lanes<'ctx>(
     mask: Option<VectorValue<'ctx>>,
 ) -> Result<VectorValue<'ctx>> {
     let ty = e.f32v(TILE as u32);
-    let Some(mask) = mask else {
-        return e.load_vec(ty, p);
-    };
-    let ptr = e.ctx.ptr_type(AddressSpace::default());
-    let load = intrinsic(e.module, "llvm.masked.load", &[ty.into(), ptr.into()])?;
-    let args: [BasicMetadataValueEnum; 3] = [p.into(), mask.into(), ty.const_zero().into()];
-    Ok(e.b
-        .build_call(load, &args, "lanes")
-        .map_err(err)?
-        .try_as_basic_value()
-        .basic()
-        .expect("value")
-        .into_vector_value())
+    match mask {
+        Some(mask) => masked_load_lanes(e, ty, p, mask),
+        None => e.load_vec(ty, p),
+    }
 }
 
-/// `vpermps`: lane i of the result is `table[idx[i] & 15]`.
-fn lookup<'ctx>(
+/// `v` (an int or a float) in all 16 lanes of `ty`.
+fn splat16<'ctx>(
     e: &Emitter<'_, 'ctx>,
-    table: VectorValue<'ctx>,
-    idx: VectorValue<'ctx>,
+    ty: VectorType<'ctx>,
+    v: impl BasicValue<'ctx>,
 ) -> Result<VectorValue<'ctx>> {
-    let permute = intrinsic(e.module, "llvm.x86.avx512.permvar.sf.512", &[])?;
-    let args: [BasicMetadataValueEnum; 2] = [table.into(), idx.into()];
-    let r = e.b.build_call(permute, &args, "lk").map_err(err)?;
-    Ok(r.try_as_basic_value()
-        .basic()
-        .expect("value")
-        .into_vector_value())
+    let zero = e.ctx.i64_type().const_zero();
+    let one =
+        e.b.build_insert_element(ty.get_undef(), v, zero, "one")
+            .map_err(err)?;
+    let lanes = e.ctx.i32_type().vec_type(16).const_zero();
+    e.b.build_shuffle_vector(one, ty.get_undef(), lanes, "splat")
+        .map_err(err)
 }
 
 #[cfg(test)]

@@ -172,9 +172,17 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         let table: Vec<_> = (0..LANES as u64)
             .map(|i| f32t.const_float(code(i) as f64 - map.offset))
             .collect();
+        self.vpermps(VectorType::const_vector(&table), idx)
+    }
+
+    /// `vpermps`: lane i of the result is `table[idx[i] & 15]`.
+    pub(super) fn vpermps(
+        &self,
+        table: VectorValue<'ctx>,
+        idx: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>> {
         let permute = intrinsic(self.module, "llvm.x86.avx512.permvar.sf.512", &[])?;
-        let args: [BasicMetadataValueEnum; 2] =
-            [VectorType::const_vector(&table).into(), idx.into()];
+        let args: [BasicMetadataValueEnum; 2] = [table.into(), idx.into()];
         let r = self.b.build_call(permute, &args, "lv").map_err(err)?;
         Ok(r.try_as_basic_value()
             .basic()
