@@ -20,7 +20,7 @@
 
 use super::gemv::{
     accumulate_segments, block_loop, declare, err, segment_widths, zeroed_accumulators, Emitter,
-    GemvShape, Result, RowLoop, Segment,
+    GemvShape, Isa, Result, RowLoop, Segment,
 };
 use super::gemv_int8::{level_map, row_output};
 use super::{CodegenError, Int8Act};
@@ -578,14 +578,14 @@ pub fn add_gemms<'ctx>(
     ctx: &'ctx Context,
     module: &Module<'ctx>,
     shapes: &[GemvShape],
-    int8: Int8Act,
+    (isa, int8): (Isa, Int8Act),
     tile: usize,
 ) -> std::result::Result<(), CodegenError> {
     let mut unique: Vec<GemvShape> = shapes.to_vec();
     unique.sort();
     unique.dedup();
     for s in unique {
-        if has_gemm_f32(s.format) {
+        if has_gemm_f32(s.format, isa) {
             emit_gemm(ctx, module, s, tile).map_err(CodegenError::Llvm)?;
         }
         if has_gemm_i8(s.format, int8) {
@@ -598,12 +598,16 @@ pub fn add_gemms<'ctx>(
         .map_err(|e| CodegenError::Llvm(format!("generated IR does not verify: {e}")))
 }
 
-/// Whether `format` gets an f32 matrix-matrix kernel: not at 1 and 2 bits, whose matrix-vector
-/// kernels (`levels.rs`: masked adds, one shared table index) run a token faster than this
-/// tile's decoding does (measured 0.53-0.91x at 1 bit and 0.67-1.07x at 2 bits on 4096x4096 and
-/// SmolLM2's shapes, `paretoqc bench --tables gemm`); prefill runs them once per token.
-fn has_gemm_f32(format: Format) -> bool {
-    !matches!(format, Format::Bin1 | Format::Int2)
+/// Whether `format` gets an f32 matrix-matrix kernel on `isa`: not where the matrix-vector
+/// kernel runs a token faster than this tile's decoding does (`paretoqc bench --tables gemm`),
+/// and prefill runs it once per token:
+/// - 1 and 2 bits (`levels.rs`' masked adds on AVX2: the tile measured 0.53-0.91x at 1 bit and
+///   0.67-1.07x at 2 bits on 4096x4096 and SmolLM2's shapes; the table kernel on AVX-512);
+/// - ternary on AVX-512, whose table kernel (`gemv_tables.rs`) the tile reaches only
+///   0.46-0.56x of.
+fn has_gemm_f32(format: Format, isa: Isa) -> bool {
+    let ternary_tables = format == Format::Ternary && isa == Isa::Avx512;
+    !matches!(format, Format::Bin1 | Format::Int2) && !ternary_tables
 }
 
 /// Whether `format` gets an int8-activation matrix-matrix kernel: every sub-8-bit format but
@@ -616,10 +620,10 @@ fn has_gemm_i8(format: Format, int8: Int8Act) -> bool {
 }
 
 /// The manifest roles (-> symbols) of the matrix-matrix kernels `add_gemms` emits for `shape`.
-pub fn roles(shape: &GemvShape, int8: Int8Act) -> Vec<(String, String)> {
+pub fn roles(shape: &GemvShape, (isa, int8): (Isa, Int8Act)) -> Vec<(String, String)> {
     let (bits, r, c) = (shape.format.name(), shape.rows, shape.cols);
     let mut out = vec![];
-    if has_gemm_f32(shape.format) {
+    if has_gemm_f32(shape.format, isa) {
         out.push((format!("gemm.{bits}.{r}x{c}"), symbol(shape)));
     }
     if has_gemm_i8(shape.format, int8) {

@@ -1,22 +1,30 @@
-//! The f32 matrix-vector kernel by table lookups, for 1, 2 and 3 bits with AVX-512 (same ABI
-//! as `gemv.rs`'s kernel): 16 rows at a time, one per f32 lane, and each lookup adds the
+//! The f32 matrix-vector kernel by table lookups, for 1, 1.58, 2 and 3 bits with AVX-512 (same
+//! ABI as `gemv.rs`'s kernel): 16 rows at a time, one per f32 lane, and each lookup adds the
 //! products of 2 to 4 weights of every row.
 //!
-//! Per call the kernel first builds, from x, one 16-entry table per *nibble* of a packed row:
-//! entry e is what the weights whose code bits sit in that nibble add to the dot product when
-//! the nibble reads e (`Σ_w (their level given e) · x[w]`). At 1 bit a nibble holds 4 weights,
-//! at 2 bits 2, at 3 bits 2 (low bits) or 4 (high bits); which bit of which weight each nibble
-//! holds is read off the runtime's own packer (`bit_owners`), so the layout stays the runtime's.
+//! Per call the kernel first builds, from x, two tables per byte of a packed row: entry e is
+//! what the weights whose codes sit in that part of the byte add to the dot product when the
+//! part reads e (`Σ_w (their level given e) · x[w]`). The parts (`Scheme`):
+//! - 1, 2, 3 bits: the two *nibbles*, 16 entries each. At 1 bit a nibble holds 4 weights, at
+//!   2 bits 2, at 3 bits 2 (low bits) or 4 (high bits); which bit of which weight each nibble
+//!   holds is read off the runtime's own packer (`bit_owners`).
+//! - ternary: a byte is a base-3 fraction of five digits (runtime `BlockT`); digits 0-2 index a
+//!   32-entry table (27 used) and digits 3-4 a 16-entry one (9 used). The indices come out of
+//!   the byte t in 16-bit lanes as `27·t >> 8` and `9·(27·t mod 256) >> 8` (`ternary_indices`),
+//!   two multiplies each; which digit is which weight is read off the runtime's packer
+//!   (`trit_owners`).
 //!
 //! Then for each tile of 16 rows it loads 64 code bytes of every row, transposes them
-//! (16 x 16 dwords: register k holds dword k of the 16 rows, one per lane), and for every nibble
-//! of those dwords adds `vpermps(table, dword >> 4n)` to the tile's accumulators: one shift, one
-//! lookup and one add per 16 rows x 2-4 weights, against a level lookup and an FMA per 16
-//! weights of one row in `gemv.rs` (and no x loads: x is in the tables).
+//! (16 x 16 dwords: register k holds dword k of the 16 rows, one per lane), and for every part
+//! of those dwords adds `vpermps(table, index)` (`vpermi2ps` for 32 entries) to the tile's
+//! accumulators: a shift or two multiplies, one lookup and one add per 16 rows x 2-4 weights,
+//! against a level lookup and an FMA per 16 weights of one row in `gemv.rs` (and no x loads:
+//! x is in the tables).
 //!
 //! Tails: the tables of weights past `cols` (the last block's padding) are zero, so padded codes
-//! add nothing; the last line of a row loads only the row's bytes; a last tile of fewer than 16
-//! rows reads its last row again in the missing lanes and stores only its own rows.
+//! add nothing; the last line of a row loads only the row's bytes and looks up only their
+//! tables; a last tile of fewer than 16 rows reads its last row again in the missing lanes and
+//! stores only its own rows.
 //!
 //! Numerics: a table entry is the f32 sum of 2-4 exact products (levels are small integers or
 //! halves), the accumulators add entries in row order over four chains, then the chains are
@@ -34,22 +42,63 @@ use inkwell::values::{
     BasicMetadataValueEnum, BasicValue, FunctionValue, IntValue, PointerValue, VectorValue,
 };
 use inkwell::AddressSpace;
-use paretoqc_runtime::format::{Format, BLOCK};
+use paretoqc_runtime::format::{ternary_digits, Format, BLOCK, TRITS};
 
 /// Rows per tile: one per f32 lane of a 512-bit register.
 const TILE: usize = 16;
-/// Entries of a table: the values of a nibble.
+/// Entries of a nibble's table: the values of a nibble.
 const ENTRIES: usize = 16;
 /// Bytes of codes per row that a tile loads and transposes at once (16 dwords).
 const LINE: usize = 64;
-/// Nibbles in a dword.
-const NIBBLES: usize = 8;
 /// Independent accumulator chains per tile (the adds' latency overlaps).
 const CHAINS: usize = 4;
+/// The ternary digits (first, end) whose base-3 number indexes each of a byte's two tables.
+const TRIT_GROUPS: [(usize, usize); 2] = [(0, 3), (3, 5)];
 
 /// Whether the f32 kernel for `format` on `isa` is this one.
 pub(super) fn uses_tables(format: Format, isa: Isa) -> bool {
-    isa == Isa::Avx512 && matches!(format, Format::Bin1 | Format::Int2 | Format::Int3)
+    isa == Isa::Avx512
+        && matches!(
+            format,
+            Format::Bin1 | Format::Ternary | Format::Int2 | Format::Int3
+        )
+}
+
+/// How the bytes of a format's rows index its tables: each byte indexes two tables, stored one
+/// after the other (the tables of a row are in the order of its bytes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Scheme {
+    /// Nibble n of a byte indexes table n (16 entries): 1, 2 and 3 bits.
+    Nibbles,
+    /// Digits 0-2 of a ternary byte index table 0 (32 entries), digits 3-4 table 1 (16).
+    Ternary,
+}
+
+impl Scheme {
+    fn of(format: Format) -> Scheme {
+        match format {
+            Format::Ternary => Scheme::Ternary,
+            _ => Scheme::Nibbles,
+        }
+    }
+
+    /// The entries of a byte's two tables.
+    fn entries(self) -> [usize; 2] {
+        match self {
+            Scheme::Nibbles => [ENTRIES, ENTRIES],
+            Scheme::Ternary => [2 * ENTRIES, ENTRIES],
+        }
+    }
+
+    /// Floats of tables per code byte.
+    fn floats_per_byte(self) -> usize {
+        self.entries().iter().sum()
+    }
+
+    /// Where a byte's table `part` starts among the byte's floats.
+    fn table_offset(self, part: usize) -> usize {
+        self.entries()[..part].iter().sum()
+    }
 }
 
 /// Code bits per weight.
@@ -113,11 +162,19 @@ pub(super) fn bit_owners(format: Format) -> Vec<Option<(usize, u32)>> {
     owners
 }
 
-/// One weight's part of a nibble's table: entry e gets `entry[e] · x[weight]`.
+/// One weight's part of a table: entry e gets `entry[e] · x[weight]`.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct TableTerm {
     pub(super) weight: usize,
-    pub(super) entry: [f64; ENTRIES],
+    pub(super) entry: Vec<f64>,
+}
+
+/// The terms of each table of a block, in storage order (byte by byte, two tables a byte).
+fn block_terms(format: Format) -> Vec<Vec<TableTerm>> {
+    match Scheme::of(format) {
+        Scheme::Nibbles => nibble_terms(format),
+        Scheme::Ternary => ternary_terms(),
+    }
 }
 
 /// The terms of each nibble of a block (nibble 2·byte + 0 is the byte's low nibble): a weight's
@@ -136,7 +193,7 @@ pub(super) fn nibble_terms(format: Format) -> Vec<Vec<TableTerm>> {
                     None => {
                         terms.push(TableTerm {
                             weight: w,
-                            entry: [0.0; ENTRIES],
+                            entry: vec![0.0; ENTRIES],
                         });
                         terms.len() - 1
                     }
@@ -149,6 +206,63 @@ pub(super) fn nibble_terms(format: Format) -> Vec<Vec<TableTerm>> {
                 }
             }
             terms
+        })
+        .collect()
+}
+
+/// For each byte of a ternary block, the weight of each base-3 digit (most significant first),
+/// `None` for the padding slot. Found with the runtime's packer: from a block of zero codes
+/// (every digit 1), raising one weight to +1 changes one byte, where that weight's digit reads 2
+/// by the runtime's `ternary_digits`.
+fn trit_owners() -> Vec<[Option<usize>; TRITS]> {
+    let pack = |codes: &[i8]| {
+        let mut out = vec![];
+        Format::Ternary.pack_row(codes, &mut out);
+        out
+    };
+    let base = pack(&[0; BLOCK]);
+    let mut owners = vec![[None; TRITS]; base.len()];
+    for w in 0..BLOCK {
+        let mut codes = [0i8; BLOCK];
+        codes[w] = 1;
+        let packed = pack(&codes);
+        let changed: Vec<usize> = (0..base.len()).filter(|&j| packed[j] != base[j]).collect();
+        assert_eq!(changed.len(), 1, "ternary weight {w} is not in one byte");
+        let j = changed[0];
+        let digits = ternary_digits(packed[j]);
+        let raised: Vec<usize> = (0..TRITS).filter(|&k| digits[k] == 2).collect();
+        assert_eq!(raised.len(), 1, "ternary weight {w} is not one digit");
+        owners[j][raised[0]] = Some(w);
+    }
+    owners
+}
+
+/// The terms of a ternary block's tables: for table (first, end) of a byte, entry e is the base-3
+/// number of digits first..end, and a weight's level is its digit less 1 (entries past 3^n are
+/// never read and stay 0).
+fn ternary_terms() -> Vec<Vec<TableTerm>> {
+    let entries = Scheme::Ternary.entries();
+    trit_owners()
+        .iter()
+        .flat_map(|byte| {
+            TRIT_GROUPS.iter().zip(entries).map(move |(&(first, end), n)| {
+                let used = 3usize.pow((end - first) as u32);
+                (first..end)
+                    .filter_map(|k| {
+                        let place = 3usize.pow((end - 1 - k) as u32);
+                        let entry = (0..n)
+                            .map(|e| match e < used {
+                                true => (e / place % 3) as f64 - 1.0,
+                                false => 0.0,
+                            })
+                            .collect();
+                        Some(TableTerm {
+                            weight: byte[k]?,
+                            entry,
+                        })
+                    })
+                    .collect()
+            })
         })
         .collect()
 }
@@ -287,9 +401,9 @@ pub(super) fn emit_gemv_tables<'ctx>(
     Ok(f)
 }
 
-/// The tables of every nibble of a row, from x, in a 64-byte aligned stack buffer (table
-/// 2·byte + half for the row's code byte `byte`): a loop over the full blocks, then the tail
-/// block, whose weights past `cols` add nothing.
+/// The tables of every byte of a row, from x, in a 64-byte aligned stack buffer (the byte's two
+/// tables at float `floats_per_byte · byte`): a loop over the full blocks, then the tail block,
+/// whose weights past `cols` add nothing.
 fn emit_tables<'ctx>(
     e: &Emitter<'_, 'ctx>,
     f: FunctionValue<'ctx>,
@@ -297,15 +411,16 @@ fn emit_tables<'ctx>(
     x: PointerValue<'ctx>,
 ) -> Result<PointerValue<'ctx>> {
     let i64t = e.ctx.i64_type();
-    let count = 2 * shape.format.row_bytes(shape.cols);
-    let buffer_t = e.f32v(ENTRIES as u32).array_type(count as u32);
+    let scheme = Scheme::of(shape.format);
+    let count = scheme.floats_per_byte() * shape.format.row_bytes(shape.cols);
+    let buffer_t = e.ctx.f32_type().array_type(count as u32);
     let tables = e.entry_alloca(f, buffer_t.into(), "tables")?;
     tables
         .as_instruction_value()
         .expect("an alloca")
         .set_alignment(64)
         .map_err(err)?;
-    let terms = nibble_terms(shape.format);
+    let terms = block_terms(shape.format);
     let full = (shape.cols / BLOCK) as u64;
     if full > 0 {
         emit_loop(
@@ -314,12 +429,13 @@ fn emit_tables<'ctx>(
             "table",
             (i64t.const_zero(), i64t.const_int(full, false)),
             1,
-            |blk| block_tables(e, (x, tables), blk, &terms, BLOCK),
+            |blk| block_tables(e, (x, tables), blk, (scheme, &terms), BLOCK),
         )?;
     }
     let rest = shape.cols % BLOCK;
     if rest > 0 {
-        block_tables(e, (x, tables), i64t.const_int(full, false), &terms, rest)?;
+        let blk = i64t.const_int(full, false);
+        block_tables(e, (x, tables), blk, (scheme, &terms), rest)?;
     }
     Ok(tables)
 }
@@ -329,21 +445,22 @@ fn block_tables<'ctx>(
     e: &Emitter<'_, 'ctx>,
     (x, tables): (PointerValue<'ctx>, PointerValue<'ctx>),
     blk: IntValue<'ctx>,
-    terms: &[Vec<TableTerm>],
+    (scheme, terms): (Scheme, &[Vec<TableTerm>]),
     live: usize,
 ) -> Result<()> {
     let (b, f32t, i64t) = (&e.b, e.ctx.f32_type(), e.ctx.i64_type());
-    let table_t = e.f32v(ENTRIES as u32);
     let x0 = b
         .build_int_mul(blk, i64t.const_int(BLOCK as u64, false), "x0")
         .map_err(err)?;
+    let block_floats = scheme.floats_per_byte() * terms.len() / 2;
     let t0 = b
-        .build_int_mul(blk, i64t.const_int(terms.len() as u64, false), "t0")
+        .build_int_mul(blk, i64t.const_int(block_floats as u64, false), "t0")
         .map_err(err)?;
-    let fma = intrinsic(e.module, "llvm.fma", &[table_t.into()])?;
-    for (n, nibble) in terms.iter().enumerate() {
+    for (n, table_terms) in terms.iter().enumerate() {
+        let table_t = e.f32v(scheme.entries()[n % 2] as u32);
+        let fma = intrinsic(e.module, "llvm.fma", &[table_t.into()])?;
         let mut table = table_t.const_zero();
-        for term in nibble.iter().filter(|t| t.weight < live) {
+        for term in table_terms.iter().filter(|t| t.weight < live) {
             let xi = b
                 .build_int_add(x0, i64t.const_int(term.weight as u64, false), "xi")
                 .map_err(err)?;
@@ -353,7 +470,7 @@ fn block_tables<'ctx>(
                 .build_load(f32t, xp, "xw")
                 .map_err(err)?
                 .into_float_value();
-            let splat = splat16(e, table_t, xw)?;
+            let splat = splat(e, table_t, xw)?;
             let entry = VectorType::const_vector(
                 &term
                     .entry
@@ -370,11 +487,12 @@ fn block_tables<'ctx>(
                 .expect("value")
                 .into_vector_value();
         }
+        let at = scheme.floats_per_byte() * (n / 2) + scheme.table_offset(n % 2);
         let ti = b
-            .build_int_add(t0, i64t.const_int(n as u64, false), "ti")
+            .build_int_add(t0, i64t.const_int(at as u64, false), "ti")
             .map_err(err)?;
-        // SAFETY (of the IR): ti < 2 · row bytes, the buffer's tables.
-        let tp = unsafe { b.build_in_bounds_gep(table_t, tables, &[ti], "tp") }.map_err(err)?;
+        // SAFETY (of the IR): the table lies inside the buffer: its byte is one of the row's.
+        let tp = unsafe { b.build_in_bounds_gep(f32t, tables, &[ti], "tp") }.map_err(err)?;
         let store = b.build_store(tp, table).map_err(err)?;
         store.set_alignment(64).map_err(err)?;
     }
@@ -516,32 +634,30 @@ impl<'ctx> TableKernel<'ctx> {
             b.build_shuffle_vector(*a, *c, m, "tr").map_err(err)
         })?;
         let order = transposed_order();
-        let table_t = e.f32v(ENTRIES as u32);
+        let scheme = Scheme::of(self.shape.format);
+        let per_byte = scheme.floats_per_byte();
         let first = b
-            .build_int_mul(l, i64t.const_int((2 * LINE) as u64, false), "line.t")
+            .build_int_mul(l, i64t.const_int((per_byte * LINE) as u64, false), "line.t")
             .map_err(err)?;
         // SAFETY (of the IR): the line's tables are inside the buffer.
         let line_tables =
-            unsafe { b.build_in_bounds_gep(table_t, self.tables, &[first], "lt") }.map_err(err)?;
-        for k in 0..bytes / 4 {
-            let d = transposed[order[k]];
-            for n in 0..NIBBLES {
-                let at = (NIBBLES * k + n) as u64;
-                let tp = unsafe {
-                    b.build_in_bounds_gep(table_t, line_tables, &[i64t.const_int(at, false)], "tp")
-                }
+            unsafe { b.build_in_bounds_gep(e.ctx.f32_type(), self.tables, &[first], "lt") }
                 .map_err(err)?;
-                let table = b.build_load(table_t, tp, "tbl").map_err(err)?;
-                table
-                    .as_instruction_value()
-                    .expect("load")
-                    .set_alignment(64)
-                    .map_err(err)?;
-                let idx = self.nibble(e, d, n)?;
-                let got = e.vpermps(table.into_vector_value(), idx)?;
-                let acc = accs[n % CHAINS];
+        let tile_t = e.f32v(TILE as u32);
+        let mut chain = 0;
+        for k in 0..bytes.div_ceil(4) {
+            let d = transposed[order[k]];
+            for (byte, part, idx) in indices(e, scheme, d)? {
+                if 4 * k + byte >= bytes {
+                    continue;
+                }
+                let at = per_byte * (4 * k + byte) + scheme.table_offset(part);
+                let entries = scheme.entries()[part];
+                let got = look_up(e, line_tables, at, entries, idx)?;
+                let acc = accs[chain % CHAINS];
+                chain += 1;
                 let a = b
-                    .build_load(table_t, acc, "a")
+                    .build_load(tile_t, acc, "a")
                     .map_err(err)?
                     .into_vector_value();
                 let sum = b.build_float_add(a, got, "acc").map_err(err)?;
@@ -549,21 +665,6 @@ impl<'ctx> TableKernel<'ctx> {
             }
         }
         Ok(())
-    }
-
-    /// `d >> 4n`: nibble n in each lane's low four bits (`vpermps` reads only those).
-    fn nibble(
-        &self,
-        e: &Emitter<'_, 'ctx>,
-        d: VectorValue<'ctx>,
-        n: usize,
-    ) -> Result<VectorValue<'ctx>> {
-        if n == 0 {
-            return Ok(d);
-        }
-        let s = e.ctx.i32_type().const_int(4 * n as u64, false);
-        let shift = VectorType::const_vector(&[s; 16]);
-        e.b.build_right_shift(d, shift, false, "nib").map_err(err)
     }
 
     /// `y[row - row_begin] = factor[row] · Σ chains[lane]` for the tile's rows.
@@ -628,8 +729,8 @@ impl<'ctx> TableKernel<'ctx> {
                 .map(|i| i64t.const_int(i, false))
                 .collect::<Vec<_>>(),
         );
-        let splat = splat16(e, i64t.vec_type(16), n)?;
-        b.build_int_compare(inkwell::IntPredicate::ULT, lanes, splat, "live")
+        let count = splat(e, i64t.vec_type(16), n)?;
+        b.build_int_compare(inkwell::IntPredicate::ULT, lanes, count, "live")
             .map_err(err)
     }
 }
@@ -647,8 +748,111 @@ fn load_lanes<'ctx>(
     }
 }
 
-/// `v` (an int or a float) in all 16 lanes of `ty`.
-fn splat16<'ctx>(
+/// The table indices in dword `d` of 16 rows (each lane 4 code bytes of its row), as
+/// (byte of the dword, table of the byte, index in each lane's low bits: the lookups read only
+/// those).
+fn indices<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    scheme: Scheme,
+    d: VectorValue<'ctx>,
+) -> Result<Vec<(usize, usize, VectorValue<'ctx>)>> {
+    match scheme {
+        Scheme::Nibbles => (0..8)
+            .map(|n| Ok((n / 2, n % 2, shifted_right(e, d, 4 * n as u64)?)))
+            .collect(),
+        Scheme::Ternary => ternary_lane_indices(e, d),
+    }
+}
+
+/// `ternary_indices` of the four bytes of each lane, in 16-bit lanes: bytes 0 and 2 go to the
+/// high bytes of the two words by a shift, bytes 1 and 3 by a mask; then for a word w = t·256,
+/// `mulhi(w, 27)` is `27·t >> 8`, `mullo(w, 27)` is `(27·t mod 256)·256`, and `mulhi` of that
+/// with 9 the second index. The high word's index moves down by a 16-bit shift.
+fn ternary_lane_indices<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    d: VectorValue<'ctx>,
+) -> Result<Vec<(usize, usize, VectorValue<'ctx>)>> {
+    let b = &e.b;
+    let (i16t, i32v) = (e.ctx.i16_type(), e.ctx.i32_type().vec_type(16));
+    let i16v = i16t.vec_type(32);
+    let words = |v: u64| VectorType::const_vector(&[i16t.const_int(v, false); 32]);
+    let w = b.build_bit_cast(d, i16v, "w").map_err(err)?.into_vector_value();
+    let even = b.build_left_shift(w, words(8), "even").map_err(err)?;
+    let odd = b.build_and(w, words(0xff00), "odd").map_err(err)?;
+    let mulhi = intrinsic(e.module, "llvm.x86.avx512.pmulhu.w.512", &[])?;
+    let high = |v: VectorValue<'ctx>, by: u64| -> Result<VectorValue<'ctx>> {
+        let args: [BasicMetadataValueEnum; 2] = [v.into(), words(by).into()];
+        let h = b.build_call(mulhi, &args, "hi").map_err(err)?;
+        let h = h.try_as_basic_value().basic().expect("value");
+        Ok(b.build_bit_cast(h, i32v, "ix").map_err(err)?.into_vector_value())
+    };
+    let mut out = vec![];
+    for (low_byte, t) in [(0, even), (1, odd)] {
+        let first = high(t, 27)?;
+        let rest = b.build_int_mul(t, words(27), "rest").map_err(err)?;
+        let second = high(rest, 9)?;
+        for (part, idx) in [(0, first), (1, second)] {
+            out.push((low_byte, part, idx));
+            out.push((low_byte + 2, part, shifted_right(e, idx, 16)?));
+        }
+    }
+    Ok(out)
+}
+
+/// `d >> by` in each 32-bit lane (`d` itself for 0).
+fn shifted_right<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    d: VectorValue<'ctx>,
+    by: u64,
+) -> Result<VectorValue<'ctx>> {
+    if by == 0 {
+        return Ok(d);
+    }
+    let s = e.ctx.i32_type().const_int(by, false);
+    let shift = VectorType::const_vector(&[s; 16]);
+    e.b.build_right_shift(d, shift, false, "sh").map_err(err)
+}
+
+/// Entry `idx` of the table of `entries` floats at float `at` of `tables`, per lane: `vpermps`
+/// for 16 entries, `vpermi2ps` over the table's two halves for 32.
+fn look_up<'ctx>(
+    e: &Emitter<'_, 'ctx>,
+    tables: PointerValue<'ctx>,
+    at: usize,
+    entries: usize,
+    idx: VectorValue<'ctx>,
+) -> Result<VectorValue<'ctx>> {
+    let (b, i64t) = (&e.b, e.ctx.i64_type());
+    let half_t = e.f32v(ENTRIES as u32);
+    let halves = (0..entries / ENTRIES)
+        .map(|h| {
+            let off = i64t.const_int((at + h * ENTRIES) as u64, false);
+            // SAFETY (of the IR): the table is one of the line's.
+            let p = unsafe { b.build_in_bounds_gep(e.ctx.f32_type(), tables, &[off], "tp") }
+                .map_err(err)?;
+            let table = b.build_load(half_t, p, "tbl").map_err(err)?;
+            let load = table.as_instruction_value().expect("load");
+            load.set_alignment(64).map_err(err)?;
+            Ok(table.into_vector_value())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    match halves[..] {
+        [table] => e.vpermps(table, idx),
+        [low, high] => {
+            let permute = intrinsic(e.module, "llvm.x86.avx512.vpermi2var.ps.512", &[])?;
+            let args: [BasicMetadataValueEnum; 3] = [low.into(), idx.into(), high.into()];
+            let r = b.build_call(permute, &args, "lv").map_err(err)?;
+            Ok(r.try_as_basic_value()
+                .basic()
+                .expect("value")
+                .into_vector_value())
+        }
+        _ => unreachable!("tables have 16 or 32 entries"),
+    }
+}
+
+/// `v` (an int or a float) in every lane of `ty`.
+fn splat<'ctx>(
     e: &Emitter<'_, 'ctx>,
     ty: VectorType<'ctx>,
     v: impl BasicValue<'ctx>,
@@ -657,7 +861,7 @@ fn splat16<'ctx>(
     let one =
         e.b.build_insert_element(ty.get_undef(), v, zero, "one")
             .map_err(err)?;
-    let lanes = e.ctx.i32_type().vec_type(16).const_zero();
+    let lanes = e.ctx.i32_type().vec_type(ty.get_size()).const_zero();
     e.b.build_shuffle_vector(one, ty.get_undef(), lanes, "splat")
         .map_err(err)
 }
@@ -674,38 +878,81 @@ mod tests {
         assert_eq!(seen, (0..16).collect::<Vec<_>>());
     }
 
-    /// Every code bit of every weight has one place, and a nibble's table gives back the
-    /// weights' levels: entry e, over every nibble, sums to Σ level(code) · x for the block's
-    /// codes when each term is weighed by x.
+    /// The table indices of a ternary byte t, as the kernel computes them in 16-bit lanes:
+    /// `27·t >> 8` is the base-3 number of digits 0-2, and with r = `27·t mod 256`, `9·r >> 8`
+    /// that of digits 3-4 (multiplying the base-3 fraction by 3^n moves n digits above the
+    /// binary point).
+    fn ternary_indices(byte: u8) -> [usize; 2] {
+        let t = 27 * byte as usize;
+        [t >> 8, 9 * (t & 255) >> 8]
+    }
+
+    /// The index the kernel looks up in table `part` of a code byte.
+    fn table_index(format: Format, byte: u8, part: usize) -> usize {
+        match Scheme::of(format) {
+            Scheme::Nibbles => (byte >> (4 * part) & 15) as usize,
+            Scheme::Ternary => ternary_indices(byte)[part],
+        }
+    }
+
+    /// The codes of a format, and the kernel's level of each (the row's factor times it is the
+    /// weight).
+    fn codes_and_levels(format: Format) -> Vec<(i8, f64)> {
+        let (lo, hi) = format.code_range();
+        if format == Format::Ternary {
+            return (lo..=hi).map(|c| (c, c as f64)).collect();
+        }
+        let (scale, offset) = affine_level(format);
+        let step = (hi - lo) as usize / ((1 << code_bits(format)) - 1);
+        (0..1 << code_bits(format))
+            .map(|u| (lo + (u * step) as i8, scale * u as f64 - offset))
+            .collect()
+    }
+
+    /// Every code bit (or digit) of every weight has one place, and the tables give back the
+    /// weights' levels: the entries the packed bytes index, over all tables, sum to each
+    /// weight's level when each term is weighed by its weight.
     #[test]
     fn tables_sum_to_the_levels_of_the_packed_codes() {
-        for format in [Format::Bin1, Format::Int2, Format::Int3] {
-            let owners = bit_owners(format);
-            let placed = owners.iter().flatten().count();
-            assert_eq!(placed, BLOCK * code_bits(format) as usize, "{format}");
-            let (lo, hi) = format.code_range();
-            let (scale, offset) = affine_level(format);
-            let codes: Vec<i8> = (0..BLOCK)
-                .map(|i| {
-                    let span = (hi - lo) as usize;
-                    let step = span / ((1 << code_bits(format)) - 1);
-                    lo + ((i * 7 % (span / step + 1)) * step) as i8
-                })
-                .collect();
+        for format in [Format::Bin1, Format::Ternary, Format::Int2, Format::Int3] {
+            let placed = match Scheme::of(format) {
+                Scheme::Nibbles => bit_owners(format).iter().flatten().count(),
+                Scheme::Ternary => trit_owners().iter().flatten().flatten().count(),
+            };
+            let per_weight = match format {
+                Format::Ternary => 1,
+                _ => code_bits(format) as usize,
+            };
+            assert_eq!(placed, BLOCK * per_weight, "{format}");
+            let valid = codes_and_levels(format);
+            let picks: Vec<usize> = (0..BLOCK).map(|i| i * 7 % valid.len()).collect();
+            let codes: Vec<i8> = picks.iter().map(|&p| valid[p].0).collect();
             let mut packed = vec![];
             format.pack_row(&codes, &mut packed);
             let mut levels = [0.0f64; BLOCK];
-            for (n, terms) in nibble_terms(format).iter().enumerate() {
-                let e = (packed[n / 2] >> (4 * (n % 2))) & 15;
+            for (n, terms) in block_terms(format).iter().enumerate() {
+                let e = table_index(format, packed[n / 2], n % 2);
                 for t in terms {
-                    levels[t.weight] += t.entry[e as usize];
+                    levels[t.weight] += t.entry[e];
                 }
             }
-            for (i, &c) in codes.iter().enumerate() {
-                let step = (hi - lo) as f64 / ((1 << code_bits(format)) - 1) as f64;
-                let u = (c - lo) as f64 / step;
-                assert_eq!(levels[i], scale * u - offset, "{format} weight {i}");
+            for (i, &p) in picks.iter().enumerate() {
+                assert_eq!(levels[i], valid[p].1, "{format} weight {i}");
             }
+        }
+    }
+
+    /// For every byte the ternary packer can write (base-3 fractions n/243), the kernel's two
+    /// indices are n's top three digits and its last two, as the runtime's `ternary_digits`
+    /// reads them.
+    #[test]
+    fn ternary_indices_are_the_runtime_digits() {
+        for n in 0..243u32 {
+            let byte = (256 * n).div_ceil(243) as u8;
+            let d = ternary_digits(byte).map(|d| d as usize);
+            let expected = [9 * d[0] + 3 * d[1] + d[2], 3 * d[3] + d[4]];
+            assert_eq!(ternary_indices(byte), expected, "n = {n}");
+            assert_eq!(expected, [n as usize / 9, n as usize % 9], "n = {n}");
         }
     }
 }

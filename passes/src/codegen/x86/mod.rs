@@ -184,9 +184,10 @@ pub fn compile_kernels(
         (true, true) => Int8Act::Vnni,
         (true, false) => Int8Act::Avx2,
     };
-    let module = gemv_module(&ctx, shapes, Isa::of(&cpu.features), int8)?;
+    let isa = Isa::of(&cpu.features);
+    let module = gemv_module(&ctx, shapes, isa, int8)?;
     let tile = gemm::token_tile(&cpu.features);
-    gemm::add_gemms(&ctx, &module, shapes, int8, tile)?;
+    gemm::add_gemms(&ctx, &module, shapes, (isa, int8), tile)?;
     module.set_triple(&machine.get_triple());
     module.set_data_layout(&machine.get_target_data().get_data_layout());
     let (layer_ops, mlir) = match layer {
@@ -209,7 +210,7 @@ pub fn compile_kernels(
         if int8 != Int8Act::No && gemv_int8::level_map(s.format).is_some() {
             symbols.insert(format!("gemv_i8.{bits}.{r}x{c}"), gemv_int8::symbol(s));
         }
-        symbols.extend(gemm::roles(s, int8));
+        symbols.extend(gemm::roles(s, (isa, int8)));
     }
     for op in layer_ops {
         symbols.insert(op.role.clone(), op.symbol());
