@@ -28,6 +28,10 @@ pub struct Args {
     /// Model for the end-to-end rows.
     #[arg(long, default_value = "data/models/SmolLM2-135M-Instruct.Q4_1.gguf")]
     pub model: PathBuf,
+    /// CPU to generate the kernels for, as `compile --cpu`: native (this machine), x86-64-v3
+    /// (the AVX2 baseline kernels, measured on this machine) or x86-64-v4 (AVX-512).
+    #[arg(long, default_value = "native")]
+    pub cpu: String,
     /// Text for the perplexity column.
     #[arg(long, default_value = "data/text/wiki.txt")]
     pub text: PathBuf,
@@ -91,7 +95,7 @@ pub fn run(args: Args) -> Result<()> {
     let table = |name: &str| args.tables.iter().any(|t| t == name);
     if table("gemv") || table("gemm") {
         let dir = tempfile_dir()?;
-        let native = generated_kernels(&dir)?;
+        let native = generated_kernels(&dir, &args.cpu)?;
         let _ = std::fs::remove_dir_all(&dir);
         if table("gemv") {
             let floors = Floors::measure();
@@ -243,13 +247,17 @@ fn random_packed(format: Format, rows: usize, cols: usize, seed: u64) -> PackedM
 }
 
 #[cfg(feature = "llvm")]
-fn generated_kernels(dir: &std::path::Path) -> Result<paretoqc_runtime::kernels::native::Native> {
+fn generated_kernels(
+    dir: &std::path::Path,
+    cpu: &str,
+) -> Result<paretoqc_runtime::kernels::native::Native> {
     use pqc::codegen::x86::{compile_kernels, GemvShape};
     let shapes: Vec<GemvShape> = Format::ALL
         .iter()
         .flat_map(|&format| SHAPES.map(|(rows, cols)| GemvShape { format, rows, cols }))
         .collect();
-    let k = compile_kernels(&shapes, "native", true, None)?;
+    let k = compile_kernels(&shapes, cpu, true, None)?;
+    println!("Kernels generated for CPU `{}` ({cpu}).\n", k.cpu);
     let so = dir.join("kernels.so");
     std::fs::write(&so, &k.shared_object)?;
     Ok(paretoqc_runtime::kernels::native::Native::load(
@@ -260,6 +268,7 @@ fn generated_kernels(dir: &std::path::Path) -> Result<paretoqc_runtime::kernels:
 #[cfg(not(feature = "llvm"))]
 fn generated_kernels(
     _: &std::path::Path,
+    _: &str,
 ) -> Result<paretoqc_runtime::kernels::reference::Reference> {
     bail!("paretoqc bench measures generated kernels: build with `--features llvm`")
 }
@@ -444,7 +453,7 @@ fn end_to_end(args: &Args) -> Result<()> {
             model: args.model.clone(),
             quant,
             target: "x86".into(),
-            cpu: "native".into(),
+            cpu: args.cpu.clone(),
             out: Some(out.clone()),
             print_ir_after_all: false,
             lm_head: lm_head.into(),

@@ -12,9 +12,9 @@
 //! float *y, u64 row_begin, u64 row_end)`.
 //!
 //! The row loop (four rows per pass, then single rows) is shared; what a step of it reads and
-//! adds is a `RowScheme`: `BlockRows` here for every format, or `TernaryRows`
-//! (`gemv_ternary.rs`) for ternary with VNNI, which multiplies the raw base-3 bytes instead of
-//! extracting digits.
+//! adds is a `RowScheme`: `BlockRows` here for every format but ternary, `TernaryRows`
+//! (`gemv_ternary.rs`) for ternary, which reads the raw base-3 bytes against activations laid out
+//! per digit instead of moving digits into weight order.
 
 use super::gemv::{
     declare, emit_loop, err, group_split, intrinsic, prefetch_ahead, prefetch_distance, Emitter,
@@ -338,7 +338,7 @@ pub fn emit_gemv_i8<'ctx>(
     let entry = ctx.append_basic_block(f, "entry");
     e.b.position_at_end(entry);
     let scheme: Box<dyn RowScheme<'ctx>> = match (shape.format, vnni) {
-        (Format::Ternary, true) => Box::new(TernaryRows::new(&e, f, shape, codes, xq)?),
+        (Format::Ternary, _) => Box::new(TernaryRows::new(&e, f, shape, (codes, xq), vnni)?),
         _ => Box::new(BlockRows {
             shape,
             vnni,

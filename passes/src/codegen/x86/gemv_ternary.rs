@@ -1,5 +1,5 @@
-//! The row scheme of the int8-activation ternary kernel on VNNI CPUs, which never extracts a
-//! digit.
+//! The row scheme of the int8-activation ternary kernel, which reads a row's base-3 bytes as they
+//! lie, against activations laid out per digit.
 //!
 //! A ternary byte t₀ holds five digits as a base-3 fraction: with t_{k+1} = 3·t_k mod 256, digit
 //! k is d_k = ⌊3·t_k / 256⌋ = (3·t_k − t_{k+1}) / 256 (runtime `BlockT`). Byte j of block b holds
@@ -14,6 +14,11 @@
 //! out once per call, on the stack. Integers throughout, so the result is exact: A and B may
 //! wrap in their i32 lanes, but 3·A − B per lane is 256 · Σ d·q over the lane's bytes, which
 //! fits (wrapping arithmetic gives it exactly) for rows below half a million weights.
+//!
+//! Without VNNI (AVX2) a byte product is `vpmaddubsw`, whose i16 pairs would saturate on
+//! t·X; there the digits are counted instead, still without moving a byte: d_k is the number of
+//! times 3·t_k passes 256, `[t_k ≥ 86] + [t_k ≥ 171]` (two unsigned byte compares), and each
+//! digit adds `Σ d_k · X_k` (0-2 times an i8: the pairs stay far from saturating).
 
 use super::gemv::{
     emit_loop, err, intrinsic, prefetch_ahead, prefetch_distance, Emitter, GemvShape, Result,
@@ -37,6 +42,8 @@ pub(super) struct TernaryRows<'ctx> {
     /// X_0 .. X_4, `stride` bytes apart.
     digit_x: PointerValue<'ctx>,
     stride: u64,
+    /// `vpdpbusd` on the raw bytes (A and B); else AVX2 on counted digits.
+    vnni: bool,
 }
 
 impl<'ctx> TernaryRows<'ctx> {
@@ -46,8 +53,8 @@ impl<'ctx> TernaryRows<'ctx> {
         e: &Emitter<'_, 'ctx>,
         f: FunctionValue<'ctx>,
         shape: GemvShape,
-        codes: PointerValue<'ctx>,
-        xq: PointerValue<'ctx>,
+        (codes, xq): (PointerValue<'ctx>, PointerValue<'ctx>),
+        vnni: bool,
     ) -> Result<TernaryRows<'ctx>> {
         let (ctx, b) = (e.ctx, &e.b);
         let i64t = ctx.i64_type();
@@ -75,6 +82,7 @@ impl<'ctx> TernaryRows<'ctx> {
             codes,
             digit_x,
             stride,
+            vnni,
         };
         let range = (i64t.const_zero(), i64t.const_int(blocks, false));
         emit_loop(e, f, "layout", range, 1, |blk| {
@@ -125,6 +133,35 @@ impl<'ctx> TernaryRows<'ctx> {
         Ok(())
     }
 
+    /// `t + t + t` per byte (mod 256), kept as two additions by `opaque` on `t + t`; without
+    /// AVX-512 in 32-byte halves, the widest value a register there holds.
+    fn tripled(&self, e: &Emitter<'_, 'ctx>, t: VectorValue<'ctx>) -> Result<VectorValue<'ctx>> {
+        let b = &e.b;
+        let sum = b.build_int_add(t, t, "t2").map_err(err)?;
+        let twice = if self.vnni {
+            opaque(e, sum)?
+        } else {
+            let n = t.get_type().get_size() as u64;
+            let lanes = |from: u64, count: u64| {
+                let idx: Vec<_> = (from..from + count)
+                    .map(|i| e.ctx.i32_type().const_int(i, false))
+                    .collect();
+                VectorType::const_vector(&idx)
+            };
+            let halves = (0..2)
+                .map(|h| {
+                    let half = b
+                        .build_shuffle_vector(sum, sum, lanes(h * n / 2, n / 2), "half")
+                        .map_err(err)?;
+                    opaque(e, half)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            b.build_shuffle_vector(halves[0], halves[1], lanes(0, n), "twice")
+                .map_err(err)?
+        };
+        b.build_int_add(twice, t, "t3").map_err(err)
+    }
+
     /// The row's bytes past its whole chunks (0 when none).
     fn tail_bytes(&self) -> u64 {
         self.shape.format.row_bytes(self.shape.cols) as u64 % CHUNK
@@ -146,7 +183,7 @@ impl<'ctx> TernaryRows<'ctx> {
 }
 
 impl<'ctx> RowScheme<'ctx> for TernaryRows<'ctx> {
-    /// A and B.
+    /// A and B (VNNI), or two chains of Σ d·X (AVX2, digits alternating).
     fn accumulators(&self) -> usize {
         2
     }
@@ -199,19 +236,32 @@ impl<'ctx> RowScheme<'ctx> for TernaryRows<'ctx> {
         let p = code_ptr(e, self.codes, self.shape, row, off)?;
         prefetch_ahead(e, p, prefetch_distance(self.shape, ROW_GROUP))?;
         let mut t = self.load_chunk(e, p, tail)?;
-        for x in digit_x {
-            accs[0] = e.dot_u8_s8(accs[0], t, *x, true)?;
-            let twice = opaque(e, b.build_int_add(t, t, "t2").map_err(err)?)?;
-            t = b.build_int_add(twice, t, "t3").map_err(err)?;
-            accs[1] = e.dot_u8_s8(accs[1], t, *x, true)?;
+        for (k, x) in digit_x.iter().enumerate() {
+            if self.vnni {
+                accs[0] = e.dot_u8_s8(accs[0], t, *x, true)?;
+            } else {
+                let d = counted_digit(e, t)?;
+                accs[k % 2] = e.dot_u8_s8(accs[k % 2], d, *x, false)?;
+                if k + 1 == digit_x.len() {
+                    break;
+                }
+            }
+            t = self.tripled(e, t)?;
+            if self.vnni {
+                accs[1] = e.dot_u8_s8(accs[1], t, *x, true)?;
+            }
         }
         Ok(())
     }
 
-    /// Σ over the lanes of (3·A − B) / 256: exact per lane, where each byte's terms sum to
-    /// 256 · d · q.
+    /// VNNI: Σ over the lanes of (3·A − B) / 256, exact per lane, where each byte's terms sum to
+    /// 256 · d · q. AVX2: Σ over the lanes of both chains.
     fn row_sum(&self, e: &Emitter<'_, 'ctx>, accs: &[VectorValue<'ctx>]) -> Result<IntValue<'ctx>> {
         let b = &e.b;
+        if !self.vnni {
+            let both = b.build_int_add(accs[0], accs[1], "both").map_err(err)?;
+            return reduce_lanes(e, both);
+        }
         let lanes = |v: u64| VectorType::const_vector(&[e.ctx.i32_type().const_int(v, false); 16]);
         let a3 = b.build_int_mul(accs[0], lanes(3), "a3").map_err(err)?;
         let diff = b.build_int_sub(a3, accs[1], "diff").map_err(err)?;
@@ -220,6 +270,21 @@ impl<'ctx> RowScheme<'ctx> for TernaryRows<'ctx> {
             .map_err(err)?;
         reduce_lanes(e, digits)
     }
+}
+
+/// The leading base-3 digit of each byte t (a base-3 fraction): `[t ≥ 86] + [t ≥ 171]`, the
+/// number of times 3·t passes 256 (the runtime's `ternary_digits`: `3·t >> 8`).
+fn counted_digit<'ctx>(e: &Emitter<'_, 'ctx>, t: VectorValue<'ctx>) -> Result<VectorValue<'ctx>> {
+    let b = &e.b;
+    let n = t.get_type().get_size();
+    let at_least = |v: u64| -> Result<VectorValue<'ctx>> {
+        let passed = b
+            .build_int_compare(inkwell::IntPredicate::UGE, t, e.splat_i8(n, v), "ge")
+            .map_err(err)?;
+        b.build_int_z_extend(passed, e.i8v(n), "one").map_err(err)
+    };
+    let (once, twice) = (at_least(86)?, at_least(171)?);
+    b.build_int_add(once, twice, "digit").map_err(err)
 }
 
 /// `v`, through an empty inline-assembly statement that the optimiser cannot see into. Without
