@@ -538,7 +538,7 @@ pub fn emit_gemv<'ctx>(
     isa: Isa,
 ) -> Result<FunctionValue<'ctx>> {
     if super::gemv_tables::uses_tables(shape.format, isa) {
-        return super::gemv_tables::emit_gemv_tables(ctx, module, shape);
+        return super::gemv_tables::emit_gemv_tables(ctx, module, shape, isa);
     }
     let e = Emitter::new(ctx, module);
     let f = declare_gemv(&e, shape);

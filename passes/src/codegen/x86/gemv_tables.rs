@@ -1,6 +1,6 @@
-//! The f32 matrix-vector kernel by table lookups, for 1, 1.58, 2 and 3 bits with AVX-512 (same
-//! ABI as `gemv.rs`'s kernel): 16 rows at a time, one per f32 lane, and each lookup adds the
-//! products of 2 to 4 weights of every row.
+//! The f32 matrix-vector kernel by table lookups, for 1, 1.58, 2 and 3 bits with AVX-512 and 1
+//! and 3 bits with AVX2 (same ABI as `gemv.rs`'s kernel): 16 rows at a time with AVX-512, 8 with
+//! AVX2, one per f32 lane, and each lookup adds the products of 2 to 4 weights of every row.
 //!
 //! Per call the kernel first builds, from x, two tables per byte of a packed row: entry e is
 //! what the weights whose codes sit in that part of the byte add to the dot product when the
@@ -19,12 +19,13 @@
 //! of those dwords adds `vpermps(table, index)` (`vpermi2ps` for 32 entries) to the tile's
 //! accumulators: a shift or two multiplies, one lookup and one add per 16 rows x 2-4 weights,
 //! against a level lookup and an FMA per 16 weights of one row in `gemv.rs` (and no x loads:
-//! x is in the tables).
+//! x is in the tables). With AVX2 a tile is 8 rows and 32 bytes (8 x 8 dwords), and a 16-entry
+//! lookup is a `vpermps` of each 8-entry half and a blend on the index's bit 3.
 //!
 //! Tails: the tables of weights past `cols` (the last block's padding) are zero, so padded codes
 //! add nothing; the last line of a row loads only the row's bytes and looks up only their
-//! tables; a last tile of fewer than 16 rows reads its last row again in the missing lanes and
-//! stores only its own rows.
+//! tables; a last tile of fewer rows than lanes reads its last row again in the missing lanes
+//! and stores only its own rows.
 //!
 //! Numerics: a table entry is the f32 sum of 2-4 exact products (levels are small integers or
 //! halves), the accumulators add entries in row order over four chains, then the chains are
@@ -44,24 +45,36 @@ use inkwell::values::{
 use inkwell::AddressSpace;
 use paretoqc_runtime::format::{ternary_digits, Format, BLOCK, TRITS};
 
-/// Rows per tile: one per f32 lane of a 512-bit register.
-const TILE: usize = 16;
 /// Entries of a nibble's table: the values of a nibble.
 const ENTRIES: usize = 16;
-/// Bytes of codes per row that a tile loads and transposes at once (16 dwords).
-const LINE: usize = 64;
 /// Independent accumulator chains per tile (the adds' latency overlaps).
 const CHAINS: usize = 4;
 /// The ternary digits (first, end) whose base-3 number indexes each of a byte's two tables.
 const TRIT_GROUPS: [(usize, usize); 2] = [(0, 3), (3, 5)];
 
-/// Whether the f32 kernel for `format` on `isa` is this one.
+/// Whether the f32 kernel for `format` on `isa` is this one: 1, 1.58, 2 and 3 bits on AVX-512;
+/// 1 and 3 bits on AVX2, where a 16-entry lookup is two `vpermps` and a blend. There the table
+/// kernel measured 2.55-2.89x the memory floor at 1 bit (the row-group kernel 5.85-5.97x) and
+/// 2.65-2.89x at 3 bits (3.66-3.71x), but 2.84-3.01x at 2 bits, where the row-group kernel
+/// reads 16 weights per byte load and takes 2.62-2.74x (`paretoqc bench --cpu x86-64-v3`).
+/// Ternary's 32-entry tables would take four lookups and three blends on AVX2.
 pub(super) fn uses_tables(format: Format, isa: Isa) -> bool {
-    isa == Isa::Avx512
-        && matches!(
+    match isa {
+        Isa::Avx512 => matches!(
             format,
             Format::Bin1 | Format::Ternary | Format::Int2 | Format::Int3
-        )
+        ),
+        Isa::Avx2 => matches!(format, Format::Bin1 | Format::Int3),
+    }
+}
+
+/// Rows per tile: one per f32 lane, 16 with AVX-512 and 8 with AVX2. A tile loads and
+/// transposes one dword per lane of each row at a time (a line: 64 or 32 code bytes).
+fn lanes_of(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 16,
+        Isa::Avx2 => 8,
+    }
 }
 
 /// How the bytes of a format's rows index its tables: each byte indexes two tables, stored one
@@ -267,42 +280,53 @@ fn ternary_terms() -> Vec<Vec<TableTerm>> {
         .collect()
 }
 
-/// The 16 x 16 dword transpose as four rounds of two-register shuffles (each an
-/// `unpck`/`shuf` instruction): `round[i] = (a, b, mask)` makes register i of the next round.
-fn transpose_rounds() -> Vec<Vec<(usize, usize, [u32; 16])>> {
-    // Lane l of 128-bit chunk c is 4c + l; a mask index >= 16 picks from the second register.
-    let per_chunk = |pick: fn(u32) -> u32| -> [u32; 16] {
-        std::array::from_fn(|i| {
-            let (c, l) = (i as u32 / 4, i as u32 % 4);
-            let p = pick(l);
-            (p / 16) * 16 + 4 * c + p % 16
-        })
+/// The n x n dword transpose (n = 8 or 16 lanes) as rounds of two-register shuffles (each an
+/// `unpck`/`shuf`/`perm2` instruction): `round[i] = (a, b, mask)` makes register i of the next
+/// round; a mask index >= n picks from the second register. Two rounds transpose 4 x 4 blocks
+/// inside each 128-bit chunk, then one round (8 lanes) or two (16) move whole chunks.
+type Round = Vec<(usize, usize, Vec<u32>)>;
+fn transpose_rounds(n: usize) -> Vec<Round> {
+    let n32 = n as u32;
+    // Lane l of 128-bit chunk c is 4c + l; `pick` names (register · 16 + lane in the chunk).
+    let per_chunk = |pick: [u32; 4]| -> Vec<u32> {
+        (0..n32)
+            .map(|i| {
+                let (c, p) = (i / 4, pick[i as usize % 4]);
+                (p / 16) * n32 + 4 * c + p % 16
+            })
+            .collect()
     };
-    let unpack = |hi: bool, wide: bool| -> [u32; 16] {
+    let unpack = |hi: bool, wide: bool| -> Vec<u32> {
         match (wide, hi) {
-            (false, false) => per_chunk(|l| [0, 16, 1, 17][l as usize]),
-            (false, true) => per_chunk(|l| [2, 18, 3, 19][l as usize]),
-            (true, false) => per_chunk(|l| [0, 1, 16, 17][l as usize]),
-            (true, true) => per_chunk(|l| [2, 3, 18, 19][l as usize]),
+            (false, false) => per_chunk([0, 16, 1, 17]),
+            (false, true) => per_chunk([2, 18, 3, 19]),
+            (true, false) => per_chunk([0, 1, 16, 17]),
+            (true, true) => per_chunk([2, 3, 18, 19]),
         }
     };
-    // Chunks (a0, a2, b0, b2) or (a1, a3, b1, b3).
-    let chunks = |odd: bool| -> [u32; 16] {
-        let o = odd as u32;
-        std::array::from_fn(|i| {
-            let (c, l) = (i as u32 / 4, i as u32 % 4);
-            let from = [o, 2 + o, 16 / 4 + o, 16 / 4 + 2 + o][c as usize];
-            4 * from + l
-        })
+    // Every other chunk of a from chunk `odd`, then the same of b: (a0, a2, b0, b2) at 16
+    // lanes, (a0, b0) at 8.
+    let chunks = |odd: bool| -> Vec<u32> {
+        let (o, per_reg) = (odd as u32, n32 / 4);
+        (0..n32)
+            .map(|i| {
+                let (c, l) = (i / 4, i % 4);
+                let from = match c < per_reg / 2 {
+                    true => o + 2 * c,
+                    false => per_reg + o + 2 * (c - per_reg / 2),
+                };
+                4 * from + l
+            })
+            .collect()
     };
-    let mut rounds = vec![];
+    let mut rounds: Vec<Round> = vec![];
     rounds.push(
-        (0..16)
+        (0..n)
             .map(|i| (i & !1, i | 1, unpack(i % 2 == 1, false)))
             .collect(),
     );
     rounds.push(
-        (0..16)
+        (0..n)
             .map(|i| {
                 let base = i & !3;
                 let (a, b) = (base + (i & 2) / 2, base + (i & 2) / 2 + 2);
@@ -310,9 +334,9 @@ fn transpose_rounds() -> Vec<Vec<(usize, usize, [u32; 16])>> {
             })
             .collect(),
     );
-    for span in [4, 8] {
+    for span in [4, 8].into_iter().filter(|&s| s < n) {
         rounds.push(
-            (0..16)
+            (0..n)
                 .map(|i| {
                     let base = i / (2 * span) * (2 * span);
                     let j = base + i % span;
@@ -324,13 +348,13 @@ fn transpose_rounds() -> Vec<Vec<(usize, usize, [u32; 16])>> {
     rounds
 }
 
-/// Applies the transpose rounds to 16 values with `shuffle(a, b, mask)`.
+/// Applies the transpose rounds to n values with `shuffle(a, b, mask)`.
 fn apply_rounds<T: Clone>(
     regs: Vec<T>,
-    mut shuffle: impl FnMut(&T, &T, &[u32; 16]) -> Result<T>,
+    mut shuffle: impl FnMut(&T, &T, &[u32]) -> Result<T>,
 ) -> Result<Vec<T>> {
     let mut regs = regs;
-    for round in transpose_rounds() {
+    for round in transpose_rounds(regs.len()) {
         regs = round
             .iter()
             .map(|(a, b, mask)| shuffle(&regs[*a], &regs[*b], mask))
@@ -339,24 +363,23 @@ fn apply_rounds<T: Clone>(
     Ok(regs)
 }
 
-/// For each dword k, the register that holds dword k of the 16 rows after the transpose
+/// For each dword k, the register that holds dword k of the n rows after the transpose
 /// (lane i = row i), worked out by transposing labels.
-fn transposed_order() -> Vec<usize> {
-    let labels: Vec<[(usize, usize); 16]> = (0..16)
-        .map(|row| std::array::from_fn(|dword| (row, dword)))
+fn transposed_order(n: usize) -> Vec<usize> {
+    let labels: Vec<Vec<(usize, usize)>> = (0..n)
+        .map(|row| (0..n).map(|dword| (row, dword)).collect())
         .collect();
     let out = apply_rounds(labels, |a, b, mask| {
-        Ok(std::array::from_fn(|i| {
-            let m = mask[i] as usize;
-            if m < 16 {
-                a[m]
-            } else {
-                b[m - 16]
-            }
-        }))
+        Ok(mask
+            .iter()
+            .map(|&m| match (m as usize).checked_sub(n) {
+                None => a[m as usize],
+                Some(m) => b[m],
+            })
+            .collect())
     })
     .expect("label shuffles cannot fail");
-    (0..16)
+    (0..n)
         .map(|dword| {
             let reg = out
                 .iter()
@@ -375,11 +398,12 @@ fn transposed_order() -> Vec<usize> {
         .collect()
 }
 
-/// Adds the table kernel for `shape` to `module`.
+/// Adds the table kernel for `shape` to `module`, for the registers of `isa`.
 pub(super) fn emit_gemv_tables<'ctx>(
     ctx: &'ctx Context,
     module: &Module<'ctx>,
     shape: GemvShape,
+    isa: Isa,
 ) -> Result<FunctionValue<'ctx>> {
     let e = Emitter::new(ctx, module);
     let f = declare_gemv(&e, shape);
@@ -389,6 +413,7 @@ pub(super) fn emit_gemv_tables<'ctx>(
     let tables = emit_tables(&e, f, shape, p(2).into_pointer_value())?;
     let kernel = TableKernel {
         shape,
+        lanes: lanes_of(isa),
         codes: p(0).into_pointer_value(),
         factor: p(1).into_pointer_value(),
         y: p(3).into_pointer_value(),
@@ -502,6 +527,8 @@ fn block_tables<'ctx>(
 /// What a tile of the table kernel reads and writes.
 struct TableKernel<'ctx> {
     shape: GemvShape,
+    /// Rows per tile (`lanes_of`).
+    lanes: usize,
     codes: PointerValue<'ctx>,
     factor: PointerValue<'ctx>,
     y: PointerValue<'ctx>,
@@ -510,6 +537,11 @@ struct TableKernel<'ctx> {
 }
 
 impl<'ctx> TableKernel<'ctx> {
+    /// Code bytes of each row per step: one dword per lane.
+    fn line(&self) -> usize {
+        4 * self.lanes
+    }
+
     /// The rows: the whole tiles in a loop, then the last partial tile.
     fn emit_rows(
         &self,
@@ -518,8 +550,8 @@ impl<'ctx> TableKernel<'ctx> {
         row_end: IntValue<'ctx>,
     ) -> Result<()> {
         let (ctx, b) = (e.ctx, &e.b);
-        let split = group_split(e, self.row_begin, row_end, TILE)?;
-        emit_loop(e, f, "tile", (self.row_begin, split), TILE as u64, |r| {
+        let split = group_split(e, self.row_begin, row_end, self.lanes)?;
+        emit_loop(e, f, "tile", (self.row_begin, split), self.lanes as u64, |r| {
             self.emit_tile(e, f, r, None)
         })?;
         let last = ctx.append_basic_block(f, "last.tile");
@@ -545,24 +577,25 @@ impl<'ctx> TableKernel<'ctx> {
         last: Option<IntValue<'ctx>>,
     ) -> Result<()> {
         let i64t = e.ctx.i64_type();
-        let accs = zeroed_accumulators(e, f, &[ENTRIES as u32; CHAINS])?;
+        let accs = zeroed_accumulators(e, f, &[self.lanes as u32; CHAINS])?;
         let row_bytes = self.shape.format.row_bytes(self.shape.cols);
         let rows = self.tile_rows(e, r, last)?;
-        let lines = (row_bytes / LINE) as u64;
+        let line = self.line();
+        let lines = (row_bytes / line) as u64;
         if lines > 0 {
             let all = (i64t.const_zero(), i64t.const_int(lines, false));
             emit_loop(e, f, "line", all, 1, |l| {
-                self.add_line(e, &rows, l, LINE, &accs)
+                self.add_line(e, &rows, l, line, &accs)
             })?;
         }
-        let tail = row_bytes % LINE;
+        let tail = row_bytes % line;
         if tail > 0 {
             self.add_line(e, &rows, i64t.const_int(lines, false), tail, &accs)?;
         }
         self.store_tile(e, r, last, &accs)
     }
 
-    /// The codes of the tile's 16 rows (the last tile repeats its last row in missing lanes).
+    /// The codes of the tile's rows (the last tile repeats its last row in missing lanes).
     fn tile_rows(
         &self,
         e: &Emitter<'_, 'ctx>,
@@ -570,7 +603,7 @@ impl<'ctx> TableKernel<'ctx> {
         last: Option<IntValue<'ctx>>,
     ) -> Result<Vec<PointerValue<'ctx>>> {
         let (b, i64t) = (&e.b, e.ctx.i64_type());
-        (0..TILE as u64)
+        (0..self.lanes as u64)
             .map(|g| {
                 let mut row = b
                     .build_int_add(r, i64t.const_int(g, false), "row")
@@ -602,22 +635,23 @@ impl<'ctx> TableKernel<'ctx> {
         accs: &[PointerValue<'ctx>],
     ) -> Result<()> {
         let (b, i64t) = (&e.b, e.ctx.i64_type());
-        let i32v = e.ctx.i32_type().vec_type(16);
+        let (lanes, line) = (self.lanes, self.line());
+        let i32v = e.ctx.i32_type().vec_type(lanes as u32);
         let off = b
-            .build_int_mul(l, i64t.const_int(LINE as u64, false), "line.off")
+            .build_int_mul(l, i64t.const_int(line as u64, false), "line.off")
             .map_err(err)?;
-        let ahead = prefetch_distance(self.shape, TILE);
+        let ahead = prefetch_distance(self.shape, lanes);
         let dwords = rows
             .iter()
             .map(|&row| {
                 // SAFETY (of the IR): the line starts inside the row.
                 let p = unsafe { b.build_in_bounds_gep(e.ctx.i8_type(), row, &[off], "lp") }
                     .map_err(err)?;
-                if bytes == LINE {
+                if bytes == line {
                     prefetch_ahead(e, p, ahead)?;
                     e.load_vec(i32v, p)
                 } else {
-                    let v = masked_load(e, e.i8v(LINE as u32), p, bytes)?;
+                    let v = masked_load(e, e.i8v(line as u32), p, bytes)?;
                     Ok(b.build_bit_cast(v, i32v, "dw")
                         .map_err(err)?
                         .into_vector_value())
@@ -633,17 +667,17 @@ impl<'ctx> TableKernel<'ctx> {
             );
             b.build_shuffle_vector(*a, *c, m, "tr").map_err(err)
         })?;
-        let order = transposed_order();
+        let order = transposed_order(lanes);
         let scheme = Scheme::of(self.shape.format);
         let per_byte = scheme.floats_per_byte();
         let first = b
-            .build_int_mul(l, i64t.const_int((per_byte * LINE) as u64, false), "line.t")
+            .build_int_mul(l, i64t.const_int((per_byte * line) as u64, false), "line.t")
             .map_err(err)?;
         // SAFETY (of the IR): the line's tables are inside the buffer.
         let line_tables =
             unsafe { b.build_in_bounds_gep(e.ctx.f32_type(), self.tables, &[first], "lt") }
                 .map_err(err)?;
-        let tile_t = e.f32v(TILE as u32);
+        let tile_t = e.f32v(lanes as u32);
         let mut chain = 0;
         for k in 0..bytes.div_ceil(4) {
             let d = transposed[order[k]];
@@ -653,7 +687,7 @@ impl<'ctx> TableKernel<'ctx> {
                 }
                 let at = per_byte * (4 * k + byte) + scheme.table_offset(part);
                 let entries = scheme.entries()[part];
-                let got = look_up(e, line_tables, at, entries, idx)?;
+                let got = look_up(e, line_tables, (at, entries), idx)?;
                 let acc = accs[chain % CHAINS];
                 chain += 1;
                 let a = b
@@ -676,7 +710,7 @@ impl<'ctx> TableKernel<'ctx> {
         accs: &[PointerValue<'ctx>],
     ) -> Result<()> {
         let (b, f32t) = (&e.b, e.ctx.f32_type());
-        let table_t = e.f32v(ENTRIES as u32);
+        let table_t = e.f32v(self.lanes as u32);
         let mut sum = b
             .build_load(table_t, accs[0], "s")
             .map_err(err)?
@@ -697,7 +731,7 @@ impl<'ctx> TableKernel<'ctx> {
             Some(end) => Some(self.lanes_before(e, r, end)?),
             None => None,
         };
-        let factor = load_lanes(e, fp, mask)?;
+        let factor = load_lanes(e, fp, self.lanes, mask)?;
         sum = b.build_float_mul(sum, factor, "y").map_err(err)?;
         match mask {
             None => {
@@ -725,30 +759,31 @@ impl<'ctx> TableKernel<'ctx> {
         let (b, i64t) = (&e.b, e.ctx.i64_type());
         let n = b.build_int_sub(end, r, "n").map_err(err)?;
         let lanes = VectorType::const_vector(
-            &(0..TILE as u64)
+            &(0..self.lanes as u64)
                 .map(|i| i64t.const_int(i, false))
                 .collect::<Vec<_>>(),
         );
-        let count = splat(e, i64t.vec_type(16), n)?;
+        let count = splat(e, i64t.vec_type(self.lanes as u32), n)?;
         b.build_int_compare(inkwell::IntPredicate::ULT, lanes, count, "live")
             .map_err(err)
     }
 }
 
-/// 16 floats at `p`, only the lanes of `mask` (zeros elsewhere) when there is one.
+/// `lanes` floats at `p`, only the lanes of `mask` (zeros elsewhere) when there is one.
 fn load_lanes<'ctx>(
     e: &Emitter<'_, 'ctx>,
     p: PointerValue<'ctx>,
+    lanes: usize,
     mask: Option<VectorValue<'ctx>>,
 ) -> Result<VectorValue<'ctx>> {
-    let ty = e.f32v(TILE as u32);
+    let ty = e.f32v(lanes as u32);
     match mask {
         Some(mask) => masked_load_lanes(e, ty, p, mask),
         None => e.load_vec(ty, p),
     }
 }
 
-/// The table indices in dword `d` of 16 rows (each lane 4 code bytes of its row), as
+/// The table indices in dword `d` of a tile's rows (each lane 4 code bytes of its row), as
 /// (byte of the dword, table of the byte, index in each lane's low bits: the lookups read only
 /// those).
 fn indices<'ctx>(
@@ -767,7 +802,8 @@ fn indices<'ctx>(
 /// `ternary_indices` of the four bytes of each lane, in 16-bit lanes: bytes 0 and 2 go to the
 /// high bytes of the two words by a shift, bytes 1 and 3 by a mask; then for a word w = t·256,
 /// `mulhi(w, 27)` is `27·t >> 8`, `mullo(w, 27)` is `(27·t mod 256)·256`, and `mulhi` of that
-/// with 9 the second index. The high word's index moves down by a 16-bit shift.
+/// with 9 the second index. The high word's index moves down by a 16-bit shift. 16 lanes:
+/// ternary has tables on AVX-512 only.
 fn ternary_lane_indices<'ctx>(
     e: &Emitter<'_, 'ctx>,
     d: VectorValue<'ctx>,
@@ -809,45 +845,66 @@ fn shifted_right<'ctx>(
         return Ok(d);
     }
     let s = e.ctx.i32_type().const_int(by, false);
-    let shift = VectorType::const_vector(&[s; 16]);
+    let shift = VectorType::const_vector(&vec![s; d.get_type().get_size() as usize]);
     e.b.build_right_shift(d, shift, false, "sh").map_err(err)
 }
 
-/// Entry `idx` of the table of `entries` floats at float `at` of `tables`, per lane: `vpermps`
-/// for 16 entries, `vpermi2ps` over the table's two halves for 32.
+/// Entry `idx` of the table of `entries` floats at float `at` of `tables`, per lane (as many
+/// lanes as `idx` has), from the table's pieces of one register each: with 16 lanes `vpermps`
+/// for 16 entries and `vpermi2ps` over both pieces for 32; with 8 lanes (AVX2) a `vpermps` of
+/// each 8-entry piece of a 16-entry table, the one that bit 3 of the index names kept.
 fn look_up<'ctx>(
     e: &Emitter<'_, 'ctx>,
     tables: PointerValue<'ctx>,
-    at: usize,
-    entries: usize,
+    (at, entries): (usize, usize),
     idx: VectorValue<'ctx>,
 ) -> Result<VectorValue<'ctx>> {
     let (b, i64t) = (&e.b, e.ctx.i64_type());
-    let half_t = e.f32v(ENTRIES as u32);
-    let halves = (0..entries / ENTRIES)
+    let lanes = idx.get_type().get_size() as usize;
+    let piece_t = e.f32v(lanes as u32);
+    let pieces = (0..entries / lanes)
         .map(|h| {
-            let off = i64t.const_int((at + h * ENTRIES) as u64, false);
+            let off = i64t.const_int((at + h * lanes) as u64, false);
             // SAFETY (of the IR): the table is one of the line's.
             let p = unsafe { b.build_in_bounds_gep(e.ctx.f32_type(), tables, &[off], "tp") }
                 .map_err(err)?;
-            let table = b.build_load(half_t, p, "tbl").map_err(err)?;
+            let table = b.build_load(piece_t, p, "tbl").map_err(err)?;
             let load = table.as_instruction_value().expect("load");
-            load.set_alignment(64).map_err(err)?;
+            load.set_alignment(4 * lanes as u32).map_err(err)?;
             Ok(table.into_vector_value())
         })
         .collect::<Result<Vec<_>>>()?;
-    match halves[..] {
-        [table] => e.vpermps(table, idx),
-        [low, high] => {
-            let permute = intrinsic(e.module, "llvm.x86.avx512.vpermi2var.ps.512", &[])?;
-            let args: [BasicMetadataValueEnum; 3] = [low.into(), idx.into(), high.into()];
-            let r = b.build_call(permute, &args, "lv").map_err(err)?;
-            Ok(r.try_as_basic_value()
-                .basic()
-                .expect("value")
+    let call = |name: &str, args: &[BasicMetadataValueEnum<'ctx>]| -> Result<VectorValue<'ctx>> {
+        let r = b
+            .build_call(intrinsic(e.module, name, &[])?, args, "lv")
+            .map_err(err)?;
+        Ok(r.try_as_basic_value()
+            .basic()
+            .expect("value")
+            .into_vector_value())
+    };
+    match (lanes, &pieces[..]) {
+        (16, &[table]) => e.vpermps(table, idx),
+        (16, &[low, high]) => call(
+            "llvm.x86.avx512.vpermi2var.ps.512",
+            &[low.into(), idx.into(), high.into()],
+        ),
+        (8, &[low, high]) => {
+            let from_low = call("llvm.x86.avx2.permps", &[low.into(), idx.into()])?;
+            let from_high = call("llvm.x86.avx2.permps", &[high.into(), idx.into()])?;
+            let eight = e.ctx.i32_type().const_int(8, false);
+            let bit3 = b
+                .build_and(idx, VectorType::const_vector(&[eight; 8]), "bit3")
+                .map_err(err)?;
+            let zero = idx.get_type().const_zero();
+            let high_half = b
+                .build_int_compare(inkwell::IntPredicate::NE, bit3, zero, "hi")
+                .map_err(err)?;
+            Ok(b.build_select(high_half, from_high, from_low, "lv")
+                .map_err(err)?
                 .into_vector_value())
         }
-        _ => unreachable!("tables have 16 or 32 entries"),
+        _ => unreachable!("{entries}-entry tables in {lanes} lanes"),
     }
 }
 
@@ -872,10 +929,12 @@ mod tests {
 
     #[test]
     fn the_transpose_puts_row_i_in_lane_i() {
-        let order = transposed_order();
-        let mut seen = order.clone();
-        seen.sort();
-        assert_eq!(seen, (0..16).collect::<Vec<_>>());
+        for lanes in [8, 16] {
+            let order = transposed_order(lanes);
+            let mut seen = order.clone();
+            seen.sort();
+            assert_eq!(seen, (0..lanes).collect::<Vec<_>>());
+        }
     }
 
     /// The table indices of a ternary byte t, as the kernel computes them in 16-bit lanes:
