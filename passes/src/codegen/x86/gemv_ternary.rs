@@ -162,41 +162,6 @@ impl<'ctx> TernaryRows<'ctx> {
         b.build_int_add(twice, t, "t3").map_err(err)
     }
 
-    /// VNNI: A += t_k · X_k and B += t_{k+1} · X_k for each digit k of the chunk's bytes `t`.
-    fn add_raw_products(
-        &self,
-        e: &Emitter<'_, 'ctx>,
-        mut t: VectorValue<'ctx>,
-        digit_x: &[VectorValue<'ctx>],
-        accs: &mut [VectorValue<'ctx>],
-    ) -> Result<()> {
-        for x in digit_x {
-            accs[0] = e.dot_u8_s8(accs[0], t, *x, true)?;
-            t = self.tripled(e, t)?;
-            accs[1] = e.dot_u8_s8(accs[1], t, *x, true)?;
-        }
-        Ok(())
-    }
-
-    /// AVX2: d_k · X_k for each digit k of the chunk's bytes `t`, digits alternating between
-    /// the two accumulators.
-    fn add_counted_digits(
-        &self,
-        e: &Emitter<'_, 'ctx>,
-        mut t: VectorValue<'ctx>,
-        digit_x: &[VectorValue<'ctx>],
-        accs: &mut [VectorValue<'ctx>],
-    ) -> Result<()> {
-        for (k, x) in digit_x.iter().enumerate() {
-            if k > 0 {
-                t = self.tripled(e, t)?;
-            }
-            let d = counted_digit(e, t)?;
-            accs[k % 2] = e.dot_u8_s8(accs[k % 2], d, *x, false)?;
-        }
-        Ok(())
-    }
-
     /// The row's bytes past its whole chunks (0 when none).
     fn tail_bytes(&self) -> u64 {
         self.shape.format.row_bytes(self.shape.cols) as u64 % CHUNK
@@ -270,11 +235,23 @@ impl<'ctx> RowScheme<'ctx> for TernaryRows<'ctx> {
             .map_err(err)?;
         let p = code_ptr(e, self.codes, self.shape, row, off)?;
         prefetch_ahead(e, p, prefetch_distance(self.shape, ROW_GROUP))?;
-        let t = self.load_chunk(e, p, tail)?;
-        match self.vnni {
-            true => self.add_raw_products(e, t, digit_x, accs),
-            false => self.add_counted_digits(e, t, digit_x, accs),
+        let mut t = self.load_chunk(e, p, tail)?;
+        for (k, x) in digit_x.iter().enumerate() {
+            if self.vnni {
+                // A += t_k · X_k, B += t_{k+1} · X_k.
+                accs[0] = e.dot_u8_s8(accs[0], t, *x, true)?;
+                t = self.tripled(e, t)?;
+                accs[1] = e.dot_u8_s8(accs[1], t, *x, true)?;
+            } else {
+                // d_k · X_k, digits alternating between the two accumulators.
+                if k > 0 {
+                    t = self.tripled(e, t)?;
+                }
+                let d = counted_digit(e, t)?;
+                accs[k % 2] = e.dot_u8_s8(accs[k % 2], d, *x, false)?;
+            }
         }
+        Ok(())
     }
 
     /// VNNI: Σ over the lanes of (3·A − B) / 256, exact per lane, where each byte's terms sum to
