@@ -85,8 +85,23 @@ fn part_scales(format: Format, vnni: bool) -> Vec<PartScale> {
 }
 
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
+    /// Half `h` (0: the low lanes, 1: the high ones) of `v`.
+    pub(super) fn half(&self, v: VectorValue<'ctx>, h: u64) -> Result<VectorValue<'ctx>> {
+        let n = v.get_type().get_size() as u64 / 2;
+        let idx: Vec<_> = (0..n)
+            .map(|i| self.ctx.i32_type().const_int(n * h + i, false))
+            .collect();
+        self.b
+            .build_shuffle_vector(v, v, VectorType::const_vector(&idx), "h")
+            .map_err(err)
+    }
+
     /// `a ++ b` for two vectors of the same type.
-    fn concat(&self, a: VectorValue<'ctx>, b: VectorValue<'ctx>) -> Result<VectorValue<'ctx>> {
+    pub(super) fn concat(
+        &self,
+        a: VectorValue<'ctx>,
+        b: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>> {
         let n = a.get_type().get_size();
         let idx: Vec<_> = (0..2 * n)
             .map(|i| self.ctx.i32_type().const_int(i as u64, false))
@@ -270,17 +285,10 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         let maddubs = intrinsic(self.module, "llvm.x86.avx2.pmadd.ub.sw", &[])?;
         let maddwd = intrinsic(self.module, "llvm.x86.avx2.pmadd.wd", &[])?;
         let ones = VectorType::const_vector(&[self.ctx.i16_type().const_int(1, false); 16]);
-        let half = |v: VectorValue<'ctx>, h: u64| -> Result<VectorValue<'ctx>> {
-            let idx: Vec<_> = (0..32)
-                .map(|i| self.ctx.i32_type().const_int(32 * h + i, false))
-                .collect();
-            self.b
-                .build_shuffle_vector(v, v, VectorType::const_vector(&idx), "h")
-                .map_err(err)
-        };
         let mut sums = vec![];
         for h in 0..2 {
-            let args: [BasicMetadataValueEnum; 2] = [half(u, h)?.into(), half(q, h)?.into()];
+            let args: [BasicMetadataValueEnum; 2] =
+                [self.half(u, h)?.into(), self.half(q, h)?.into()];
             let pairs = self
                 .b
                 .build_call(maddubs, &args, "p16")

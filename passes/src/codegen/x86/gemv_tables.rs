@@ -258,24 +258,27 @@ fn ternary_terms() -> Vec<Vec<TableTerm>> {
     trit_owners()
         .iter()
         .flat_map(|byte| {
-            TRIT_GROUPS.iter().zip(entries).map(move |(&(first, end), n)| {
-                let used = 3usize.pow((end - first) as u32);
-                (first..end)
-                    .filter_map(|k| {
-                        let place = 3usize.pow((end - 1 - k) as u32);
-                        let entry = (0..n)
-                            .map(|e| match e < used {
-                                true => (e / place % 3) as f64 - 1.0,
-                                false => 0.0,
+            TRIT_GROUPS
+                .iter()
+                .zip(entries)
+                .map(move |(&(first, end), n)| {
+                    let used = 3usize.pow((end - first) as u32);
+                    (first..end)
+                        .filter_map(|k| {
+                            let place = 3usize.pow((end - 1 - k) as u32);
+                            let entry = (0..n)
+                                .map(|e| match e < used {
+                                    true => (e / place % 3) as f64 - 1.0,
+                                    false => 0.0,
+                                })
+                                .collect();
+                            Some(TableTerm {
+                                weight: byte[k]?,
+                                entry,
                             })
-                            .collect();
-                        Some(TableTerm {
-                            weight: byte[k]?,
-                            entry,
                         })
-                    })
-                    .collect()
-            })
+                        .collect()
+                })
         })
         .collect()
 }
@@ -551,9 +554,14 @@ impl<'ctx> TableKernel<'ctx> {
     ) -> Result<()> {
         let (ctx, b) = (e.ctx, &e.b);
         let split = group_split(e, self.row_begin, row_end, self.lanes)?;
-        emit_loop(e, f, "tile", (self.row_begin, split), self.lanes as u64, |r| {
-            self.emit_tile(e, f, r, None)
-        })?;
+        emit_loop(
+            e,
+            f,
+            "tile",
+            (self.row_begin, split),
+            self.lanes as u64,
+            |r| self.emit_tile(e, f, r, None),
+        )?;
         let last = ctx.append_basic_block(f, "last.tile");
         let done = ctx.append_basic_block(f, "done");
         let rest = b
@@ -567,7 +575,7 @@ impl<'ctx> TableKernel<'ctx> {
         Ok(())
     }
 
-    /// Rows `r .. r + 16` (`.. row_end` for the last tile, `last`): the lines of the rows, then
+    /// Rows `r .. r + lanes` (`.. row_end` for the last tile, `last`): the lines of the rows, then
     /// `y = factor · Σ chains` for the tile's rows.
     fn emit_tile(
         &self,
@@ -812,7 +820,10 @@ fn ternary_lane_indices<'ctx>(
     let (i16t, i32v) = (e.ctx.i16_type(), e.ctx.i32_type().vec_type(16));
     let i16v = i16t.vec_type(32);
     let words = |v: u64| VectorType::const_vector(&[i16t.const_int(v, false); 32]);
-    let w = b.build_bit_cast(d, i16v, "w").map_err(err)?.into_vector_value();
+    let w = b
+        .build_bit_cast(d, i16v, "w")
+        .map_err(err)?
+        .into_vector_value();
     let even = b.build_left_shift(w, words(8), "even").map_err(err)?;
     let odd = b.build_and(w, words(0xff00), "odd").map_err(err)?;
     let mulhi = intrinsic(e.module, "llvm.x86.avx512.pmulhu.w.512", &[])?;
@@ -820,7 +831,9 @@ fn ternary_lane_indices<'ctx>(
         let args: [BasicMetadataValueEnum; 2] = [v.into(), words(by).into()];
         let h = b.build_call(mulhi, &args, "hi").map_err(err)?;
         let h = h.try_as_basic_value().basic().expect("value");
-        Ok(b.build_bit_cast(h, i32v, "ix").map_err(err)?.into_vector_value())
+        Ok(b.build_bit_cast(h, i32v, "ix")
+            .map_err(err)?
+            .into_vector_value())
     };
     let mut out = vec![];
     for (low_byte, t) in [(0, even), (1, odd)] {

@@ -141,23 +141,9 @@ impl<'ctx> TernaryRows<'ctx> {
         let twice = if self.vnni {
             opaque(e, sum)?
         } else {
-            let n = t.get_type().get_size() as u64;
-            let lanes = |from: u64, count: u64| {
-                let idx: Vec<_> = (from..from + count)
-                    .map(|i| e.ctx.i32_type().const_int(i, false))
-                    .collect();
-                VectorType::const_vector(&idx)
-            };
-            let halves = (0..2)
-                .map(|h| {
-                    let half = b
-                        .build_shuffle_vector(sum, sum, lanes(h * n / 2, n / 2), "half")
-                        .map_err(err)?;
-                    opaque(e, half)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            b.build_shuffle_vector(halves[0], halves[1], lanes(0, n), "twice")
-                .map_err(err)?
+            let low = opaque(e, e.half(sum, 0)?)?;
+            let high = opaque(e, e.half(sum, 1)?)?;
+            e.concat(low, high)?
         };
         b.build_int_add(twice, t, "t3").map_err(err)
     }
