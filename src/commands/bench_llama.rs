@@ -16,18 +16,26 @@ pub struct Row {
     /// Bits per weight over all tensors: `model_size * 8 / model_n_params`.
     pub bpw: f64,
     pub threads: usize,
-    /// llama-bench's mean tokens/s of the `pp` (prompt) and `tg` (generation) tests.
+    /// llama-bench's mean tokens/s of the `pp` (prompt) test from an empty context, and of the
+    /// `tg` (generation) tests from an empty context and after `depth` tokens (`-d`).
     pub prefill: f64,
     pub decode: f64,
+    pub decode_deep: f64,
 }
 
-/// Runs `bin -m gguf -p prompt -n decode -t 1,2 -o jsonl` and returns a row per thread count.
-pub fn bench(bin: &Path, gguf: &Path, prompt: usize, decode: usize) -> Result<Vec<Row>> {
+/// Runs `bin -m gguf -p prompt -n decode -d 0,depth -t threads -o jsonl` and returns a row per
+/// thread count.
+pub fn bench(
+    bin: &Path,
+    gguf: &Path,
+    (prompt, decode, depth): (usize, usize, usize),
+    threads: &str,
+) -> Result<Vec<Row>> {
     let out = Command::new(bin)
         .arg("-m")
         .arg(gguf)
         .args(["-p", &prompt.to_string(), "-n", &decode.to_string()])
-        .args(["-t", "1,2", "-o", "jsonl"])
+        .args(["-d", &format!("0,{depth}"), "-t", threads, "-o", "jsonl"])
         .output()
         .with_context(|| format!("cannot run {}", bin.display()))?;
     if !out.status.success() {
@@ -43,7 +51,8 @@ pub fn bench(bin: &Path, gguf: &Path, prompt: usize, decode: usize) -> Result<Ve
 }
 
 /// llama-bench's JSONL (one object per test) → one row per thread count, prefill from the test
-/// with `n_gen == 0`, decode from the one with `n_prompt == 0`.
+/// with `n_gen == 0` at depth 0, decode from those with `n_prompt == 0` (at depth 0, and at the
+/// other depth: `decode_deep`).
 pub fn parse_bench(jsonl: &str) -> Result<Vec<Row>> {
     let mut rows: Vec<Row> = Vec::new();
     for line in jsonl.lines().filter(|l| l.trim_start().starts_with('{')) {
@@ -59,6 +68,8 @@ pub fn parse_bench(jsonl: &str) -> Result<Vec<Row>> {
         let threads = num("n_threads")? as usize;
         let ts = num("avg_ts")?;
         let (n_prompt, n_gen) = (num("n_prompt")?, num("n_gen")?);
+        // Older llama-bench has no depth: every test starts from an empty context.
+        let deep = v.get("n_depth").and_then(|d| d.as_f64()).unwrap_or(0.0) > 0.0;
         let i = match rows.iter().position(|r| r.threads == threads) {
             Some(i) => i,
             None => {
@@ -73,13 +84,16 @@ pub fn parse_bench(jsonl: &str) -> Result<Vec<Row>> {
                     threads,
                     prefill: f64::NAN,
                     decode: f64::NAN,
+                    decode_deep: f64::NAN,
                 });
                 rows.len() - 1
             }
         };
-        match (n_prompt > 0.0, n_gen > 0.0) {
-            (true, false) => rows[i].prefill = ts,
-            (false, true) => rows[i].decode = ts,
+        match (n_prompt > 0.0, n_gen > 0.0, deep) {
+            (true, false, false) => rows[i].prefill = ts,
+            (true, false, true) => {}
+            (false, true, false) => rows[i].decode = ts,
+            (false, true, true) => rows[i].decode_deep = ts,
             _ => bail!("a test that is neither prompt nor generation only: {line}"),
         }
     }
@@ -142,6 +156,8 @@ mod tests {
 {"build_commit": "unknown", "model_type": "llama 135M Q2_K - Medium", "model_size": 84000000, "model_n_params": 134515008, "n_threads": 1, "n_prompt": 0, "n_gen": 64, "avg_ts": 120.25, "stddev_ts": 1.0}
 {"build_commit": "unknown", "model_type": "llama 135M Q2_K - Medium", "model_size": 84000000, "model_n_params": 134515008, "n_threads": 2, "n_prompt": 128, "n_gen": 0, "avg_ts": 1700, "stddev_ts": 3.1}
 {"build_commit": "unknown", "model_type": "llama 135M Q2_K - Medium", "model_size": 84000000, "model_n_params": 134515008, "n_threads": 2, "n_prompt": 0, "n_gen": 64, "avg_ts": "200.5", "stddev_ts": 1.0}
+{"build_commit": "unknown", "model_type": "llama 135M Q2_K - Medium", "model_size": 84000000, "model_n_params": 134515008, "n_threads": 2, "n_prompt": 128, "n_gen": 0, "n_depth": 128, "avg_ts": 1500, "stddev_ts": 3.1}
+{"build_commit": "unknown", "model_type": "llama 135M Q2_K - Medium", "model_size": 84000000, "model_n_params": 134515008, "n_threads": 2, "n_prompt": 0, "n_gen": 64, "n_depth": 128, "avg_ts": 180.0, "stddev_ts": 1.0}
 "#;
 
     #[test]
@@ -157,6 +173,9 @@ mod tests {
             (rows[1].threads, rows[1].prefill, rows[1].decode),
             (2, 1700.0, 200.5)
         );
+        // The depth-128 tests: decode after 128 tokens; the deep prompt test is not prefill.
+        assert_eq!(rows[1].decode_deep, 180.0);
+        assert!(rows[0].decode_deep.is_nan());
         assert!((rows[0].mb - 84.0).abs() < 1e-9);
         assert!((rows[0].bpw - 84e6 * 8.0 / 134515008.0).abs() < 1e-9);
     }
@@ -197,13 +216,13 @@ mod tests {
         let bench_bin = script(
             "llama-bench",
             &format!(
-                "[ \"$*\" = \"-m m.gguf -p 128 -n 64 -t 1,2 -o jsonl\" ] || exit 3\ncat {}",
+                "[ \"$*\" = \"-m m.gguf -p 128 -n 64 -d 0,128 -t 1,2 -o jsonl\" ] || exit 3\ncat {}",
                 data.display()
             ),
         );
-        let rows = bench(&bench_bin, Path::new("m.gguf"), 128, 64).unwrap();
+        let rows = bench(&bench_bin, Path::new("m.gguf"), (128, 64, 128), "1,2").unwrap();
         assert_eq!(rows.len(), 2);
-        let err = bench(&bench_bin, Path::new("other.gguf"), 128, 64).unwrap_err();
+        let err = bench(&bench_bin, Path::new("other.gguf"), (128, 64, 128), "1,2").unwrap_err();
         assert!(err.to_string().contains("other.gguf failed"), "{err}");
 
         let ppl_bin = script(

@@ -282,32 +282,62 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 .expect("value")
                 .into_vector_value());
         }
-        let maddubs = intrinsic(self.module, "llvm.x86.avx2.pmadd.ub.sw", &[])?;
-        let maddwd = intrinsic(self.module, "llvm.x86.avx2.pmadd.wd", &[])?;
-        let ones = VectorType::const_vector(&[self.ctx.i16_type().const_int(1, false); 16]);
-        let mut sums = vec![];
-        for h in 0..2 {
-            let args: [BasicMetadataValueEnum; 2] =
-                [self.half(u, h)?.into(), self.half(q, h)?.into()];
-            let pairs = self
-                .b
-                .build_call(maddubs, &args, "p16")
-                .map_err(err)?
-                .try_as_basic_value()
-                .basic()
-                .expect("v");
-            let args: [BasicMetadataValueEnum; 2] = [pairs.into(), ones.into()];
-            let quads = self
-                .b
-                .build_call(maddwd, &args, "p32")
-                .map_err(err)?
-                .try_as_basic_value()
-                .basic()
-                .expect("v");
-            sums.push(quads.into_vector_value());
-        }
+        let sums = (0..2)
+            .map(|h| self.widen_pairs(self.pair_sums(self.half(u, h)?, self.half(q, h)?)?))
+            .collect::<Result<Vec<_>>>()?;
         let both = self.concat(sums[0], sums[1])?;
         self.b.build_int_add(acc, both, "acc").map_err(err)
+    }
+
+    /// AVX2 `vpmaddubsw` of 32 unsigned bytes `u` and 32 signed bytes `q`: lane i of the
+    /// `<16 x i16>` result is u[2i]·q[2i] + u[2i+1]·q[2i+1] (it saturates only past 2·255·128,
+    /// which codes of at most 15 never reach).
+    fn pair_sums(&self, u: VectorValue<'ctx>, q: VectorValue<'ctx>) -> Result<VectorValue<'ctx>> {
+        let maddubs = intrinsic(self.module, "llvm.x86.avx2.pmadd.ub.sw", &[])?;
+        let args: [BasicMetadataValueEnum; 2] = [u.into(), q.into()];
+        Ok(self
+            .b
+            .build_call(maddubs, &args, "p16")
+            .map_err(err)?
+            .try_as_basic_value()
+            .basic()
+            .expect("v")
+            .into_vector_value())
+    }
+
+    /// AVX2 `vpmaddwd` by ones: the `<16 x i16>` lanes of `v` added in pairs into `<8 x i32>`.
+    pub(super) fn widen_pairs(&self, v: VectorValue<'ctx>) -> Result<VectorValue<'ctx>> {
+        let maddwd = intrinsic(self.module, "llvm.x86.avx2.pmadd.wd", &[])?;
+        let ones = VectorType::const_vector(&[self.ctx.i16_type().const_int(1, false); 16]);
+        let args: [BasicMetadataValueEnum; 2] = [v.into(), ones.into()];
+        Ok(self
+            .b
+            .build_call(maddwd, &args, "p32")
+            .map_err(err)?
+            .try_as_basic_value()
+            .basic()
+            .expect("v")
+            .into_vector_value())
+    }
+
+    /// The lane-by-lane sum of `values` (at least one), added in order.
+    pub(super) fn add_all(&self, values: &[VectorValue<'ctx>]) -> Result<VectorValue<'ctx>> {
+        let (first, rest) = values.split_first().ok_or("nothing to add")?;
+        rest.iter().try_fold(*first, |acc, &v| {
+            self.b.build_int_add(acc, v, "sum").map_err(err)
+        })
+    }
+
+    /// Σ u·q of one 64-weight block (AVX2) as `<16 x i16>` partial sums: the pair sums of its two
+    /// 32-byte halves, added lane by lane (four products per lane).
+    pub(super) fn block_pair_sums(
+        &self,
+        u: VectorValue<'ctx>,
+        q: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>> {
+        let lo = self.pair_sums(self.half(u, 0)?, self.half(q, 0)?)?;
+        let hi = self.pair_sums(self.half(u, 1)?, self.half(q, 1)?)?;
+        self.b.build_int_add(lo, hi, "blk16").map_err(err)
     }
 }
 
@@ -347,12 +377,21 @@ pub fn emit_gemv_i8<'ctx>(
     e.b.position_at_end(entry);
     let scheme: Box<dyn RowScheme<'ctx>> = match (shape.format, vnni) {
         (Format::Ternary, _) => Box::new(TernaryRows::new(&e, f, shape, (codes, xq), vnni)?),
-        _ => Box::new(BlockRows {
-            shape,
-            vnni,
-            codes,
-            xq,
-        }),
+        _ => {
+            let rows = BlockRows {
+                shape,
+                vnni,
+                codes,
+                xq,
+            };
+            if !vnni && !step_fits_i16(shape.format, rows.blocks_per_step()) {
+                return Err(format!(
+                    "{}: an AVX2 step would overflow i16",
+                    symbol(&shape)
+                ));
+            }
+            Box::new(rows)
+        }
     };
     let r1 = p(7).into_int_value();
     // Whole groups of ROW_GROUP rows first, then the remaining rows one at a time.
@@ -366,12 +405,48 @@ pub fn emit_gemv_i8<'ctx>(
 /// A cache line.
 const LINE: u64 = 64;
 
+/// The largest i16 lane an AVX2 step may sum to: each lane of a block's pair sums holds four
+/// products u·q (|q| <= 127), over the blocks of a step.
+const STEP_I16_BOUND: u64 = i16::MAX as u64;
+
+/// The largest unsigned code of `format` (1 bit: 1; otherwise code − smallest code).
+fn largest_code(format: Format) -> u64 {
+    let (lo, hi) = format.code_range();
+    match format {
+        Format::Bin1 => 1,
+        _ => (hi as i64 - lo as i64) as u64,
+    }
+}
+
+/// Blocks per full step of `BlockRows`: those of the fewest whole 64-byte lines (one block when
+/// that would take more than 8).
+fn blocks_per_step(format: Format) -> u64 {
+    let bytes = format.block_bytes() as u64;
+    let (mut a, mut b) = (LINE, bytes);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    match LINE / a {
+        k if k <= 8 => k,
+        _ => 1,
+    }
+}
+
+/// Whether `blocks` blocks of `format` sum without overflow in the 16-bit lanes of an AVX2 step.
+fn step_fits_i16(format: Format, blocks: u64) -> bool {
+    4 * blocks * largest_code(format) * 127 <= STEP_I16_BOUND
+}
+
 /// How the row loop of an int8 kernel walks a row: a loop over its full steps, then an optional
 /// tail step. At each step the activations are loaded once for the rows of a group, then each
 /// row's codes are multiplied into the row's `<16 x i32>` accumulators.
 pub(super) trait RowScheme<'ctx> {
     /// Accumulators per row.
     fn accumulators(&self) -> usize;
+    /// i32 lanes of each accumulator.
+    fn accumulator_lanes(&self) -> u32 {
+        16
+    }
     /// Full steps per row, and whether a tail step follows them.
     fn steps(&self) -> (u64, bool);
     /// The activations of step `step.0` (the tail step if `step.1`), shared by the rows of a
@@ -395,12 +470,18 @@ pub(super) trait RowScheme<'ctx> {
     fn row_sum(&self, e: &Emitter<'_, 'ctx>, accs: &[VectorValue<'ctx>]) -> Result<IntValue<'ctx>>;
 }
 
-/// The scheme of every format but VNNI ternary. A step is the blocks of a whole number of
-/// 64-byte lines of codes (8 blocks at 1 and 3 bits, 4 at 2, 2 at 4), so the codes are asked for
-/// once per line; the blocks left over make the tail step. Every block is read, the row's tail
-/// block included (xq is zero past the row's end), and decoded by `block_parts`. Consecutive
-/// blocks alternate between two sets of accumulators where a block has one part, so a row's
-/// dot products form two dependency chains instead of one.
+/// The scheme of every format but ternary. A step is the blocks of a whole number of 64-byte
+/// lines of codes (8 blocks at 1 and 3 bits, 4 at 2, 2 at 4), so the codes are asked for once
+/// per line; the blocks left over make the tail step. Every block is read, the row's tail block
+/// included (xq is zero past the row's end).
+///
+/// With VNNI each block is decoded by `block_parts` and dotted into `<16 x i32>` accumulators;
+/// consecutive blocks alternate between two sets of them where a block has one part, so a row's
+/// dot products form two dependency chains instead of one. With AVX2 each block's codes are
+/// whole bytes (`block_codes`), its `vpmaddubsw` pair sums are added in 16-bit lanes over the
+/// step (`STEP_I16_BOUND` shows they cannot overflow), and the step's sum is widened once
+/// (`vpmaddwd`) into one `<8 x i32>` accumulator per row: one widening per step instead of two
+/// per block, and a fourth of the accumulator registers (AVX2 has 16).
 struct BlockRows<'ctx> {
     shape: GemvShape,
     vnni: bool,
@@ -409,17 +490,8 @@ struct BlockRows<'ctx> {
 }
 
 impl<'ctx> BlockRows<'ctx> {
-    /// Blocks per full step (one when a whole number of lines would take more than 8 blocks).
     fn blocks_per_step(&self) -> u64 {
-        let bytes = self.shape.format.block_bytes() as u64;
-        let (mut a, mut b) = (LINE, bytes);
-        while b != 0 {
-            (a, b) = (b, a % b);
-        }
-        match LINE / a {
-            k if k <= 8 => k,
-            _ => 1,
-        }
+        blocks_per_step(self.shape.format)
     }
 
     fn blocks_in(&self, tail: bool) -> u64 {
@@ -430,16 +502,44 @@ impl<'ctx> BlockRows<'ctx> {
         }
     }
 
+    /// The parts a block is dotted in, with their scales (AVX2: the combined codes, one part).
+    fn scales(&self) -> Vec<PartScale> {
+        match self.vnni {
+            true => part_scales(self.shape.format, true),
+            false => vec![PLAIN],
+        }
+    }
+
     fn parts(&self) -> usize {
-        part_scales(self.shape.format, self.vnni).len()
+        self.scales().len()
     }
 
     /// Accumulator sets per row.
     fn chains(&self) -> usize {
-        match self.parts() {
-            1 => 2,
+        match (self.vnni, self.parts()) {
+            (true, 1) => 2,
             _ => 1,
         }
+    }
+
+    /// AVX2: one step's Σ u·q of the row at `base`, in `<16 x i16>` lanes.
+    fn step_pair_sums(
+        &self,
+        e: &Emitter<'_, 'ctx>,
+        base: PointerValue<'ctx>,
+        shared: &[VectorValue<'ctx>],
+    ) -> Result<VectorValue<'ctx>> {
+        let format = self.shape.format;
+        let bytes = format.block_bytes() as u64;
+        let sums = shared
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let u = e.block_codes(format, e.byte_ptr(base, i as u64 * bytes)?)?;
+                e.block_pair_sums(u, *q)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        e.add_all(&sums)
     }
 
     /// Index of block `i` of step `step` (in blocks from the row's start).
@@ -461,6 +561,13 @@ impl<'ctx> BlockRows<'ctx> {
 impl<'ctx> RowScheme<'ctx> for BlockRows<'ctx> {
     fn accumulators(&self) -> usize {
         self.parts() * self.chains()
+    }
+
+    fn accumulator_lanes(&self) -> u32 {
+        match self.vnni {
+            true => 16,
+            false => 8,
+        }
     }
 
     fn steps(&self) -> (u64, bool) {
@@ -514,6 +621,12 @@ impl<'ctx> RowScheme<'ctx> for BlockRows<'ctx> {
                 prefetch_distance(self.shape, ROW_GROUP),
             )?;
         }
+        if !self.vnni {
+            let sum = self.step_pair_sums(e, base, shared)?;
+            let wide = e.widen_pairs(sum)?;
+            accs[0] = e.b.build_int_add(accs[0], wide, "acc").map_err(err)?;
+            return Ok(());
+        }
         let parts = self.parts();
         for (i, q) in (0..blocks).zip(shared) {
             let codes = e.block_parts(format, e.byte_ptr(base, i * bytes)?, self.vnni)?;
@@ -528,7 +641,7 @@ impl<'ctx> RowScheme<'ctx> for BlockRows<'ctx> {
     /// The chains of each part are added lane by lane (they share the part's scale), then
     /// each part's lanes are summed once.
     fn row_sum(&self, e: &Emitter<'_, 'ctx>, accs: &[VectorValue<'ctx>]) -> Result<IntValue<'ctx>> {
-        let scales = part_scales(self.shape.format, self.vnni);
+        let scales = self.scales();
         let mut total = e.ctx.i32_type().const_zero();
         for (j, scale) in scales.iter().enumerate() {
             let mut lanes = accs[j];
@@ -566,7 +679,7 @@ impl<'ctx> Int8Kernel<'ctx> {
     ) -> Result<()> {
         let (ctx, b) = (e.ctx, &e.b);
         let i64t = ctx.i64_type();
-        let acc_t = ctx.i32_type().vec_type(16);
+        let acc_t = ctx.i32_type().vec_type(scheme.accumulator_lanes());
         let per_row = scheme.accumulators();
         let accs = (0..group * per_row)
             .map(|_| e.entry_alloca(f, acc_t.into(), "acc"))
@@ -720,4 +833,27 @@ pub(super) fn row_output<'ctx>(
             .map_err(err)?;
     let lv = e.b.build_float_sub(mt, os, "lv").map_err(err)?;
     e.b.build_float_mul(lv, x_scale, "out").map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avx2_steps_fit_in_i16_lanes() {
+        for format in [Format::Bin1, Format::Int2, Format::Int3, Format::Int4] {
+            let blocks = blocks_per_step(format);
+            assert!(step_fits_i16(format, blocks), "{format:?}: {blocks} blocks");
+            // The bound is not vacuous: 4-bit codes overflow a step of 16 blocks.
+            assert!(!step_fits_i16(Format::Int4, 16));
+        }
+        assert_eq!(
+            [Format::Bin1, Format::Int2, Format::Int3, Format::Int4].map(blocks_per_step),
+            [8, 4, 8, 2]
+        );
+        assert_eq!(
+            [Format::Bin1, Format::Int2, Format::Int3, Format::Int4].map(largest_code),
+            [1, 3, 7, 15]
+        );
+    }
 }

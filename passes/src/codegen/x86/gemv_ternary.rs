@@ -18,7 +18,9 @@
 //! Without VNNI (AVX2) a byte product is `vpmaddubsw`, whose i16 pairs would saturate on
 //! t·X; there the digits are counted instead, still without moving a byte: d_k is the number of
 //! times 3·t_k passes 256, `[t_k ≥ 86] + [t_k ≥ 171]` (two unsigned byte compares), and each
-//! digit adds `Σ d_k · X_k` (0-2 times an i8: the pairs stay far from saturating).
+//! digit adds `Σ d_k · X_k` (0-2 times an i8: the pairs stay far from saturating). The five
+//! digits' `vpmaddubsw` pair sums are added in 16-bit lanes (at most 5 · 4 · 2 · 127 = 5,080)
+//! and widened once per step into one `<8 x i32>` accumulator.
 
 use super::gemv::{
     emit_loop, err, intrinsic, prefetch_ahead, prefetch_distance, Emitter, GemvShape, Result,
@@ -169,9 +171,19 @@ impl<'ctx> TernaryRows<'ctx> {
 }
 
 impl<'ctx> RowScheme<'ctx> for TernaryRows<'ctx> {
-    /// A and B (VNNI), or two chains of Σ d·X (AVX2, digits alternating).
+    /// A and B (VNNI), or Σ d·X (AVX2).
     fn accumulators(&self) -> usize {
-        2
+        match self.vnni {
+            true => 2,
+            false => 1,
+        }
+    }
+
+    fn accumulator_lanes(&self) -> u32 {
+        match self.vnni {
+            true => 16,
+            false => 8,
+        }
     }
 
     fn steps(&self) -> (u64, bool) {
@@ -222,31 +234,34 @@ impl<'ctx> RowScheme<'ctx> for TernaryRows<'ctx> {
         let p = code_ptr(e, self.codes, self.shape, row, off)?;
         prefetch_ahead(e, p, prefetch_distance(self.shape, ROW_GROUP))?;
         let mut t = self.load_chunk(e, p, tail)?;
-        for (k, x) in digit_x.iter().enumerate() {
-            if self.vnni {
-                // A += t_k · X_k, B += t_{k+1} · X_k.
-                accs[0] = e.dot_u8_s8(accs[0], t, *x, true)?;
-                t = self.tripled(e, t)?;
-                accs[1] = e.dot_u8_s8(accs[1], t, *x, true)?;
-            } else {
-                // d_k · X_k, digits alternating between the two accumulators.
+        if !self.vnni {
+            // Σ_k d_k · X_k in 16-bit lanes, widened once.
+            let mut sums = vec![];
+            for (k, x) in digit_x.iter().enumerate() {
                 if k > 0 {
                     t = self.tripled(e, t)?;
                 }
-                let d = counted_digit(e, t)?;
-                accs[k % 2] = e.dot_u8_s8(accs[k % 2], d, *x, false)?;
+                sums.push(e.block_pair_sums(counted_digit(e, t)?, *x)?);
             }
+            let wide = e.widen_pairs(e.add_all(&sums)?)?;
+            accs[0] = b.build_int_add(accs[0], wide, "acc").map_err(err)?;
+            return Ok(());
+        }
+        for x in digit_x {
+            // A += t_k · X_k, B += t_{k+1} · X_k.
+            accs[0] = e.dot_u8_s8(accs[0], t, *x, true)?;
+            t = self.tripled(e, t)?;
+            accs[1] = e.dot_u8_s8(accs[1], t, *x, true)?;
         }
         Ok(())
     }
 
     /// VNNI: Σ over the lanes of (3·A − B) / 256, exact per lane, where each byte's terms sum to
-    /// 256 · d · q. AVX2: Σ over the lanes of both chains.
+    /// 256 · d · q. AVX2: Σ over the lanes of the one accumulator.
     fn row_sum(&self, e: &Emitter<'_, 'ctx>, accs: &[VectorValue<'ctx>]) -> Result<IntValue<'ctx>> {
         let b = &e.b;
         if !self.vnni {
-            let both = b.build_int_add(accs[0], accs[1], "both").map_err(err)?;
-            return reduce_lanes(e, both);
+            return reduce_lanes(e, accs[0]);
         }
         let lanes = |v: u64| VectorType::const_vector(&[e.ctx.i32_type().const_int(v, false); 16]);
         let a3 = b.build_int_mul(accs[0], lanes(3), "a3").map_err(err)?;
