@@ -256,14 +256,44 @@ fn emit_ir_writes_the_mlir_and_the_llvm_module() {
     }
 }
 
-/// `--lm-head int8` stores the (tied) output projection as per-row 8-bit codes: the artifact
-/// drops the f32 table, and the logits stay close to the exact ones (not equal: the head and the
-/// embedding rows are rounded to 8 bits).
+/// `--lm-head int8|int4` stores the (tied) output projection as per-row 8- or 4-bit codes: the
+/// artifact drops the f32 table, and the logits stay close to the exact ones (not equal: the head
+/// and the embedding rows are rounded), the 4-bit head less close and smaller still.
 #[test]
-fn int8_output_head_is_smaller_and_close() {
+fn packed_output_heads_are_smaller_and_close() {
     let dir = tempfile::tempdir().unwrap();
     let model = testdata("models/tiny-llama");
     let want = logits(dir.path(), &model, &["--bits", "4"], "interp");
+    let size = |p: &Path| {
+        std::fs::metadata(p.join("weights.safetensors"))
+            .unwrap()
+            .len()
+    };
+    for target in targets() {
+        let i8_head = compile(
+            dir.path(),
+            &format!("i8h-{target}"),
+            &["--bits", "4", "--lm-head", "int8"],
+            target,
+        );
+        let i4_head = compile(
+            dir.path(),
+            &format!("i4h-{target}"),
+            &["--bits", "4", "--lm-head", "int4"],
+            target,
+        );
+        assert!(size(&i4_head) < size(&i8_head) - 20_000);
+        let got = logits(dir.path(), &i4_head, &[], &format!("i4h-{target}"));
+        let err = rel_err(&got, &want);
+        let err8 = rel_err(
+            &logits(dir.path(), &i8_head, &[], &format!("i8h-{target}")),
+            &want,
+        );
+        assert!(
+            err > err8 && err < 0.2,
+            "{target}: relative error {err} (8-bit head {err8})"
+        );
+    }
     for target in targets() {
         let exact = compile(
             dir.path(),
@@ -277,11 +307,6 @@ fn int8_output_head_is_smaller_and_close() {
             &["--bits", "4", "--lm-head", "int8"],
             target,
         );
-        let size = |p: &Path| {
-            std::fs::metadata(p.join("weights.safetensors"))
-                .unwrap()
-                .len()
-        };
         assert!(
             size(&small) < size(&exact) - 60_000,
             "{} vs {}",

@@ -8,6 +8,7 @@ use crate::ir::{Graph, Op};
 use crate::quant::{self, Bits};
 use crate::transforms::pack_weights::codes_name;
 use paretoqc_runtime::format::Format;
+use rayon::prelude::*;
 
 /// One packed projection: `rows` rows of `cols` codes in `format`'s blocks, and its scales.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +21,9 @@ pub struct PackedTensor {
     /// One per row (floored as the quantizer floors them).
     pub scales: Vec<f32>,
 }
+
+/// The clip ratios `PackedTensor::int4_rows` tries per row: 1.0, 0.95, ..., 0.5.
+pub const INT4_HEAD_CLIPS: [f32; 11] = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5];
 
 impl PackedTensor {
     /// Packs a [rows, cols] weight with its per-row scales.
@@ -40,24 +44,56 @@ impl PackedTensor {
         })
     }
 
-    /// Per-row absmax 8-bit codes (`Format::Int8`): the optional storage of the output projection,
-    /// α = max|w| / 127 per row (1 for an all-zero row), c = round(w / α).
+    /// Per-row 8-bit codes (`Format::Int8`): the optional storage of the output projection
+    /// (`--lm-head int8`), α = max|w| / 127 per row, c = round(w / α).
     pub fn int8_rows(w: &[f32], cols: usize) -> PackedTensor {
+        Self::head_rows(Format::Int8, w, cols, &[1.0])
+    }
+
+    /// Per-row 4-bit codes (`Format::Int4`, c in -8..=7, value c·α): `--lm-head int4`. Each row's
+    /// α is r · max|w| / 7 for the clip ratio r of `INT4_HEAD_CLIPS` with the least squared
+    /// error (absmax alone, r = 1, wastes most of the 16 levels on a row's few large weights).
+    pub fn int4_rows(w: &[f32], cols: usize) -> PackedTensor {
+        Self::head_rows(Format::Int4, w, cols, &INT4_HEAD_CLIPS)
+    }
+
+    /// Rows of `w` at `format`, each with the α = r · max|w| / (largest code) of the ratios
+    /// `clips` that has the least squared error (1 for an all-zero row), c = round(w / α)
+    /// clamped to the format's codes.
+    fn head_rows(format: Format, w: &[f32], cols: usize, clips: &[f32]) -> PackedTensor {
         let rows = w.len() / cols;
-        let mut bytes = Vec::with_capacity(Format::Int8.matrix_bytes(rows, cols));
-        let mut scales = Vec::with_capacity(rows);
-        for row in w.chunks(cols) {
-            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let alpha = if max > 0.0 { max / 127.0 } else { 1.0 };
-            let codes: Vec<i8> = row
-                .iter()
-                .map(|&v| (v / alpha).round_ties_even().clamp(-127.0, 127.0) as i8)
-                .collect();
-            Format::Int8.pack_row(&codes, &mut bytes);
-            scales.push(alpha);
+        let (lo, hi) = format.code_range();
+        let quantize = |row: &[f32], alpha: f32| -> Vec<i8> {
+            row.iter()
+                .map(|&v| (v / alpha).round_ties_even().clamp(lo as f32, hi as f32) as i8)
+                .collect()
+        };
+        let error = |row: &[f32], alpha: f32| -> f64 {
+            row.iter()
+                .zip(quantize(row, alpha))
+                .map(|(&v, c)| ((v - c as f32 * alpha) as f64).powi(2))
+                .sum()
+        };
+        let scales: Vec<f32> = w
+            .par_chunks(cols)
+            .map(|row| {
+                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                match max > 0.0 {
+                    false => 1.0,
+                    true => clips
+                        .iter()
+                        .map(|&r| r * max / hi as f32)
+                        .min_by(|&a, &b| error(row, a).total_cmp(&error(row, b)))
+                        .expect("at least one clip ratio"),
+                }
+            })
+            .collect();
+        let mut bytes = Vec::with_capacity(format.matrix_bytes(rows, cols));
+        for (row, &alpha) in w.chunks(cols).zip(&scales) {
+            format.pack_row(&quantize(row, alpha), &mut bytes);
         }
         PackedTensor {
-            format: Format::Int8,
+            format,
             rows,
             cols,
             bytes,
@@ -190,5 +226,35 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod head_tests {
+    use super::*;
+
+    /// A 4-bit head row's searched clip never does worse than absmax alone, and beats it on a
+    /// row with one outlier; every code is within the format's range.
+    #[test]
+    fn int4_head_clip_beats_absmax() {
+        let cols = 200;
+        let mut w: Vec<f32> = (0..2 * cols)
+            .map(|i| ((i as f32) * 0.731).sin() * 0.1)
+            .collect();
+        w[7] = 1.0; // an outlier in row 0
+        let err = |p: &PackedTensor| -> Vec<f64> {
+            p.dequantize()
+                .chunks(cols)
+                .zip(w.chunks(cols))
+                .map(|(q, r)| q.iter().zip(r).map(|(a, b)| ((a - b) as f64).powi(2)).sum())
+                .collect()
+        };
+        let searched = PackedTensor::int4_rows(&w, cols);
+        let absmax = PackedTensor::head_rows(Format::Int4, &w, cols, &[1.0]);
+        let (s, a) = (err(&searched), err(&absmax));
+        assert!(s[0] < 0.8 * a[0], "outlier row: {} vs {}", s[0], a[0]);
+        assert!(s[1] <= a[1], "plain row: {} vs {}", s[1], a[1]);
+        assert_eq!(searched.format, Format::Int4);
+        assert_eq!(searched.scales.len(), 2);
     }
 }

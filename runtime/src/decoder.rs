@@ -4,7 +4,7 @@
 //! operations (as the interpreter does), so artifacts match the interpreter.
 
 use crate::error::ArtifactError;
-use crate::kernels::{linear, linear_from, ops, HeadAttention, Kernels, LinearInput};
+use crate::kernels::{linear_from, ops, HeadAttention, Kernels, LinearInput};
 use crate::model::{Layer, Model};
 use rayon::prelude::*;
 
@@ -85,7 +85,11 @@ impl<'a> Session<'a> {
         let normed = &hn[(t - rows) * h..];
         let mut logits = vec![0.0; rows * c.vocab_size];
         match &self.model.lm_head {
-            Some(m) => linear(self.kernels, m, normed, rows, &mut logits),
+            // The artifact's activations (an 8-bit head has only the f32 kernel, `linear_from`).
+            Some(m) => {
+                let input = LinearInput::new(normed, rows, self.model.activations);
+                linear_from(self.kernels, m, &input, &mut logits)
+            }
             None => tied_head(&self.model.embed, h, normed, rows, &mut logits),
         }
         self.pos += t;
@@ -143,7 +147,11 @@ impl<'a> Session<'a> {
         let c = &self.model.config;
         let (d, heads, kvh) = (c.head_dim, c.num_attention_heads, c.num_key_value_heads);
         let (qw, kvw, group) = (heads * d, kvh * d, heads / kvh);
-        let min_heads = if t * (self.pos + t) < ATTENTION_SPLIT { heads } else { 1 };
+        let min_heads = if t * (self.pos + t) < ATTENTION_SPLIT {
+            heads
+        } else {
+            1
+        };
         let per_head: Vec<Vec<f32>> = (0..heads)
             .into_par_iter()
             .with_min_len(min_heads)

@@ -19,8 +19,9 @@ pub struct Manifest {
     pub producer: String,
     pub model: ModelConfig,
     pub target: Target,
-    /// How the output projection (lm_head, or the tied embedding) is stored: "f32", or "int8"
-    /// (per-row absmax codes in `lm_head.qweight`; a tied embedding's rows are then read from them).
+    /// How the output projection (lm_head, or the tied embedding) is stored: "f32", "int8"
+    /// (per-row absmax codes in `lm_head.qweight`) or "int4" (per-row 4-bit codes there); a tied
+    /// embedding's rows are then read from them.
     #[serde(default = "f32_head")]
     pub lm_head: String,
     /// Activations of the packed products: "f32" (exact path), or "int8" (dynamic per-token).

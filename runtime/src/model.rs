@@ -81,7 +81,7 @@ pub struct Layer {
 
 pub struct Model {
     pub config: ModelConfig,
-    /// [vocab, hidden]; empty when a tied embedding is read from an 8-bit `lm_head`.
+    /// [vocab, hidden]; empty when a tied embedding is read from a packed `lm_head`.
     pub embed: Vec<f32>,
     pub layers: Vec<Layer>,
     pub norm: Vec<f32>,
@@ -219,15 +219,16 @@ impl Model {
                 down: next(),
             });
         }
-        let int8_head = match manifest.lm_head.as_str() {
-            "f32" => false,
-            "int8" => true,
+        let head_bits = match manifest.lm_head.as_str() {
+            "f32" => None,
+            "int8" => Some("8"),
+            "int4" => Some("4"),
             other => {
                 return Err(r.err(format!("unknown lm_head storage `{other}` in the manifest")))
             }
         };
-        let lm_head = if int8_head {
-            Some(r.matrix("lm_head", "8", c.vocab_size, h)?)
+        let lm_head = if let Some(bits) = head_bits {
+            Some(r.matrix("lm_head", bits, c.vocab_size, h)?)
         } else if c.tie_word_embeddings {
             None
         } else {
@@ -238,7 +239,7 @@ impl Model {
                 cols: h,
             })
         };
-        let embed = if int8_head && c.tie_word_embeddings {
+        let embed = if head_bits.is_some() && c.tie_word_embeddings {
             Vec::new()
         } else {
             r.f32s("model.embed_tokens.weight", &[c.vocab_size, h])?
@@ -258,7 +259,7 @@ impl Model {
         })
     }
 
-    /// Appends the input embedding of token `id` to `out` (from the 8-bit head when tied to it).
+    /// Appends the input embedding of token `id` to `out` (from the packed head when tied to it).
     pub fn embed_row(&self, id: usize, out: &mut Vec<f32>) {
         let h = self.config.hidden_size;
         match &self.lm_head {

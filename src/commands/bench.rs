@@ -221,6 +221,19 @@ const SHAPES: [(usize, usize); 5] = [
     (576, 1536),
 ];
 
+/// SmolLM2's output head (vocabulary x hidden), which `--lm-head int8` stores in the 8-bit
+/// format: half the bytes a 2-bit decode step reads.
+const HEAD_SHAPE: (usize, usize) = (49152, 576);
+
+/// The shapes of `format`'s kernel rows: `SHAPES`, and the output head for the 8-bit format.
+fn shapes(format: Format) -> Vec<(usize, usize)> {
+    let mut v = SHAPES.to_vec();
+    if format == Format::Int8 {
+        v.push(HEAD_SHAPE);
+    }
+    v
+}
+
 fn random_packed(format: Format, rows: usize, cols: usize, seed: u64) -> PackedMatrix {
     let (lo, hi) = format.code_range();
     let mut s = seed;
@@ -258,7 +271,11 @@ fn generated_kernels(
     use pqc::codegen::x86::{compile_kernels, GemvShape};
     let shapes: Vec<GemvShape> = Format::ALL
         .iter()
-        .flat_map(|&format| SHAPES.map(|(rows, cols)| GemvShape { format, rows, cols }))
+        .flat_map(|&format| {
+            shapes(format)
+                .into_iter()
+                .map(move |(rows, cols)| GemvShape { format, rows, cols })
+        })
         .collect();
     let k = compile_kernels(&shapes, cpu, true, None)?;
     println!("Kernels generated for CPU `{}` ({cpu}).\n", k.cpu);
@@ -285,7 +302,7 @@ fn kernels_table(native: &dyn Kernels, floors: &Floors, formats: &[Format]) -> R
     println!("| bits | act | shape | bytes | threads | hot us | x floor | cold us | x floor |");
     println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for &format in formats {
-        for (rows, cols) in SHAPES {
+        for (rows, cols) in shapes(format) {
             kernel_rows(native, floors, format, rows, cols)?;
         }
     }

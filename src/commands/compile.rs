@@ -35,10 +35,12 @@ pub struct Args {
     /// Print the graph after each pass, as MLIR's --print-ir-after-all.
     #[arg(long)]
     pub print_ir_after_all: bool,
-    /// How to store the output projection (the tied embedding too): `f32` (exact), or `int8`
-    /// (per-row absmax codes: a quarter of the bytes that decode reads per token, at a measured
-    /// perplexity cost; see `paretoqc bench`).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "int8"])]
+    /// How to store the output projection (the tied embedding too): `f32` (exact), `int8`
+    /// (per-row absmax codes: a quarter of the f32 bytes), or `int4` (per-row 4-bit codes with a
+    /// clip searched per row: an eighth; with `--act int8` its product takes int8 activations
+    /// too). Each at a perplexity cost that `paretoqc bench` measures; with a 2-bit model the
+    /// head is half (int8) or a third (int4) of the bytes that decode reads per token.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "int8", "int4"])]
     pub lm_head: String,
     /// Activations of the packed products: `f32` (matches the interpreter), or `int8` (dynamic
     /// per-token 8-bit activations, integer dot products with VNNI or AVX2: faster, at a
@@ -95,7 +97,7 @@ pub fn compile(args: &Args) -> Result<(PathBuf, String)> {
         .into_iter()
         .collect();
     let mut packed = packed;
-    let head_source = int8_head(&m, &args.lm_head, &mut packed)?;
+    let head_source = packed_head(&m, &args.lm_head, &mut packed)?;
     let mut graph = m.graph.clone();
     let mut pm = PassManager::parse("pack-weights,dce")?;
     if args.print_ir_after_all {
@@ -155,16 +157,18 @@ fn write_ir(dir: &Path, kernels: Option<&GeneratedKernels>) -> Result<()> {
     Ok(())
 }
 
-/// With `--lm-head int8`, adds `lm_head.qweight` to `packed` and returns the dense tensor it
-/// replaces in the artifact (`lm_head.weight`, or the tied `model.embed_tokens.weight`).
-fn int8_head(
+/// With `--lm-head int8|int4`, adds `lm_head.qweight` to `packed` and returns the dense tensor
+/// it replaces in the artifact (`lm_head.weight`, or the tied `model.embed_tokens.weight`).
+fn packed_head(
     m: &Model,
     mode: &str,
     packed: &mut BTreeMap<String, PackedTensor>,
 ) -> Result<Option<String>> {
-    if mode != "int8" {
-        return Ok(None);
-    }
+    let pack: fn(&[f32], usize) -> PackedTensor = match mode {
+        "int8" => PackedTensor::int8_rows,
+        "int4" => PackedTensor::int4_rows,
+        _ => return Ok(None),
+    };
     let source = if m.config.tie_word_embeddings {
         "model.embed_tokens.weight"
     } else {
@@ -174,10 +178,7 @@ fn int8_head(
         .weights
         .get(source)
         .with_context(|| format!("no value for {source}"))?;
-    packed.insert(
-        "lm_head.qweight".into(),
-        PackedTensor::int8_rows(&w.data, w.row_len()),
-    );
+    packed.insert("lm_head.qweight".into(), pack(&w.data, w.row_len()));
     Ok(Some(source.to_string()))
 }
 
