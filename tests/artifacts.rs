@@ -282,7 +282,14 @@ fn packed_output_heads_are_smaller_and_close() {
             &["--bits", "4", "--lm-head", "int4"],
             target,
         );
-        assert!(size(&i4_head) < size(&i8_head) - 20_000);
+        // Half a byte less per head weight (the 8-bit head saves over 60 kB on f32's 4 bytes,
+        // so the tiny head has over 20k weights).
+        assert!(
+            size(&i4_head) + 9_000 < size(&i8_head),
+            "{} vs {}",
+            size(&i4_head),
+            size(&i8_head)
+        );
         let got = logits(dir.path(), &i4_head, &[], &format!("i4h-{target}"));
         let err = rel_err(&got, &want);
         let err8 = rel_err(
