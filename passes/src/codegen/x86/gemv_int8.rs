@@ -293,30 +293,31 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     /// `<16 x i16>` result is u[2i]·q[2i] + u[2i+1]·q[2i+1] (it saturates only past 2·255·128,
     /// which codes of at most 15 never reach).
     fn pair_sums(&self, u: VectorValue<'ctx>, q: VectorValue<'ctx>) -> Result<VectorValue<'ctx>> {
-        let maddubs = intrinsic(self.module, "llvm.x86.avx2.pmadd.ub.sw", &[])?;
-        let args: [BasicMetadataValueEnum; 2] = [u.into(), q.into()];
-        Ok(self
-            .b
-            .build_call(maddubs, &args, "p16")
-            .map_err(err)?
-            .try_as_basic_value()
-            .basic()
-            .expect("v")
-            .into_vector_value())
+        self.vector_intrinsic("llvm.x86.avx2.pmadd.ub.sw", u, q)
     }
 
     /// AVX2 `vpmaddwd` by ones: the `<16 x i16>` lanes of `v` added in pairs into `<8 x i32>`.
     pub(super) fn widen_pairs(&self, v: VectorValue<'ctx>) -> Result<VectorValue<'ctx>> {
-        let maddwd = intrinsic(self.module, "llvm.x86.avx2.pmadd.wd", &[])?;
         let ones = VectorType::const_vector(&[self.ctx.i16_type().const_int(1, false); 16]);
-        let args: [BasicMetadataValueEnum; 2] = [v.into(), ones.into()];
+        self.vector_intrinsic("llvm.x86.avx2.pmadd.wd", v, ones)
+    }
+
+    /// The vector result of the (not overloaded) intrinsic `name` on `a` and `b`.
+    fn vector_intrinsic(
+        &self,
+        name: &str,
+        a: VectorValue<'ctx>,
+        b: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>> {
+        let f = intrinsic(self.module, name, &[])?;
+        let args: [BasicMetadataValueEnum; 2] = [a.into(), b.into()];
         Ok(self
             .b
-            .build_call(maddwd, &args, "p32")
+            .build_call(f, &args, "v")
             .map_err(err)?
             .try_as_basic_value()
             .basic()
-            .expect("v")
+            .expect("a vector")
             .into_vector_value())
     }
 
