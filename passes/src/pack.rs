@@ -80,11 +80,15 @@ impl PackedTensor {
                 let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
                 match max > 0.0 {
                     false => 1.0,
-                    true => clips
-                        .iter()
-                        .map(|&r| r * max / hi as f32)
-                        .min_by(|&a, &b| error(row, a).total_cmp(&error(row, b)))
-                        .expect("at least one clip ratio"),
+                    true => {
+                        clips
+                            .iter()
+                            .map(|&r| r * max / hi as f32)
+                            .map(|alpha| (alpha, error(row, alpha)))
+                            .min_by(|a, b| a.1.total_cmp(&b.1))
+                            .expect("at least one clip ratio")
+                            .0
+                    }
                 }
             })
             .collect();
@@ -234,7 +238,7 @@ mod head_tests {
     use super::*;
 
     /// A 4-bit head row's searched clip never does worse than absmax alone, and beats it on a
-    /// row with one outlier; every code is within the format's range.
+    /// row with one outlier.
     #[test]
     fn int4_head_clip_beats_absmax() {
         let cols = 200;

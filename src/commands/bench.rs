@@ -507,12 +507,10 @@ fn end_to_end(args: &Args) -> Result<()> {
 }
 
 fn end_to_end_in(args: &Args, dir: &std::path::Path) -> Result<()> {
-    let ours = if args.kernels_only {
-        vec![]
-    } else {
-        compile_configs(args, dir)?
+    let (ours, ids) = match args.kernels_only {
+        true => (vec![], vec![]),
+        false => compile_configs(args, dir)?,
     };
-    let ids = text_ids(args, ours.first().map(|c| &c.art))?;
     let ggufs = match &args.llama_bench {
         Some(_) => score_ggufs(args)?,
         None => vec![],
@@ -576,8 +574,9 @@ fn end_to_end_in(args: &Args, dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Compiles each `--bits` x `--configs` row and scores its perplexity.
-fn compile_configs(args: &Args, dir: &std::path::Path) -> Result<Vec<Compiled>> {
+/// Compiles each `--bits` x `--configs` row and scores its perplexity; also returns the token
+/// ids of `--text` (tokenized once: every row has the model's tokenizer).
+fn compile_configs(args: &Args, dir: &std::path::Path) -> Result<(Vec<Compiled>, Vec<u32>)> {
     if !args.model.exists() {
         bail!(
             "{}: not found (scripts/get-data fetches SmolLM2-135M)",
@@ -585,6 +584,7 @@ fn compile_configs(args: &Args, dir: &std::path::Path) -> Result<Vec<Compiled>> 
         );
     }
     let mut out = vec![];
+    let mut ids: Vec<u32> = vec![];
     for bits in &args.bits {
         for config in &args.configs {
             let Some((lm_head, act)) = config.split_once(':') else {
@@ -610,7 +610,9 @@ fn compile_configs(args: &Args, dir: &std::path::Path) -> Result<Vec<Compiled>> 
             })?;
             let art = Artifact::load(&path)?;
             let mb = std::fs::metadata(path.join("weights.safetensors"))?.len() as f64 / 1e6;
-            let ids = text_ids(args, Some(&art))?;
+            if ids.is_empty() {
+                ids = text_ids(args, &art)?;
+            }
             let perplexity = paretoqc_runtime::score::perplexity(
                 &art,
                 &ids[..args.ppl_tokens.min(ids.len())],
@@ -627,15 +629,11 @@ fn compile_configs(args: &Args, dir: &std::path::Path) -> Result<Vec<Compiled>> 
             });
         }
     }
-    Ok(out)
+    Ok((out, ids))
 }
 
-/// The token ids of `--text` by the artifact's tokenizer (or a prompt of ones without one: only
-/// llama.cpp rows, which tokenize for themselves).
-fn text_ids(args: &Args, art: Option<&Artifact>) -> Result<Vec<u32>> {
-    let Some(art) = art else {
-        return Ok(vec![1; PROMPT]);
-    };
+/// The token ids of `--text` by the artifact's tokenizer.
+fn text_ids(args: &Args, art: &Artifact) -> Result<Vec<u32>> {
     let text = super::read_text(&args.text)?;
     let ids = art
         .tokenizer()?
@@ -719,7 +717,7 @@ fn llama_notes(args: &Args) {
 }
 
 /// Each paretoqc row's decode against llama.cpp's fastest file at the same thread count and
-/// depth, round by round (the ratio of the medians of the per-round ratios).
+/// depth, round by round (the median of the per-round ratios, and their range).
 fn head_to_head(ours: &[Compiled], our_speeds: &[Rounds], llama: &[Vec<super::bench_llama::Row>]) {
     println!("\n### Decode against llama.cpp's fastest file, round by round\n");
     println!("Per round, paretoqc's decode tokens/s over the best llama.cpp file's in that round (at the");

@@ -480,7 +480,7 @@ pub(super) trait RowScheme<'ctx> {
 /// consecutive blocks alternate between two sets of them where a block has one part, so a row's
 /// dot products form two dependency chains instead of one. With AVX2 each block's codes are
 /// whole bytes (`block_codes`), its `vpmaddubsw` pair sums are added in 16-bit lanes over the
-/// step (`STEP_I16_BOUND` shows they cannot overflow), and the step's sum is widened once
+/// step (`step_fits_i16` checks they cannot overflow), and the step's sum is widened once
 /// (`vpmaddwd`) into one `<8 x i32>` accumulator per row: one widening per step instead of two
 /// per block, and a fourth of the accumulator registers (AVX2 has 16).
 struct BlockRows<'ctx> {
@@ -845,9 +845,9 @@ mod tests {
         for format in [Format::Bin1, Format::Int2, Format::Int3, Format::Int4] {
             let blocks = blocks_per_step(format);
             assert!(step_fits_i16(format, blocks), "{format:?}: {blocks} blocks");
-            // The bound is not vacuous: 4-bit codes overflow a step of 16 blocks.
-            assert!(!step_fits_i16(Format::Int4, 16));
         }
+        // The bound is not vacuous: 4-bit codes overflow a step of 16 blocks.
+        assert!(!step_fits_i16(Format::Int4, 16));
         assert_eq!(
             [Format::Bin1, Format::Int2, Format::Int3, Format::Int4].map(blocks_per_step),
             [8, 4, 8, 2]
