@@ -57,11 +57,26 @@ fn restore_default_sigpipe() {
     }
 }
 
+/// Keeps freed memory in the process for reuse. By default glibc serves every allocation over
+/// 128 KiB-32 MiB with a fresh mmap and unmaps it on free, so each training step's activations
+/// and gradients (hundreds of MB, allocated anew every step) page-fault in again: measured on
+/// SmolLM2, a 2-bit training step spent 7 s in the kernel per 3 steps and the AdamW update took
+/// 1.1-1.6 s instead of 0.4 s.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 /// Stack of the pool's threads, which run the commands: as large as a main thread's.
 const MAIN_STACK: usize = 8 << 20;
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
+    keep_freed_memory();
     let cli = Cli::parse();
     // The whole command runs on a worker of the pool, so its parallel loops start there (the
     // caller takes part) instead of handing each one to the pool from outside and sleeping:

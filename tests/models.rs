@@ -308,3 +308,71 @@ fn training_refuses_bad_input() {
     let err = paretoqc_err(&resume.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.contains("another model"), "{err}");
 }
+
+fn run_block_kd(out: &str, extra: &[&str]) -> String {
+    let mut a = train_args("2", out, &["--recipe", "block-kd", "--calib-blocks", "8"]);
+    a.extend(extra.iter().map(|s| s.to_string()));
+    paretoqc(&a.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The block-kd recipe: stage 1 lowers every layer's output error, stage 2 distils; stopping
+/// after a layer of stage 1 or a step of stage 2 and resuming ends with the same weights, bit for
+/// bit, as the uninterrupted run.
+#[test]
+fn block_kd_resumes_bit_identically_in_both_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = ["--block-steps", "4", "--steps", "4", "--save-every", "2"];
+    let full = dir.path().join("full");
+    let stdout = run_block_kd(full.to_str().unwrap(), &steps);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(full.join("training.json")).unwrap()).unwrap();
+    let stages = summary["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 3, "two layers and the distillation: {stdout}");
+    for s in &stages[..2] {
+        let (before, after) = (s["mse_before"].as_f64().unwrap(), s["mse_after"].as_f64().unwrap());
+        assert!(after < before, "layer error did not drop: {s}");
+    }
+    assert_eq!(summary["steps"], 4);
+
+    for (stop, at) in [("--stop-after-layer", "1"), ("--stop-after", "3")] {
+        let part = dir.path().join(format!("part{stop}"));
+        let p = part.to_str().unwrap();
+        let out = run_block_kd(p, &[&steps[..], &[stop, at]].concat());
+        assert!(out.contains("stopped after"), "{out}");
+        assert!(!part.join("model.safetensors").exists());
+        run_block_kd(p, &[&steps[..], &["--resume", p]].concat());
+        let (wa, wb) = (
+            read_st(&full.join("model.safetensors")),
+            read_st(&part.join("model.safetensors")),
+        );
+        assert_eq!(wa.len(), wb.len());
+        for (name, (_, bytes)) in &wa {
+            assert!(wb[name].1 == *bytes, "{name} differs after resuming from {stop} {at}");
+        }
+    }
+}
+
+/// With --time-budget the run plans its stages, stops within the budget, and writes the model
+/// and its record; an existing run folder is refused without --resume or --overwrite.
+#[test]
+fn time_budget_stops_and_saves() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("budget");
+    let o = out.to_str().unwrap();
+    let start = std::time::Instant::now();
+    let stdout = run_block_kd(o, &["--time-budget", "6s"]);
+    let took = start.elapsed().as_secs_f64();
+    assert!(took < 6.0 + 4.0, "took {took:.1} s for a 6 s budget\n{stdout}");
+    assert!(stdout.contains("stage 1 plan") && stdout.contains("stage 2 plan"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("training.json")).unwrap()).unwrap();
+    assert!(summary["seconds"].as_f64().unwrap() <= 6.5, "{summary}");
+    assert!(summary["steps"].as_u64().unwrap() > 0, "{summary}");
+    assert!(out.join("model.safetensors").exists());
+    let again = train_args("2", o, &["--time-budget", "6s"]);
+    let err = paretoqc_err(&again.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("--overwrite"), "{err}");
+    let bad = train_args("2", o, &["--time-budget", "soon", "--overwrite"]);
+    let err = paretoqc_err(&bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("not a duration"), "{err}");
+}

@@ -65,7 +65,7 @@ impl PackedTensor {
         let (lo, hi) = format.code_range();
         let quantize = |row: &[f32], alpha: f32| -> Vec<i8> {
             row.iter()
-                .map(|&v| (v / alpha).round_ties_even().clamp(lo as f32, hi as f32) as i8)
+                .map(|&v| crate::quant::round_even(v / alpha).clamp(lo as f32, hi as f32) as i8)
                 .collect()
         };
         let error = |row: &[f32], alpha: f32| -> f64 {

@@ -121,6 +121,14 @@ pub const PASS_NAMES: &[(&str, &str)] = &[
         "appends log_softmax and the mean cross-entropy against a new %targets input",
     ),
     (
+        "add-distill-loss",
+        "appends log_softmax and the distillation loss (KL to a new %teacher_logp input, mixed with cross-entropy by option ce=0..1)",
+    ),
+    (
+        "add-mse-loss",
+        "appends the mean squared difference of the output and a new %target input (block-wise reconstruction)",
+    ),
+    (
         "qat-lower",
         "puts fake_quant on the seven projections of each block (option bits=1|1.58|2|3|4|16)",
     ),
@@ -152,6 +160,13 @@ pub fn create_pass(spec: &PassSpec) -> Result<Box<dyn Pass>, PassError> {
         "add-loss" => Ok(Box::new(transforms::add_loss::AddLoss::from_options(
             &spec.options,
         )?)),
+        "add-distill-loss" => Ok(Box::new(
+            transforms::add_distill_loss::AddDistillLoss::from_options(&spec.options)?,
+        )),
+        "add-mse-loss" => {
+            no_options(spec)?;
+            Ok(Box::new(transforms::add_mse_loss::AddMseLoss))
+        }
         "qat-lower" => Ok(Box::new(transforms::qat_lower::QatLower::from_options(
             &spec.options,
         )?)),

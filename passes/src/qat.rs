@@ -143,6 +143,18 @@ fn init_missing_scales(g: &Graph, weights: &mut Weights) -> Result<(), PassError
     Ok(())
 }
 
+/// Sets every `fake_quant` scale to the one with the least squared quantization error of its
+/// row (`quant::mse_scales`) instead of the reference's rule. The block-kd recipe starts here.
+pub fn init_scales_mse(g: &Graph, weights: &mut Weights) -> Result<(), PassError> {
+    for q in quantized_weights(g)? {
+        let w = weight(weights, &q.weight)?;
+        let scales = crate::quant::mse_scales(q.bits, &w.data, w.row_len());
+        let rows = w.shape[0];
+        weights.insert(q.scale, Tensor::new(vec![rows, 1], scales));
+    }
+    Ok(())
+}
+
 /// The weights a framework without fake-quant would load: each quantized projection replaced by
 /// Q(W), scales dropped; everything else unchanged.
 pub fn materialize(g: &Graph, weights: &Weights) -> Result<Weights, PassError> {

@@ -7,6 +7,7 @@
 //! Scales are per output row (`weight_clip_val`, shape [out, 1]). Its meaning depends on the
 //! bit width: a magnitude at 1 bit, a clip range at 1.58 and 2 bits, a step size at 3 and 4 bits.
 
+use rayon::prelude::*;
 use std::fmt;
 
 /// A bit width of the projection weights. `Full` means no quantization (16 bits and up).
@@ -110,6 +111,21 @@ fn floor_scale(alpha: f32) -> f32 {
     }
 }
 
+/// `x.round_ties_even()`, bit for bit (zeros keep x's sign), without the libm call it becomes on
+/// CPUs below SSE4.1 (about 16 ns per weight here, as long as the rest of a quantizer step):
+/// adding and subtracting 2^23 rounds |x| < 2^23 to the nearest integer, ties to even, in the
+/// FPU's default mode; larger |x| are integers already.
+#[inline(always)]
+pub fn round_even(x: f32) -> f32 {
+    const MAGIC: f32 = 8_388_608.0;
+    let a = x.abs();
+    if a < MAGIC {
+        ((a + MAGIC) - MAGIC).copysign(x)
+    } else {
+        x
+    }
+}
+
 /// SEQ's stretch k and shift s: ternary (1.5, 0), 2-bit (2, 0.5).
 fn seq_params(bits: Bits) -> (f32, f32) {
     if bits == Bits::Ternary {
@@ -146,11 +162,11 @@ fn level(bits: Bits, w: f32, x: f32) -> f32 {
         Bits::Ternary | Bits::Two => {
             let (k, s) = seq_params(bits);
             let u = x.clamp(-SEQ_CLIP, SEQ_CLIP);
-            ((u * k - s).round_ties_even() + s) / k
+            (round_even(u * k - s) + s) / k
         }
         Bits::Three | Bits::Four => {
             let (qn, qp) = lsq_range(bits);
-            x.round_ties_even().clamp(qn, qp)
+            round_even(x).clamp(qn, qp)
         }
         Bits::Full => x,
     }
@@ -190,7 +206,7 @@ fn scale_term(bits: Bits, w: f32, x: f32) -> f32 {
             } else if x > qp {
                 qp
             } else {
-                x.round_ties_even() - x
+                round_even(x) - x
             }
         }
         Bits::Full => 0.0,
@@ -208,6 +224,48 @@ pub fn init_scale(bits: Bits, row: &[f32]) -> f32 {
     }
 }
 
+/// Candidates of `mse_scale`, as fractions of `init_scale`'s value.
+const MSE_CANDIDATES: usize = 48;
+
+/// The scale of one row with the least squared quantization error ‖Q(w) - w‖², searched over
+/// `MSE_CANDIDATES` fractions (1/48 .. 1) of the reference's initial scale. At 1 bit the
+/// reference's mean |w| is already the least-squares scale of sign(w). A better starting point
+/// than the reference's max |w| at 2 bits and ternary, where max |w| puts most weights of a row
+/// on the two smallest levels.
+pub fn mse_scale(bits: Bits, row: &[f32]) -> f32 {
+    let base = init_scale(bits, row);
+    if bits == Bits::One || bits == Bits::Full || base <= SCALE_FLOOR {
+        return base;
+    }
+    let err = |a: f32| -> f64 {
+        row.iter()
+            .map(|&w| {
+                let d = (level(bits, w, w / a) * a - w) as f64;
+                d * d
+            })
+            .sum()
+    };
+    let mut best = (err(base), base);
+    for k in 1..MSE_CANDIDATES {
+        let a = base * k as f32 / MSE_CANDIDATES as f32;
+        if a <= SCALE_FLOOR {
+            continue;
+        }
+        let e = err(a);
+        if e < best.0 {
+            best = (e, a);
+        }
+    }
+    best.1
+}
+
+/// `mse_scale` of each row of a [rows, cols] weight, rows in parallel.
+pub fn mse_scales(bits: Bits, w: &[f32], cols: usize) -> Vec<f32> {
+    w.par_chunks(cols.max(1))
+        .map(|row| mse_scale(bits, row))
+        .collect()
+}
+
 /// Initial scales of a [rows, cols] weight, one per row.
 pub fn init_scales(bits: Bits, w: &[f32], cols: usize) -> Vec<f32> {
     w.chunks(cols).map(|row| init_scale(bits, row)).collect()
@@ -218,11 +276,17 @@ pub fn fake_quant(bits: Bits, w: &[f32], scale: &[f32], cols: usize) -> Vec<f32>
     if bits == Bits::Full {
         return w.to_vec();
     }
-    let mut out = Vec::with_capacity(w.len());
-    for (row, &alpha) in w.chunks(cols).zip(scale) {
-        let a = floor_scale(alpha);
-        out.extend(row.iter().map(|&wi| level(bits, wi, wi / a) * a));
-    }
+    // Rows are independent, so they run in parallel with the same result.
+    let mut out = vec![0.0f32; w.len()];
+    out.par_chunks_mut(cols.max(1))
+        .zip(w.par_chunks(cols.max(1)))
+        .zip(scale.par_iter())
+        .for_each(|((o, row), &alpha)| {
+            let a = floor_scale(alpha);
+            for (o, &wi) in o.iter_mut().zip(row) {
+                *o = level(bits, wi, wi / a) * a;
+            }
+        });
     out
 }
 
@@ -251,11 +315,11 @@ fn code(bits: Bits, w: f32, x: f32) -> i8 {
         }
         Bits::Ternary | Bits::Two => {
             let (k, s) = seq_params(bits);
-            (x.clamp(-SEQ_CLIP, SEQ_CLIP) * k - s).round_ties_even()
+            round_even(x.clamp(-SEQ_CLIP, SEQ_CLIP) * k - s)
         }
         Bits::Three | Bits::Four => {
             let (qn, qp) = lsq_range(bits);
-            x.round_ties_even().clamp(qn, qp)
+            round_even(x).clamp(qn, qp)
         }
         Bits::Full => panic!("16-bit weights have no codes"),
     };
@@ -284,18 +348,85 @@ pub fn fake_quant_grad(
         };
     }
     let g = (1.0 / (w.len() as f64 * bits.grad_p()).sqrt()) as f32;
-    let mut dw = Vec::with_capacity(w.len());
-    let mut dscale = Vec::with_capacity(scale.len());
-    for ((row, grow), &alpha) in w.chunks(cols).zip(g_out.chunks(cols)).zip(scale) {
-        let a = floor_scale(alpha);
-        let mut acc = 0.0f32;
-        for (&wi, &gi) in row.iter().zip(grow) {
-            let x = wi / a;
-            let mask = if in_range(bits, x) { 1.0f32 } else { 0.0 };
-            dw.push(mask * gi);
-            acc += scale_term(bits, wi, x) * gi * g;
-        }
-        dscale.push(acc);
-    }
+    // Rows are independent (each row's scale gradient is summed in order within the row), so
+    // they run in parallel with the same result.
+    let cols = cols.max(1);
+    let mut dw = vec![0.0f32; w.len()];
+    let mut dscale = vec![0.0f32; scale.len()];
+    dw.par_chunks_mut(cols)
+        .zip(dscale.par_iter_mut())
+        .zip(w.par_chunks(cols).zip(g_out.par_chunks(cols)))
+        .zip(scale.par_iter())
+        .for_each(|(((drow, ds), (row, grow)), &alpha)| {
+            let a = floor_scale(alpha);
+            let mut acc = 0.0f32;
+            for ((d, &wi), &gi) in drow.iter_mut().zip(row).zip(grow) {
+                let x = wi / a;
+                let mask = if in_range(bits, x) { 1.0f32 } else { 0.0 };
+                *d = mask * gi;
+                acc += scale_term(bits, wi, x) * gi * g;
+            }
+            *ds = acc;
+        });
     FakeQuantGrad { dw, dscale }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_even;
+
+    /// `round_even` equals `round_ties_even` bit for bit: ties, both signs, zeros, the range
+    /// edges, large values and NaN.
+    /// The searched scale's error is never above the reference's initial scale's, and at 2
+    /// bits on a Gaussian-like row it is well below.
+    #[test]
+    fn mse_scale_beats_the_initial_scale() {
+        use super::{fake_quant, init_scale, mse_scale, Bits};
+        let mut s = 7u64;
+        let row: Vec<f32> = (0..512)
+            .map(|_| {
+                let mut u = 0.0;
+                for _ in 0..6 {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    u += (s >> 40) as f32 / (1u64 << 24) as f32;
+                }
+                u - 3.0
+            })
+            .collect();
+        let err = |bits, a: f32| -> f64 {
+            let q = fake_quant(bits, &row, &[a], row.len());
+            q.iter().zip(&row).map(|(q, w)| ((q - w) as f64).powi(2)).sum()
+        };
+        for bits in [Bits::Ternary, Bits::Two, Bits::Three, Bits::Four] {
+            let (a0, a1) = (init_scale(bits, &row), mse_scale(bits, &row));
+            assert!(err(bits, a1) <= err(bits, a0), "{bits}");
+        }
+        let (a0, a1) = (init_scale(Bits::Two, &row), mse_scale(Bits::Two, &row));
+        assert!(err(Bits::Two, a1) < 0.5 * err(Bits::Two, a0));
+        assert_eq!(mse_scale(Bits::One, &row), init_scale(Bits::One, &row));
+    }
+
+    #[test]
+    fn round_even_is_round_ties_even() {
+        let mut xs = vec![0.0f32, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997];
+        xs.extend([4_194_303.5, 4_194_304.0, 8_388_607.5, 1e20, -1e20, f32::MAX, f32::MIN]);
+        xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE, -1e-30]);
+        let mut s = 0x1234_5678u32;
+        for _ in 0..200_000 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            let x = f32::from_bits(s);
+            if x.is_finite() {
+                xs.push(x);
+                xs.push((x.fract() * 8.0) + (s % 9) as f32 - 4.0);
+            }
+        }
+        for x in xs {
+            assert_eq!(round_even(x).to_bits(), x.round_ties_even().to_bits(), "{x:e}");
+        }
+        assert!(round_even(f32::NAN).is_nan());
+    }
 }

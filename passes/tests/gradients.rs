@@ -104,14 +104,59 @@ fn linear_rule() {
 
 #[test]
 fn rope_rule() {
-    let (rows, width, d, theta) = (5, 8, 4, 10000.0);
-    let (x, dy) = (random(rows * width, 9), random(rows * width, 10));
+    // One sequence of 6 rows, and two packed sequences of 3.
+    for seq in [6, 3] {
+        let (rows, width, d, theta) = (6, 8, 4, 10000.0);
+        let (x, dy) = (random(rows * width, 9), random(rows * width, 10));
+        check(
+            "rope",
+            &x,
+            &dy,
+            |x| kernels::rope(x, width, d, theta, false, seq),
+            &vjp::rope(&dy, width, d, theta, seq),
+        );
+    }
+}
+
+/// Packed attention: two sequences of 4 rows, each attending only within itself, and its rule.
+#[test]
+fn packed_attention_rule() {
+    let s = AttnShape {
+        rows: 4,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 3,
+    };
+    let q = random(2 * s.rows * s.q_width(), 21);
+    let k = random(2 * s.rows * s.kv_width(), 22);
+    let v = random(2 * s.rows * s.kv_width(), 23);
+    let dy = random(2 * s.rows * s.q_width(), 24);
+    // Each half equals the attention of that sequence alone.
+    let both = kernels::attention_packed(&q, &k, &v, s);
+    let (qh, kh) = (s.rows * s.q_width(), s.rows * s.kv_width());
+    let second = kernels::attention(&q[qh..], &k[kh..], &v[kh..], s);
+    assert_eq!(&both[qh..], &second[..]);
+    let (dq, dk, dv) = vjp::attention_packed(&dy, &q, &k, &v, s);
     check(
-        "rope",
-        &x,
+        "packed dq",
+        &q,
         &dy,
-        |x| kernels::rope(x, width, d, theta, false),
-        &vjp::rope(&dy, width, d, theta),
+        |q| kernels::attention_packed(q, &k, &v, s),
+        &dq,
+    );
+    check(
+        "packed dk",
+        &k,
+        &dy,
+        |k| kernels::attention_packed(&q, k, &v, s),
+        &dk,
+    );
+    check(
+        "packed dv",
+        &v,
+        &dy,
+        |v| kernels::attention_packed(&q, &k, v, s),
+        &dv,
     );
 }
 
@@ -265,4 +310,92 @@ fn whole_graph_gradient() {
         }
     }
     assert_eq!(r.grads.len(), 4, "every weight gets a gradient");
+}
+
+/// The distillation loss (KL to the teacher mixed with cross-entropy) and its rule, through
+/// log_softmax, at three mixes; and mse's rule for both operands.
+#[test]
+fn distill_and_mse_rules() {
+    let (rows, n) = (3, 7);
+    let (x, t) = (random(rows * n, 31), random(rows * n, 32));
+    let teacher = kernels::log_softmax(&t, n);
+    let targets = vec![4, 0, 6];
+    for ce in [0.0, 0.3, 1.0] {
+        let loss = |x: &[f64]| {
+            let logp = kernels::log_softmax(x, n);
+            vec![kernels::distill(&logp, &teacher, &targets, n, ce)]
+        };
+        let logp = kernels::log_softmax(&x, n);
+        let dlogp = vjp::distill(0.7, &teacher, &targets, n, ce);
+        let dx = vjp::log_softmax(&dlogp, &logp, n);
+        check(&format!("distill ce={ce}"), &x, &[0.7], loss, &dx);
+    }
+    // KL of a distribution to itself is zero, and positive otherwise.
+    assert!(kernels::distill(&teacher, &teacher, &targets, n, 0.0).abs() < 1e-12);
+    assert!(kernels::distill(&kernels::log_softmax(&x, n), &teacher, &targets, n, 0.0) > 0.0);
+
+    let (y, w) = (random(12, 33), random(4, 34));
+    let (dx, dy) = vjp::mse(1.3, &x[..12], &y, &w);
+    check("mse x", &x[..12], &[1.3], |a| vec![kernels::mse(a, &y, &w)], &dx);
+    check("mse y", &y, &[1.3], |b| vec![kernels::mse(&x[..12], b, &w)], &dy);
+}
+
+/// A packed run of two sequences equals the two sequences run alone: the loss is their mean and
+/// the gradients their mean (each sequence's positions and causal window restart).
+#[test]
+fn packed_batch_equals_separate_runs() {
+    let g = parse(TINY).unwrap();
+    let mut weights = pqc::import::Weights::new();
+    for (i, (name, id)) in g.params().enumerate() {
+        let shape = g.node(id).ty.fixed_dims().unwrap();
+        let data = random(shape.iter().product(), 200 + i as u64)
+            .iter()
+            .map(|v| *v as f32 * 0.5)
+            .collect();
+        weights.insert(name.to_string(), Tensor::new(shape, data));
+    }
+    let a = (vec![1, 5, 3, 10], vec![5, 3, 10, 0]);
+    let b = (vec![7, 2, 2, 9], vec![2, 2, 9, 4]);
+    let one = |s: &(Vec<i32>, Vec<i32>)| {
+        grad::value_and_grad(
+            &g,
+            &weights,
+            vec![Value::ids(s.0.clone()), Value::ids(s.1.clone())],
+            &|_| true,
+        )
+        .unwrap()
+    };
+    let (ra, rb) = (one(&a), one(&b));
+    let packed = grad::value_and_grad_packed(
+        &g,
+        &weights,
+        vec![
+            Value::ids([a.0.clone(), b.0.clone()].concat()),
+            Value::ids([a.1.clone(), b.1.clone()].concat()),
+        ],
+        &|_| true,
+        pqc::interp::Packing::sequences(4),
+    )
+    .unwrap();
+    let value = |r: &grad::GradResult| r.outputs[0].clone().into_f32().unwrap().data[0];
+    let mean = (value(&ra) + value(&rb)) / 2.0;
+    assert!((value(&packed) - mean).abs() <= 1e-6 * (1.0 + mean.abs()));
+    for (name, gp) in &packed.grads {
+        for (i, &v) in gp.data.iter().enumerate() {
+            let want = (ra.grads[name].data[i] + rb.grads[name].data[i]) / 2.0;
+            assert!(
+                (v - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "{name}[{i}]: packed {v} separate {want}"
+            );
+        }
+    }
+    // A row count that is not a whole number of sequences is refused.
+    let err = grad::value_and_grad_packed(
+        &g,
+        &weights,
+        vec![Value::ids(a.0.clone()), Value::ids(a.1.clone())],
+        &|_| true,
+        pqc::interp::Packing::sequences(3),
+    );
+    assert!(err.is_err());
 }

@@ -103,6 +103,33 @@ pub fn build_graph(cfg: &LlamaConfig, name: &str) -> Result<Graph, String> {
     Ok(b.g)
 }
 
+/// The graph of decoder layer `layer` alone: `%x: f32[T,hidden]` (the residual stream entering
+/// it) in, the residual stream leaving it out. Block-wise reconstruction trains it with
+/// `add-mse-loss`; its params are named as in the whole model's graph, so it runs on the same
+/// `Weights`.
+pub fn build_layer_graph(cfg: &LlamaConfig, layer: usize) -> Result<Graph, String> {
+    if layer >= cfg.num_hidden_layers {
+        return Err(format!(
+            "layer {layer} does not exist (the model has {})",
+            cfg.num_hidden_layers
+        ));
+    }
+    let mut b = Builder {
+        g: Graph::new(&format!("layer{layer}")),
+        cfg,
+    };
+    let x = b.g.add_input(
+        "x",
+        TensorType::new(
+            DType::F32,
+            vec![Dim::Sym("T".into()), Dim::Fixed(cfg.hidden_size)],
+        ),
+    );
+    let y = b.block(layer, x)?;
+    b.g.set_outputs(vec![y]);
+    Ok(b.g)
+}
+
 struct Builder<'a> {
     g: Graph,
     cfg: &'a LlamaConfig,

@@ -7,7 +7,9 @@
 //! live bytes (values, cotangents, weight gradients; not the weights) is reported.
 
 use super::kernels::AttnShape;
-use super::{bytes_of, check_inputs, forward, vjp, InterpError, Meter, Slot, ValRef, Value};
+use super::{
+    bytes_of, check_inputs, forward, vjp, InterpError, Meter, Packing, Slot, ValRef, Value,
+};
 use crate::import::Weights;
 use crate::ir::{Graph, NodeId, Op};
 use crate::tensor::Tensor;
@@ -19,12 +21,16 @@ pub struct GradResult {
     pub grads: BTreeMap<String, Tensor>,
     /// The most bytes of activations, cotangents and gradients alive at once.
     pub peak_bytes: usize,
+    /// Time per op kind, forward and backward.
+    pub meter: Meter,
 }
 
 /// Which operands (by position) an op's rule reads, and whether it reads the op's own output.
 fn saved_by(op: &Op) -> (&'static [usize], bool) {
     match op {
         Op::Embedding | Op::CrossEntropy => (&[1], false),
+        Op::Distill { .. } => (&[1, 2], false),
+        Op::Mse => (&[0, 1, 2], false),
         Op::RmsNorm { .. } | Op::Linear | Op::Mul | Op::FakeQuant { .. } => (&[0, 1], false),
         Op::Attention { .. } => (&[0, 1, 2], false),
         Op::Silu => (&[0], false),
@@ -42,6 +48,17 @@ pub fn value_and_grad(
     inputs: Vec<Value>,
     wants: &dyn Fn(&str) -> bool,
 ) -> Result<GradResult, InterpError> {
+    value_and_grad_packed(g, weights, inputs, wants, Packing::default())
+}
+
+/// `value_and_grad` on packed sequences (see `Packing`): one run for a whole batch.
+pub fn value_and_grad_packed(
+    g: &Graph,
+    weights: &Weights,
+    inputs: Vec<Value>,
+    wants: &dyn Fn(&str) -> bool,
+    packing: Packing,
+) -> Result<GradResult, InterpError> {
     let order = g
         .topo_order()
         .map_err(|n| InterpError::Graph(format!("cycle through node {n:?}")))?;
@@ -53,7 +70,7 @@ pub fn value_and_grad(
     let active = active_nodes(g, &order, wants);
     let mut keep = backward_reads(g, &active);
     let mut meter = Meter::default();
-    let mut slots = forward(g, weights, inputs, &order, &keep, &mut meter)?;
+    let mut slots = forward(g, weights, inputs, &order, &keep, &mut meter, packing)?;
     let outputs = g
         .outputs()
         .iter()
@@ -64,6 +81,7 @@ pub fn value_and_grad(
             outputs,
             grads: BTreeMap::new(),
             peak_bytes: meter.peak,
+            meter,
         });
     }
     let mut cot: HashMap<NodeId, Vec<f32>> = HashMap::new();
@@ -89,7 +107,9 @@ pub fn value_and_grad(
                     widths: operands.iter().map(|&o| last_dim(g, o)).collect(),
                     out: slots.get(&id).map(Slot::get),
                 };
-                let dins = rule(op, &dy, &args)?;
+                let start = std::time::Instant::now();
+                let dins = rule(op, &dy, &args, packing)?;
+                meter.time_grad(op.name(), start.elapsed());
                 for (pos, din) in dins.into_iter().enumerate() {
                     if let (Some(din), true) = (din, active.contains(&operands[pos])) {
                         accumulate(&mut cot, operands[pos], din, &mut meter);
@@ -103,6 +123,7 @@ pub fn value_and_grad(
         outputs,
         grads,
         peak_bytes: meter.peak,
+        meter,
     })
 }
 
@@ -206,7 +227,12 @@ fn last_dim(g: &Graph, id: NodeId) -> usize {
 }
 
 /// One op's rule: the cotangent of each operand (None where an operand has none, like ids).
-fn rule(op: &Op, dy: &[f32], a: &Args) -> Result<Vec<Option<Vec<f32>>>, InterpError> {
+fn rule(
+    op: &Op,
+    dy: &[f32],
+    a: &Args,
+    packing: Packing,
+) -> Result<Vec<Option<Vec<f32>>>, InterpError> {
     Ok(match op {
         Op::Embedding => {
             let table = a.f32(0)?;
@@ -225,7 +251,11 @@ fn rule(op: &Op, dy: &[f32], a: &Args) -> Result<Vec<Option<Vec<f32>>>, InterpEr
             let (dx, dw) = vjp::linear(dy, &x.data, &w.data, x.rows(), w.shape[1], w.shape[0]);
             vec![Some(dx), Some(dw)]
         }
-        Op::Rope { head_dim, theta } => vec![Some(vjp::rope(dy, a.widths[0], *head_dim, *theta))],
+        Op::Rope { head_dim, theta } => {
+            let rows = dy.len() / a.widths[0].max(1);
+            let seq = packing.len(rows);
+            vec![Some(vjp::rope(dy, a.widths[0], *head_dim, *theta, seq))]
+        }
         Op::Attention {
             heads,
             kv_heads,
@@ -233,12 +263,12 @@ fn rule(op: &Op, dy: &[f32], a: &Args) -> Result<Vec<Option<Vec<f32>>>, InterpEr
         } => {
             let (q, k, v) = (a.f32(0)?, a.f32(1)?, a.f32(2)?);
             let s = AttnShape {
-                rows: q.rows(),
+                rows: packing.len(q.rows()),
                 heads: *heads,
                 kv_heads: *kv_heads,
                 head_dim: *head_dim,
             };
-            let (dq, dk, dv) = vjp::attention(dy, &q.data, &k.data, &v.data, s);
+            let (dq, dk, dv) = vjp::attention_packed(dy, &q.data, &k.data, &v.data, s);
             vec![Some(dq), Some(dk), Some(dv)]
         }
         Op::Silu => vec![Some(vjp::silu(dy, &a.f32(0)?.data))],
@@ -261,6 +291,16 @@ fn rule(op: &Op, dy: &[f32], a: &Args) -> Result<Vec<Option<Vec<f32>>>, InterpEr
             Some(vjp::cross_entropy(dy[0], a.get(1)?.i32()?, a.widths[0])),
             None,
         ],
+        Op::Distill { ce } => {
+            let teacher = a.f32(1)?;
+            let targets = a.get(2)?.i32()?;
+            let d = vjp::distill(dy[0], &teacher.data, targets, a.widths[0], *ce);
+            vec![Some(d), None, None]
+        }
+        Op::Mse => {
+            let (dx, dy) = vjp::mse(dy[0], &a.f32(0)?.data, &a.f32(1)?.data, &a.f32(2)?.data);
+            vec![Some(dx), Some(dy), None]
+        }
         Op::FakeQuant { bits } => {
             let (w, scale) = (a.f32(0)?, a.f32(1)?);
             let r = crate::quant::fake_quant_grad(*bits, &w.data, &scale.data, w.row_len(), dy);

@@ -167,9 +167,18 @@ pub fn for_rows<T: Real>(data: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) +
     }
 }
 
-/// `1 / sqrt(mean(x²) + eps)` of one row.
+/// `1 / sqrt(mean(x²) + eps)` of one row. The sum of squares is taken in f64: over 30 layers an
+/// f32 running sum drifts measurably further from the exact value than PyTorch's (which sums
+/// pairwise), and the cost is nothing next to the matrix products.
 pub fn rms_inv<T: Real>(row: &[T], eps: f64) -> T {
-    let ms = row.iter().map(|&v| v * v).sum::<T>() / c(row.len() as f64);
+    let ss: f64 = row
+        .iter()
+        .map(|&v| {
+            let v = v.to_f64().unwrap_or(f64::NAN);
+            v * v
+        })
+        .sum();
+    let ms: T = c(ss / row.len() as f64);
     T::one() / (ms + c(eps)).sqrt()
 }
 
@@ -192,14 +201,22 @@ pub fn rope_inv_freq<T: Real>(head_dim: usize, theta: f64) -> Vec<T> {
         .collect()
 }
 
-/// Rotate-half RoPE on `[T, heads*head_dim]`; row t is position `t + offset`. With `inverse`,
-/// rotates by the negative angle (the transpose, used by the backward pass).
-pub fn rope<T: Real>(x: &[T], width: usize, head_dim: usize, theta: f64, inverse: bool) -> Vec<T> {
+/// Rotate-half RoPE on `[T, heads*head_dim]`; row t is position `t mod seq` (sequences of `seq`
+/// rows packed one after the other). With `inverse`, rotates by the negative angle (the
+/// transpose, used by the backward pass).
+pub fn rope<T: Real>(
+    x: &[T],
+    width: usize,
+    head_dim: usize,
+    theta: f64,
+    inverse: bool,
+    seq: usize,
+) -> Vec<T> {
     let inv_freq = rope_inv_freq::<T>(head_dim, theta);
     let half = head_dim / 2;
     let mut out = x.to_vec();
     for_rows(&mut out, width, |t, row| {
-        let pos: T = c(t as f64);
+        let pos: T = c((t % seq.max(1)) as f64);
         let cos: Vec<T> = inv_freq.iter().map(|&f| (pos * f).cos()).collect();
         let sin: Vec<T> = inv_freq
             .iter()
@@ -304,6 +321,28 @@ pub fn attention<T: Real>(q: &[T], k: &[T], v: &[T], s: AttnShape) -> Vec<T> {
     interleave_heads(&heads, n, d)
 }
 
+/// `attention` over packed sequences of `s.rows` rows each (the data holds a whole number of
+/// them): each sequence attends only within itself. Parallel over sequences and heads.
+pub fn attention_packed<T: Real>(q: &[T], k: &[T], v: &[T], s: AttnShape) -> Vec<T> {
+    let (qw, kw, n) = (s.q_width(), s.kv_width(), s.rows);
+    if n == 0 || q.len() == n * qw {
+        return attention(q, k, v, s);
+    }
+    let seqs = q.len() / (n * qw);
+    let parts: Vec<Vec<T>> = (0..seqs)
+        .into_par_iter()
+        .map(|b| {
+            attention(
+                &q[b * n * qw..(b + 1) * n * qw],
+                &k[b * n * kw..(b + 1) * n * kw],
+                &v[b * n * kw..(b + 1) * n * kw],
+                s,
+            )
+        })
+        .collect();
+    parts.concat()
+}
+
 /// Puts per-head `[rows, d]` blocks side by side as `[rows, heads*d]`.
 pub fn interleave_heads<T: Real>(heads: &[Vec<T>], rows: usize, d: usize) -> Vec<T> {
     let width = heads.len() * d;
@@ -317,13 +356,15 @@ pub fn interleave_heads<T: Real>(heads: &[Vec<T>], rows: usize, d: usize) -> Vec
     out
 }
 
+/// Softmax of one row; the normaliser is summed in f64 (see `rms_inv`).
 pub fn softmax_in_place<T: Real>(x: &mut [T]) {
     let max = x.iter().copied().fold(T::neg_infinity(), T::max);
-    let mut sum = T::zero();
+    let mut sum = 0.0f64;
     for v in x.iter_mut() {
         *v = (*v - max).exp_fast();
-        sum += *v;
+        sum += v.to_f64().unwrap_or(f64::NAN);
     }
+    let sum: T = c(sum);
     for v in x.iter_mut() {
         *v = *v / sum;
     }
@@ -369,6 +410,55 @@ pub fn nll<T: Real>(logp: &[T], n: usize, targets: &[i32]) -> Vec<f64> {
         .enumerate()
         .map(|(r, &t)| -logp[r * n + t as usize].to_f64().unwrap_or(f64::NAN))
         .collect()
+}
+
+/// The distillation loss of `Op::Distill`, in f64: per row `(1-ce)·Σ_v p_t(v)·(log p_t(v) -
+/// logp(v)) + ce·(-logp[target])` with p_t = exp(teacher_logp), averaged over rows.
+pub fn distill<T: Real>(logp: &[T], teacher: &[T], targets: &[i32], n: usize, ce: f64) -> f64 {
+    let rows = targets.len();
+    let per_row: Vec<f64> = (0..rows)
+        .into_par_iter()
+        .map(|r| {
+            let (s, t) = (&logp[r * n..(r + 1) * n], &teacher[r * n..(r + 1) * n]);
+            // p·(lt - ls) in the float type, summed in f64; p = 0 adds nothing (also where
+            // lt = -inf, which would give 0·inf).
+            let kl: f64 = s
+                .iter()
+                .zip(t)
+                .map(|(&ls, &lt)| {
+                    let p = lt.exp_fast();
+                    if p == T::zero() {
+                        0.0
+                    } else {
+                        (p * (lt - ls)).to_f64().unwrap_or(f64::NAN)
+                    }
+                })
+                .sum();
+            let nll = -s[targets[r] as usize].to_f64().unwrap_or(f64::NAN);
+            (1.0 - ce) * kl + ce * nll
+        })
+        .collect();
+    per_row.iter().sum::<f64>() / rows.max(1) as f64
+}
+
+/// Mean over all elements of `w[c]·(x - y)²` (rows of `w.len()` channels), in f64.
+pub fn mse<T: Real>(x: &[T], y: &[T], w: &[T]) -> f64 {
+    let c = w.len().max(1);
+    let sum: f64 = x
+        .par_chunks(c)
+        .zip(y.par_chunks(c))
+        .map(|(xr, yr)| {
+            xr.iter()
+                .zip(yr)
+                .zip(w)
+                .map(|((&a, &b), &wc)| {
+                    let d = (a - b).to_f64().unwrap_or(f64::NAN);
+                    wc.to_f64().unwrap_or(f64::NAN) * d * d
+                })
+                .sum::<f64>()
+        })
+        .sum();
+    sum / x.len().max(1) as f64
 }
 
 #[cfg(test)]

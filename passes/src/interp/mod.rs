@@ -108,6 +108,59 @@ pub fn run(g: &Graph, weights: &Weights, inputs: Vec<Value>) -> Result<Vec<Value
     run_with_stats(g, weights, inputs, &mut Meter::default())
 }
 
+/// How the rows of a run's token inputs are laid out: one sequence (the default), or several
+/// sequences of `seq_len` rows each packed one after the other. With packing, `rope` restarts its
+/// positions and `attention` its causal window at every sequence, so a batch of B blocks runs as
+/// one graph of B·seq_len rows: each `linear` is one matrix product over the whole batch, and
+/// each weight-only node (a `fake_quant`) is computed once.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Packing {
+    /// Rows per sequence; 0 means the whole input is one sequence.
+    pub seq_len: usize,
+}
+
+impl Packing {
+    pub fn sequences(seq_len: usize) -> Packing {
+        Packing { seq_len }
+    }
+
+    /// The sequence length for a value of `rows` rows.
+    pub(crate) fn len(self, rows: usize) -> usize {
+        if self.seq_len == 0 {
+            rows
+        } else {
+            self.seq_len
+        }
+    }
+
+    /// Checks that `rows` is a whole number of sequences.
+    pub(crate) fn check(self, rows: usize) -> Result<(), InterpError> {
+        if self.seq_len > 0 && rows % self.seq_len != 0 {
+            return Err(InterpError::Input(format!(
+                "{rows} rows are not a whole number of packed sequences of {}",
+                self.seq_len
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `run` on packed sequences (see `Packing`).
+pub fn run_packed(
+    g: &Graph,
+    weights: &Weights,
+    inputs: Vec<Value>,
+    packing: Packing,
+) -> Result<Vec<Value>, InterpError> {
+    let order = g
+        .topo_order()
+        .map_err(|n| InterpError::Graph(format!("cycle through node {n:?}")))?;
+    check_inputs(g, &inputs)?;
+    let mut meter = Meter::default();
+    let slots = forward(g, weights, inputs, &order, &HashMap::new(), &mut meter, packing)?;
+    Ok(g.outputs().iter().map(|o| slots[o].to_value()).collect())
+}
+
 /// `run`, adding the time per op kind and the peak of live bytes to `meter`.
 pub fn run_with_stats(
     g: &Graph,
@@ -119,7 +172,15 @@ pub fn run_with_stats(
         .topo_order()
         .map_err(|n| InterpError::Graph(format!("cycle through node {n:?}")))?;
     check_inputs(g, &inputs)?;
-    let slots = forward(g, weights, inputs, &order, &HashMap::new(), meter)?;
+    let slots = forward(
+        g,
+        weights,
+        inputs,
+        &order,
+        &HashMap::new(),
+        meter,
+        Packing::default(),
+    )?;
     Ok(g.outputs().iter().map(|o| slots[o].to_value()).collect())
 }
 
@@ -129,6 +190,7 @@ pub struct Meter {
     live: usize,
     peak: usize,
     op_time: BTreeMap<&'static str, (usize, Duration)>,
+    grad_time: BTreeMap<&'static str, (usize, Duration)>,
 }
 
 impl Meter {
@@ -145,6 +207,23 @@ impl Meter {
         let e = self.op_time.entry(op).or_default();
         e.0 += 1;
         e.1 += took;
+    }
+
+    pub(crate) fn time_grad(&mut self, op: &'static str, took: Duration) {
+        let e = self.grad_time.entry(op).or_default();
+        e.0 += 1;
+        e.1 += took;
+    }
+
+    /// Calls and total time of each op kind's gradient rule, slowest first.
+    pub fn grad_times(&self) -> Vec<(&'static str, usize, Duration)> {
+        let mut v: Vec<_> = self
+            .grad_time
+            .iter()
+            .map(|(k, (n, t))| (*k, *n, *t))
+            .collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.2));
+        v
     }
 
     /// The most bytes of values alive at once (weights not counted).
@@ -180,6 +259,7 @@ pub(crate) fn forward<'w>(
     order: &[NodeId],
     keep: &HashMap<NodeId, usize>,
     meter: &mut Meter,
+    packing: Packing,
 ) -> Result<HashMap<NodeId, Slot<'w>>, InterpError> {
     let mut last_use: HashMap<NodeId, usize> = HashMap::new();
     for (step, &id) in order.iter().enumerate() {
@@ -206,7 +286,7 @@ pub(crate) fn forward<'w>(
                 let operands = g.operands(id);
                 let args: Vec<ValRef> = operands.iter().map(|o| slots[o].get()).collect();
                 let start = std::time::Instant::now();
-                let s = Slot::Owned(eval_op(op, &args)?);
+                let s = Slot::Owned(eval_op(op, &args, packing)?);
                 meter.time(op.name(), start.elapsed());
                 meter.add(bytes_of(&s));
                 slots.insert(id, s);
@@ -269,7 +349,7 @@ fn f32_out(shape: Vec<usize>, data: Vec<f32>) -> Result<Value, InterpError> {
     Ok(Value::F32(Tensor::new(shape, data)))
 }
 
-pub(crate) fn eval_op(op: &Op, a: &[ValRef]) -> Result<Value, InterpError> {
+pub(crate) fn eval_op(op: &Op, a: &[ValRef], packing: Packing) -> Result<Value, InterpError> {
     match op {
         Op::Embedding => embedding(a[0].f32()?, a[1].i32()?),
         Op::RmsNorm { eps } => {
@@ -288,9 +368,11 @@ pub(crate) fn eval_op(op: &Op, a: &[ValRef]) -> Result<Value, InterpError> {
         }
         Op::Rope { head_dim, theta } => {
             let x = a[0].f32()?;
+            packing.check(x.rows())?;
+            let seq = packing.len(x.rows());
             f32_out(
                 x.shape.clone(),
-                kernels::rope(&x.data, x.row_len(), *head_dim, *theta, false),
+                kernels::rope(&x.data, x.row_len(), *head_dim, *theta, false, seq),
             )
         }
         Op::Attention {
@@ -299,15 +381,16 @@ pub(crate) fn eval_op(op: &Op, a: &[ValRef]) -> Result<Value, InterpError> {
             head_dim,
         } => {
             let (q, k, v) = (a[0].f32()?, a[1].f32()?, a[2].f32()?);
+            packing.check(q.rows())?;
             let shape = AttnShape {
-                rows: q.rows(),
+                rows: packing.len(q.rows()),
                 heads: *heads,
                 kv_heads: *kv_heads,
                 head_dim: *head_dim,
             };
             f32_out(
                 q.shape.clone(),
-                kernels::attention(&q.data, &k.data, &v.data, shape),
+                kernels::attention_packed(&q.data, &k.data, &v.data, shape),
             )
         }
         Op::Silu => {
@@ -328,6 +411,17 @@ pub(crate) fn eval_op(op: &Op, a: &[ValRef]) -> Result<Value, InterpError> {
             f32_out(x.shape.clone(), kernels::log_softmax(&x.data, x.row_len()))
         }
         Op::CrossEntropy => cross_entropy(a[0].f32()?, a[1].i32()?),
+        Op::Distill { ce } => {
+            let (logp, teacher) = (a[0].f32()?, a[1].f32()?);
+            let targets = a[2].i32()?;
+            check_targets(targets, logp.row_len())?;
+            let loss = kernels::distill(&logp.data, &teacher.data, targets, logp.row_len(), *ce);
+            f32_out(vec![], vec![loss as f32])
+        }
+        Op::Mse => {
+            let (x, y, w) = (a[0].f32()?, a[1].f32()?, a[2].f32()?);
+            f32_out(vec![], vec![kernels::mse(&x.data, &y.data, &w.data) as f32])
+        }
         Op::FakeQuant { bits } => {
             let (w, scale) = (a[0].f32()?, a[1].f32()?);
             f32_out(
@@ -358,13 +452,18 @@ fn embedding(table: &Tensor, ids: &[i32]) -> Result<Value, InterpError> {
     f32_out(vec![ids.len(), h], out)
 }
 
-fn cross_entropy(logp: &Tensor, targets: &[i32]) -> Result<Value, InterpError> {
-    let vocab = logp.row_len();
+fn check_targets(targets: &[i32], vocab: usize) -> Result<(), InterpError> {
     if let Some(t) = targets.iter().find(|&&t| t < 0 || t as usize >= vocab) {
         return Err(InterpError::Input(format!(
             "target id {t} is outside the vocabulary (0..{vocab})"
         )));
     }
+    Ok(())
+}
+
+fn cross_entropy(logp: &Tensor, targets: &[i32]) -> Result<Value, InterpError> {
+    let vocab = logp.row_len();
+    check_targets(targets, vocab)?;
     let nll = kernels::nll(&logp.data, vocab, targets);
     let mean = nll.iter().sum::<f64>() / nll.len().max(1) as f64;
     f32_out(vec![], vec![mean as f32])

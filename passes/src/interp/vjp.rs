@@ -72,9 +72,46 @@ pub fn linear<T: Real>(
     (dx, dw)
 }
 
-/// RoPE is a rotation per pair: its transpose rotates back.
-pub fn rope<T: Real>(dy: &[T], width: usize, head_dim: usize, theta: f64) -> Vec<T> {
-    kernels::rope(dy, width, head_dim, theta, true)
+/// RoPE is a rotation per pair: its transpose rotates back (positions restart every `seq` rows).
+pub fn rope<T: Real>(dy: &[T], width: usize, head_dim: usize, theta: f64, seq: usize) -> Vec<T> {
+    kernels::rope(dy, width, head_dim, theta, true, seq)
+}
+
+/// `attention`'s rule over packed sequences of `s.rows` rows each (see
+/// `kernels::attention_packed`): each sequence's gradients depend only on that sequence.
+pub fn attention_packed<T: Real>(
+    dout: &[T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    s: AttnShape,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    use rayon::prelude::*;
+    let (qw, kw, n) = (s.q_width(), s.kv_width(), s.rows);
+    if n == 0 || q.len() == n * qw {
+        return attention(dout, q, k, v, s);
+    }
+    let seqs = q.len() / (n * qw);
+    let parts: Vec<_> = (0..seqs)
+        .into_par_iter()
+        .map(|b| {
+            let (qr, kr) = (b * n * qw..(b + 1) * n * qw, b * n * kw..(b + 1) * n * kw);
+            attention(
+                &dout[qr.clone()],
+                &q[qr],
+                &k[kr.clone()],
+                &v[kr],
+                s,
+            )
+        })
+        .collect();
+    let (mut dq, mut dk, mut dv) = (vec![], vec![], vec![]);
+    for (a, b, c) in parts {
+        dq.extend(a);
+        dk.extend(b);
+        dv.extend(c);
+    }
+    (dq, dk, dv)
 }
 
 /// Attention, per head with P recomputed: dv = Pᵀ·do, dP = do·vᵀ,
@@ -180,9 +217,13 @@ pub fn silu<T: Real>(dy: &[T], x: &[T]) -> Vec<T> {
 pub fn log_softmax<T: Real>(dy: &[T], y: &[T], n: usize) -> Vec<T> {
     let mut dx = dy.to_vec();
     for_rows(&mut dx, n, |r, row| {
-        let sum: T = row.iter().copied().sum();
+        // The sum in f64 (a row is a whole vocabulary), the exponential the kernels' own.
+        let sum: T = c(row
+            .iter()
+            .map(|v| v.to_f64().unwrap_or(f64::NAN))
+            .sum::<f64>());
         for (d, &yi) in row.iter_mut().zip(&y[r * n..(r + 1) * n]) {
-            *d = *d - yi.exp() * sum;
+            *d = *d - yi.exp_fast() * sum;
         }
     });
     dx
@@ -196,4 +237,32 @@ pub fn cross_entropy<T: Real>(dloss: T, targets: &[i32], n: usize) -> Vec<T> {
         d[r * n + t as usize] = g;
     }
     d
+}
+
+/// `Op::Distill`'s rule for the student's log-probabilities: d/dlogp(v) =
+/// -((1-ce)·p_t(v) + ce·[v = target]) · dloss / rows.
+pub fn distill<T: Real>(dloss: T, teacher: &[T], targets: &[i32], n: usize, ce: f64) -> Vec<T> {
+    let rows = targets.len();
+    let g = -dloss / c(rows.max(1) as f64);
+    let soft: T = c(1.0 - ce);
+    let hard: T = c(ce);
+    let mut d: Vec<T> = teacher.iter().map(|&lt| g * soft * lt.exp_fast()).collect();
+    for (r, &t) in targets.iter().enumerate() {
+        d[r * n + t as usize] += g * hard;
+    }
+    d
+}
+
+/// `Op::Mse`'s rule: dx = 2·w[c]·(x - y)·dloss / numel, dy = -dx.
+pub fn mse<T: Real>(dloss: T, x: &[T], y: &[T], w: &[T]) -> (Vec<T>, Vec<T>) {
+    let k = c::<T>(2.0) * dloss / c(x.len().max(1) as f64);
+    let ch = w.len().max(1);
+    let dx: Vec<T> = x
+        .iter()
+        .zip(y)
+        .enumerate()
+        .map(|(i, (&a, &b))| k * w[i % ch] * (a - b))
+        .collect();
+    let dy = dx.iter().map(|&v| -v).collect();
+    (dx, dy)
 }

@@ -48,6 +48,16 @@ pub enum Op {
     LogSoftmax,
     /// Mean negative log-likelihood of i32 targets `[T]` under log-probabilities `[T,V]`.
     CrossEntropy,
+    /// `distill{ce=w} %logp[T,V], %teacher_logp[T,V], %targets[T]` -> `[]`: the distillation loss,
+    /// per row `(1-w)·KL(teacher ‖ student) + w·(-logp[target])`, averaged over rows. The
+    /// teacher's log-probabilities are an input (no gradient flows to them).
+    Distill {
+        ce: f64,
+    },
+    /// `mse %x[..,C], %y[..,C], %w[C]` -> `[]`: the mean over all elements of `w[c]·(x - y)²`, a
+    /// weight per channel (block-wise reconstruction's loss: a layer's output against the
+    /// full-precision layer's, each channel weighted by the inverse of its mean square).
+    Mse,
     /// `fake_quant %w[O,I], %scale[O,1]`: the ParetoQ quantizer of `bits` applied to a weight,
     /// with a straight-through gradient and a learnable per-row scale (`crate::quant`).
     FakeQuant {
@@ -104,6 +114,8 @@ impl Op {
             Op::Add => "add",
             Op::LogSoftmax => "log_softmax",
             Op::CrossEntropy => "cross_entropy",
+            Op::Distill { .. } => "distill",
+            Op::Mse => "mse",
             Op::FakeQuant { .. } => "fake_quant",
             Op::PackedLinear { .. } => "packed_linear",
         }
@@ -116,7 +128,7 @@ impl Op {
             Op::Rope { .. } | Op::Silu | Op::LogSoftmax => 1,
             Op::Embedding | Op::RmsNorm { .. } | Op::Linear | Op::Mul | Op::Add => 2,
             Op::CrossEntropy | Op::FakeQuant { .. } => 2,
-            Op::Attention { .. } | Op::PackedLinear { .. } => 3,
+            Op::Attention { .. } | Op::PackedLinear { .. } | Op::Distill { .. } | Op::Mse => 3,
         }
     }
 
@@ -125,6 +137,7 @@ impl Op {
         let u = |v: usize| Attr::Int(v as i64);
         match self {
             Op::RmsNorm { eps } => vec![("eps", Attr::Float(*eps))],
+            Op::Distill { ce } => vec![("ce", Attr::Float(*ce))],
             Op::Rope { head_dim, theta } => {
                 vec![("head_dim", u(*head_dim)), ("theta", Attr::Float(*theta))]
             }
@@ -170,6 +183,14 @@ impl Op {
             "add" => Op::Add,
             "log_softmax" => Op::LogSoftmax,
             "cross_entropy" => Op::CrossEntropy,
+            "distill" => {
+                let ce = a.float("ce")?;
+                if !(0.0..=1.0).contains(&ce) {
+                    return Err(format!("distill: ce must be in [0, 1], got {ce}"));
+                }
+                Op::Distill { ce }
+            }
+            "mse" => Op::Mse,
             "fake_quant" => {
                 let bits = Bits::parse(&a.get("bits")?.to_string())?;
                 let quantizer = a.get("quantizer")?.to_string();
@@ -218,6 +239,27 @@ impl Op {
             Op::Mul | Op::Add => infer_elementwise(args[0], args[1]),
             Op::LogSoftmax => float_like(args[0]),
             Op::CrossEntropy => infer_cross_entropy(args[0], args[1]),
+            Op::Distill { .. } => {
+                if args[0] != args[1] {
+                    return Err(format!(
+                        "distill: teacher log-probabilities {} differ from the student's {}",
+                        args[1], args[0]
+                    ));
+                }
+                infer_cross_entropy(args[0], args[2])
+            }
+            Op::Mse => {
+                infer_elementwise(args[0], args[1])?;
+                float_like(args[2])?;
+                rank_is(args[2], 1, "mse channel weights")?;
+                if args[0].last() != Some(&args[2].dims[0]) {
+                    return Err(format!(
+                        "mse: channel weights {} do not match the last dim of {}",
+                        args[2], args[0]
+                    ));
+                }
+                Ok(TensorType::new(DType::F32, vec![]))
+            }
             Op::FakeQuant { .. } => infer_fake_quant(args[0], args[1]),
             Op::PackedLinear { bits, cols } => infer_packed_linear(args, *bits, *cols),
         }

@@ -4,6 +4,7 @@
 
 use crate::import::Weights;
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -47,10 +48,17 @@ pub fn cosine_lr(base: f64, step: u64, warmup: u64, total: u64) -> f64 {
 
 /// The global L2 norm of all gradients.
 pub fn grad_norm(grads: &BTreeMap<String, Tensor>) -> f64 {
+    // Per-tensor sums in a fixed order, so the result does not depend on the thread count.
     grads
         .values()
-        .flat_map(|t| t.data.iter())
-        .map(|&g| (g as f64) * (g as f64))
+        .map(|t| {
+            t.data
+                .par_chunks(1 << 16)
+                .map(|c| c.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
+                .collect::<Vec<f64>>()
+                .iter()
+                .sum::<f64>()
+        })
         .sum::<f64>()
         .sqrt()
 }
@@ -70,7 +78,7 @@ impl AdamW {
         if clip < 1.0 {
             for t in grads.values_mut() {
                 t.data
-                    .iter_mut()
+                    .par_iter_mut()
                     .for_each(|g| *g = (*g as f64 * clip) as f32);
             }
         }
@@ -89,13 +97,15 @@ impl AdamW {
                 .v
                 .entry(name.clone())
                 .or_insert_with(|| Tensor::zeros(p.shape.clone()));
-            update(
-                &mut p.data,
-                &mut m.data,
-                &mut v.data,
-                &g.data,
-                Hyper { lr, bc1, bc2, cfg },
-            );
+            // Element-wise, so chunks run in parallel with the same result.
+            const CHUNK: usize = 1 << 16;
+            let h = Hyper { lr, bc1, bc2, cfg };
+            p.data
+                .par_chunks_mut(CHUNK)
+                .zip(m.data.par_chunks_mut(CHUNK))
+                .zip(v.data.par_chunks_mut(CHUNK))
+                .zip(g.data.par_chunks(CHUNK))
+                .for_each(|(((p, m), v), g)| update(p, m, v, g, &h));
         }
         norm
     }
@@ -109,7 +119,7 @@ struct Hyper<'a> {
 }
 
 /// One parameter tensor's update, in PyTorch's order: decay, moments, p -= lr/bc1 · m / (√v/√bc2 + eps).
-fn update(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], h: Hyper) {
+fn update(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], h: &Hyper) {
     let (b1, b2) = (h.cfg.beta1 as f32, h.cfg.beta2 as f32);
     let decay = (1.0 - h.lr * h.cfg.weight_decay) as f32;
     let step_size = (h.lr / h.bc1) as f32;

@@ -1,6 +1,8 @@
 //! The passes, one file each, named as in the pipeline (`add-loss` is `add_loss.rs`).
 
+pub mod add_distill_loss;
 pub mod add_loss;
+pub mod add_mse_loss;
 pub mod dce;
 pub mod pack_weights;
 pub mod pareto_search;

@@ -1,0 +1,253 @@
+//! Block-wise reconstruction: each decoder layer's latent weights, ParetoQ scales and norms are
+//! trained alone, layer after layer, so that the quantized layer reproduces the full-precision
+//! layer's output (EfficientQAT's Block-AP, with the ParetoQ quantizer of each width).
+//!
+//! Two residual streams are carried over a calibration set of token blocks: the full-precision
+//! model's (`fp`: what the teacher's layer l sees) and the quantized model's (`quant`: what the
+//! student's layer l sees, after the layers already trained). Layer l is trained to map `quant`
+//! to the full-precision layer's output on `fp`, so it also learns to undo the error of the
+//! layers before it. Then both streams move one layer on.
+//!
+//! Everything here is deterministic for a given thread count: a resumed run recomputes the
+//! streams of layer l by running layers 0..l again (`Streams::advance_to`).
+
+use super::optim::{cosine_lr, AdamW, AdamWConfig};
+use super::{data, step_on};
+use crate::import::llama::build_layer_graph;
+use crate::import::{LlamaConfig, Weights};
+use crate::interp::{self, InterpError, Packing, Value};
+use crate::ir::Graph;
+use crate::pass::{Pass, PassError};
+use crate::qat::{lower, QuantSpec};
+use crate::tensor::Tensor;
+use crate::transforms::add_mse_loss::AddMseLoss;
+
+/// How one layer is trained.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockConfig {
+    /// Optimizer steps per layer.
+    pub steps: u64,
+    /// Calibration blocks per step.
+    pub batch: usize,
+    /// Peak learning rate (cosine to zero over the layer's steps, after `warmup` steps).
+    pub lr: f64,
+    pub warmup: u64,
+    /// Seed of the block order (each layer shuffles with seed + layer).
+    pub seed: u64,
+}
+
+/// The calibration set's two residual streams entering layer `layer`.
+pub struct Streams {
+    pub layer: usize,
+    /// Rows per calibration block.
+    pub seq_len: usize,
+    pub fp: Tensor,
+    pub quant: Tensor,
+}
+
+/// What training one layer did.
+#[derive(Clone, Debug)]
+pub struct LayerReport {
+    pub layer: usize,
+    /// The loss (mean squared error of the quantized layer's output against the full-precision
+    /// layer's, channels weighted by `channel_weights`) over the whole calibration set, before
+    /// and after training.
+    pub mse_before: f64,
+    pub mse_after: f64,
+    pub losses: Vec<f64>,
+}
+
+/// The three graphs of layer `l`: full precision, quantized (forward), and quantized with the
+/// reconstruction loss (inputs %x, %target).
+struct LayerGraphs {
+    fp: Graph,
+    quant: Graph,
+    train: Graph,
+}
+
+fn layer_graphs(
+    cfg: &LlamaConfig,
+    l: usize,
+    spec: &QuantSpec,
+    weights: &mut Weights,
+) -> Result<LayerGraphs, PassError> {
+    let fp = build_layer_graph(cfg, l).map_err(|m| PassError::failed("blockwise", m))?;
+    let mut quant = fp.clone();
+    lower(&mut quant, weights, spec)?;
+    let mut train = quant.clone();
+    AddMseLoss.run(&mut train)?;
+    Ok(LayerGraphs { fp, quant, train })
+}
+
+/// Runs a layer graph over all calibration blocks, a few blocks at a time.
+fn run_layer(
+    g: &Graph,
+    weights: &Weights,
+    x: &Tensor,
+    seq_len: usize,
+) -> Result<Tensor, InterpError> {
+    const CHUNK_BLOCKS: usize = 16;
+    let h = x.row_len();
+    let mut out = Vec::with_capacity(x.data.len());
+    for chunk in x.data.chunks(CHUNK_BLOCKS * seq_len * h) {
+        let t = Tensor::new(vec![chunk.len() / h, h], chunk.to_vec());
+        let y = interp::run_packed(
+            g,
+            weights,
+            vec![Value::F32(t)],
+            Packing::sequences(seq_len),
+        )?;
+        out.extend(y.into_iter().next().expect("one output").into_f32()?.data);
+    }
+    Ok(Tensor::new(x.shape.clone(), out))
+}
+
+/// Per-channel weights of the reconstruction loss: the inverse of each channel's mean square in
+/// the target, scaled to average 1. A LLaMA residual stream has a few channels with values
+/// hundreds of times larger than the rest; unweighted, their error is nearly all of the loss.
+pub fn channel_weights(target: &Tensor) -> Tensor {
+    let c = target.row_len();
+    let mut ms = vec![0.0f64; c];
+    for row in target.data.chunks(c) {
+        for (m, &v) in ms.iter_mut().zip(row) {
+            *m += (v as f64) * (v as f64);
+        }
+    }
+    let inv: Vec<f64> = ms
+        .iter()
+        .map(|&m| 1.0 / (m / target.rows().max(1) as f64 + 1e-12))
+        .collect();
+    let mean = inv.iter().sum::<f64>() / c.max(1) as f64;
+    Tensor::new(vec![c], inv.iter().map(|&w| (w / mean) as f32).collect())
+}
+
+fn mse(a: &Tensor, b: &Tensor, w: &Tensor) -> f64 {
+    crate::interp::kernels::mse(&a.data, &b.data, &w.data)
+}
+
+impl Streams {
+    /// Both streams at layer 0: the embeddings of the calibration blocks (the embedding stays
+    /// full precision, so they are equal).
+    pub fn embed(teacher: &Weights, blocks: &[Vec<i32>]) -> Result<Streams, InterpError> {
+        let table = teacher
+            .get("model.embed_tokens.weight")
+            .ok_or_else(|| InterpError::MissingWeight("model.embed_tokens.weight".into()))?;
+        let seq_len = blocks.first().map_or(0, |b| b.len());
+        let h = table.row_len();
+        let mut data = Vec::with_capacity(blocks.len() * seq_len * h);
+        for b in blocks {
+            if b.len() != seq_len {
+                return Err(InterpError::Input(
+                    "calibration blocks must have one length".into(),
+                ));
+            }
+            for &id in b {
+                if id < 0 || id as usize >= table.rows() {
+                    return Err(InterpError::Input(format!("token id {id} is outside the vocabulary")));
+                }
+                data.extend_from_slice(table.row(id as usize));
+            }
+        }
+        let x = Tensor::new(vec![blocks.len() * seq_len, h], data);
+        Ok(Streams {
+            layer: 0,
+            seq_len,
+            fp: x.clone(),
+            quant: x,
+        })
+    }
+
+    /// Moves both streams through the layers up to `layer` without training them (resume).
+    pub fn advance_to(
+        &mut self,
+        cfg: &LlamaConfig,
+        spec: &QuantSpec,
+        weights: &mut Weights,
+        teacher: &Weights,
+        layer: usize,
+    ) -> Result<(), PassError> {
+        while self.layer < layer {
+            let gs = layer_graphs(cfg, self.layer, spec, weights)?;
+            self.step(&gs, weights, teacher)?;
+        }
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        gs: &LayerGraphs,
+        weights: &Weights,
+        teacher: &Weights,
+    ) -> Result<(), PassError> {
+        let interp = |e: InterpError| PassError::failed("blockwise", e.to_string());
+        self.fp = run_layer(&gs.fp, teacher, &self.fp, self.seq_len).map_err(interp)?;
+        self.quant = run_layer(&gs.quant, weights, &self.quant, self.seq_len).map_err(interp)?;
+        self.layer += 1;
+        Ok(())
+    }
+
+    /// Trains layer `self.layer` (its params in `weights` change in place), then moves both
+    /// streams one layer on. `on_step(step, loss)` is called after each optimizer step.
+    pub fn train_layer(
+        &mut self,
+        cfg: &LlamaConfig,
+        spec: &QuantSpec,
+        weights: &mut Weights,
+        teacher: &Weights,
+        bc: &BlockConfig,
+        on_step: &mut dyn FnMut(u64, f64),
+    ) -> Result<LayerReport, PassError> {
+        let interp = |e: InterpError| PassError::failed("blockwise", e.to_string());
+        let l = self.layer;
+        let gs = layer_graphs(cfg, l, spec, weights)?;
+        let target = run_layer(&gs.fp, teacher, &self.fp, self.seq_len).map_err(interp)?;
+        let before = run_layer(&gs.quant, weights, &self.quant, self.seq_len).map_err(interp)?;
+        let cw = channel_weights(&target);
+        let mse_before = mse(&before, &target, &cw);
+        let prefix = format!("model.layers.{l}.");
+        let wants = |n: &str| n.starts_with(&prefix);
+        let blocks = self.fp.rows() / self.seq_len.max(1);
+        let order = data::shuffled(blocks, bc.seed.wrapping_add(l as u64));
+        let mut opt = AdamW::default();
+        let cfg_opt = AdamWConfig::default();
+        let h = self.quant.row_len();
+        let block_len = self.seq_len * h;
+        let mut losses = vec![];
+        for step in 0..bc.steps {
+            let idx = data::batch_indices(&order, step, bc.batch.min(blocks));
+            let gather = |t: &Tensor| {
+                let mut d = Vec::with_capacity(idx.len() * block_len);
+                for &i in &idx {
+                    d.extend_from_slice(&t.data[i * block_len..(i + 1) * block_len]);
+                }
+                Value::F32(Tensor::new(vec![idx.len() * self.seq_len, h], d))
+            };
+            let inputs = vec![gather(&self.quant), gather(&target), Value::F32(cw.clone())];
+            let lr = cosine_lr(bc.lr, step, bc.warmup, bc.steps);
+            let stats = step_on(
+                &gs.train,
+                weights,
+                &mut opt,
+                inputs,
+                Packing::sequences(self.seq_len),
+                lr,
+                &cfg_opt,
+                &wants,
+            )
+            .map_err(interp)?;
+            losses.push(stats.loss);
+            on_step(step + 1, stats.loss);
+        }
+        let after = run_layer(&gs.quant, weights, &self.quant, self.seq_len).map_err(interp)?;
+        let mse_after = mse(&after, &target, &cw);
+        self.fp = target;
+        self.quant = after;
+        self.layer += 1;
+        Ok(LayerReport {
+            layer: l,
+            mse_before,
+            mse_after,
+            losses,
+        })
+    }
+}

@@ -1,0 +1,473 @@
+//! The `block-kd` recipe: block-wise reconstruction of each decoder layer (stage 1,
+//! `pqc::train::blockwise`), then end-to-end distillation from the full-precision model (stage 2,
+//! `Objective::Distill`), fitted into a wall-clock budget.
+//!
+//! Planning: the budget, less the held-out evaluations, is split by `--block-share`. Each stage's
+//! step count is set from one timed forward/backward pass of that stage (which changes nothing),
+//! when the stage starts; the plan is stored in every checkpoint, so a resumed run follows it
+//! and is bit-identical to an uninterrupted one. If the run still reaches the budget early, it
+//! stops at the next step boundary, evaluates and writes the model.
+//!
+//! Departures from the ParetoQ paper (which trains every parameter with cross-entropy on
+//! billions of tokens): each scale starts at the least-squares scale of its row
+//! (`quant::mse_scale`) instead of max |w| (2-bit, ternary) or max |w| / Qp (3, 4 bits); the
+//! embedding / output head stays full precision and frozen; stage 1 is
+//! EfficientQAT's Block-AP (mean squared error against the full-precision layer, the quantized
+//! model's own activations as input); stage 2 minimizes the KL divergence to the full-precision
+//! model's next-token distribution (BitDistiller-style), not cross-entropy on the data alone.
+
+use super::checkpoint::{load_checkpoint, save_checkpoint};
+use super::{load_blocks, run_key, Args, Recipe, Summary};
+use anyhow::{bail, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use pqc::import::Weights;
+use pqc::interp::grad;
+use pqc::pass::PassManager;
+use pqc::train::blockwise::{BlockConfig, Streams};
+use pqc::train::optim::{cosine_lr, AdamW, AdamWConfig};
+use pqc::train::{data, mean_loss, train_step, Objective};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// Parses a duration: `90s`, `45m`, `1h`, `1h30m`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<f64, String> {
+    let bad = || format!("`{text}` is not a duration (examples: 90s, 45m, 1h, 1h30m)");
+    let mut total = 0.0;
+    let mut number = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += number.parse::<f64>().map_err(|_| bad())? * unit;
+        number.clear();
+    }
+    if !number.is_empty() {
+        total += number.parse::<f64>().map_err(|_| bad())?;
+    }
+    if !total.is_finite() || total <= 0.0 || total > 30.0 * 86400.0 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// The recipe's settings that a resumed run must share.
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
+pub struct RecipeKey {
+    time_budget: Option<f64>,
+    block_share: f64,
+    block_steps: Option<u64>,
+    steps: Option<u64>,
+    calib_blocks: usize,
+    block_batch: usize,
+    block_lr: f64,
+    ce_weight: f64,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Copy)]
+pub enum Stage {
+    Block,
+    Distill,
+}
+
+/// Where a staged run stands; stored in each checkpoint.
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
+pub struct StageState {
+    pub stage: Stage,
+    /// Stage 1: the next layer to train.
+    pub layer: usize,
+    /// The plan, once each stage has fixed it.
+    pub block_steps: Option<u64>,
+    pub distill_steps: Option<u64>,
+    /// Seconds spent before this process started (earlier runs of a resumed one).
+    pub elapsed: f64,
+    pub reports: Vec<StageReport>,
+}
+
+/// One line of the run's record: a trained layer, or the distillation stage.
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
+pub struct StageReport {
+    pub stage: String,
+    pub steps: u64,
+    pub seconds: f64,
+    pub loss_first: f64,
+    pub loss_last: f64,
+    /// Stage 1: the layer's output error on the calibration set before and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mse_before: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mse_after: Option<f64>,
+}
+
+const DISTILL_LR: f64 = 5e-5;
+
+/// Time left in the budget, or infinity without one.
+struct Clock {
+    start: Instant,
+    before: f64,
+    budget: Option<f64>,
+}
+
+impl Clock {
+    fn elapsed(&self) -> f64 {
+        self.before + self.start.elapsed().as_secs_f64()
+    }
+    fn left(&self) -> f64 {
+        self.budget.map_or(f64::INFINITY, |b| b - self.elapsed())
+    }
+}
+
+fn is_trained(name: &str) -> bool {
+    // The embedding (tied to the output head) stays full precision and frozen.
+    name != "model.embed_tokens.weight" && name != "lm_head.weight"
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let spec = args.quant.required()?;
+    if args.time_budget.is_none() && (args.block_steps.is_none() || args.steps.is_none()) {
+        bail!("--recipe block-kd needs --time-budget, or both --block-steps and --steps");
+    }
+    let lr = args.lr.unwrap_or(DISTILL_LR);
+    let process_start = Instant::now();
+    let mut m = super::super::load(&args.model)?;
+    let teacher = m.weights.clone();
+    let teacher_graph = m.graph.clone();
+    super::apply(&mut m, &spec, &args.model.display().to_string())?;
+    if args.resume.is_none() {
+        pqc::qat::init_scales_mse(&m.graph, &mut m.weights)?;
+    }
+    let init = m.weights.clone();
+    let mut student = m.graph.clone();
+    PassManager::parse(&format!("add-distill-loss{{ce={}}}", args.ce_weight))?
+        .run(&mut student, &mut std::io::sink())?;
+    let mut scored = m.graph.clone();
+    PassManager::parse("add-loss")?.run(&mut scored, &mut std::io::sink())?;
+
+    let (train, heldout) = load_blocks(&m, args)?;
+    let order = data::shuffled(train.len(), args.seed);
+    let calib: Vec<Vec<i32>> = order
+        .iter()
+        .take(args.calib_blocks.min(train.len()))
+        .map(|&i| train[i].clone())
+        .collect();
+    let recipe = RecipeKey {
+        time_budget: args.time_budget,
+        block_share: args.block_share,
+        block_steps: args.block_steps,
+        steps: args.steps,
+        calib_blocks: args.calib_blocks,
+        block_batch: args.block_batch,
+        block_lr: args.block_lr,
+        ce_weight: args.ce_weight,
+    };
+    let key = run_key(&m, args, &spec, train.len(), 0, lr, Some(recipe));
+    let mut opt = AdamW::default();
+    let mut losses = vec![];
+    let mut state = StageState {
+        stage: Stage::Block,
+        layer: 0,
+        block_steps: args.block_steps,
+        distill_steps: args.steps,
+        elapsed: 0.0,
+        reports: vec![],
+    };
+    if let Some(dir) = &args.resume {
+        let ck = load_checkpoint(dir, &key, &mut m.weights, &mut opt)?;
+        losses = ck.losses;
+        state = ck
+            .stage
+            .ok_or_else(|| anyhow::anyhow!("{}: not a block-kd checkpoint", dir.display()))?;
+        eprintln!("resuming: {:?} stage, layer {}, step {}", state.stage, state.layer, opt.step);
+    }
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+    // The budget counts from the start of the command: loading and tokenizing included.
+    let clock = Clock {
+        start: process_start,
+        before: state.elapsed,
+        budget: args.time_budget,
+    };
+    let eval_start = Instant::now();
+    let ppl = |w: &Weights| mean_loss(&scored, w, &heldout).map(f64::exp);
+    let ppl_start = ppl(&m.weights)?;
+    // Reserve the final evaluation and the writes (a few seconds) with a margin.
+    let reserve = 1.2 * eval_start.elapsed().as_secs_f64() + 5.0;
+    println!("held-out perplexity before training: {ppl_start:.4}");
+    let save = |w: &Weights, opt: &AdamW, losses: &[f64], state: &StageState| {
+        let mut s = state.clone();
+        s.elapsed = clock.elapsed();
+        save_checkpoint(&args.out, &key, w, opt, losses, Some(s))
+    };
+    let cfg = &m.config;
+    let layers = cfg.num_hidden_layers;
+
+    // Stage 1: block-wise reconstruction.
+    if state.stage == Stage::Block {
+        let mut streams = Streams::embed(&teacher, &calib)?;
+        let block_steps = match state.block_steps {
+            Some(s) => s,
+            None => {
+                let t = probe_block(&mut streams, cfg, &spec, &mut m.weights, &teacher, args)?;
+                let share = args.block_share * (clock.left() - reserve).max(0.0);
+                let per_layer = share / layers as f64 / t;
+                let fwd = args.calib_blocks as f64 / args.block_batch as f64;
+                let s = (per_layer - fwd).max(0.0) as u64;
+                println!(
+                    "stage 1 plan: {s} steps per layer ({t:.3} s per step, {:.0} s for {layers} layers)",
+                    share
+                );
+                s
+            }
+        };
+        state.block_steps = Some(block_steps);
+        if block_steps > 0 {
+            streams.advance_to(cfg, &spec, &mut m.weights, &teacher, state.layer)?;
+            let bar = stage_bar(layers as u64 * block_steps, state.layer as u64 * block_steps);
+            let bc = BlockConfig {
+                steps: block_steps,
+                batch: args.block_batch,
+                lr: args.block_lr,
+                warmup: block_steps / 20,
+                seed: args.seed,
+            };
+            while state.layer < layers {
+                if clock.left() < reserve {
+                    break;
+                }
+                let l = state.layer;
+                let t0 = Instant::now();
+                let r = streams.train_layer(
+                    cfg,
+                    &spec,
+                    &mut m.weights,
+                    &teacher,
+                    &bc,
+                    &mut |step, loss| {
+                        bar.set_position(l as u64 * block_steps + step);
+                        bar.set_message(format!(
+                            "stage 1 block-wise: layer {}/{layers}  mse {loss:.3e}  left {}",
+                            l + 1,
+                            fmt_left(clock.left())
+                        ));
+                    },
+                )?;
+                state.reports.push(StageReport {
+                    stage: format!("block {l}"),
+                    steps: block_steps,
+                    seconds: t0.elapsed().as_secs_f64(),
+                    loss_first: r.losses.first().copied().unwrap_or(f64::NAN),
+                    loss_last: r.losses.last().copied().unwrap_or(f64::NAN),
+                    mse_before: Some(r.mse_before),
+                    mse_after: Some(r.mse_after),
+                });
+                bar.suspend(|| {
+                    println!(
+                        "layer {l}: output mse {:.4e} -> {:.4e} ({:.1} s)",
+                        r.mse_before,
+                        r.mse_after,
+                        t0.elapsed().as_secs_f64()
+                    )
+                });
+                state.layer += 1;
+                save(&m.weights, &opt, &losses, &state)?;
+                if args.stop_after_layer == Some(state.layer) {
+                    bar.finish_and_clear();
+                    println!(
+                        "stopped after layer {}; continue with --resume {}",
+                        state.layer,
+                        args.out.display()
+                    );
+                    return Ok(());
+                }
+            }
+            bar.finish_and_clear();
+            let p = ppl(&m.weights)?;
+            println!("held-out perplexity after stage 1: {p:.4}");
+        }
+        state.stage = Stage::Distill;
+        opt = AdamW::default();
+    }
+
+    // Stage 2: distillation.
+    let objective = Objective::Distill {
+        teacher: &teacher_graph,
+        weights: &teacher,
+    };
+    let steps = match state.distill_steps {
+        Some(s) => s,
+        None => {
+            let t = probe_distill(&student, &m.weights, &train, &order, args, objective)?;
+            let s = ((clock.left() - reserve).max(0.0) / t) as u64;
+            println!("stage 2 plan: {s} steps ({t:.2} s per step)");
+            s
+        }
+    };
+    state.distill_steps = Some(steps);
+    let bar = stage_bar(steps, opt.step);
+    let adam = AdamWConfig::default();
+    let tokens_per_step = args.batch * (args.seq_len - 1);
+    let (loop_start, first) = (Instant::now(), opt.step);
+    let mut history = vec![(0, ppl_start)];
+    let mut peak = 0usize;
+    let t_stage = Instant::now();
+    let loss_first = losses.len();
+    while opt.step < steps && clock.left() > reserve {
+        let idx = data::batch_indices(&order, opt.step, args.batch);
+        let batch: Vec<&[i32]> = idx.iter().map(|&i| train[i].as_slice()).collect();
+        let lr_now = cosine_lr(lr, opt.step, args.warmup, steps);
+        let stats = train_step(
+            &student,
+            &mut m.weights,
+            &mut opt,
+            &batch,
+            lr_now,
+            &adam,
+            objective,
+            &is_trained,
+        )?;
+        peak = peak.max(stats.peak_bytes);
+        losses.push(stats.loss);
+        let done = opt.step;
+        let tps =
+            (done - first) as f64 * tokens_per_step as f64 / loop_start.elapsed().as_secs_f64();
+        bar.set_position(done);
+        bar.set_message(format!(
+            "stage 2 distill: kl {:.4}  lr {lr_now:.2e}  {tps:.0} tok/s  left {}",
+            stats.loss,
+            fmt_left(clock.left())
+        ));
+        if args.eval_every > 0 && done % args.eval_every == 0 && done < steps {
+            let p = ppl(&m.weights)?;
+            history.push((done, p));
+            bar.suspend(|| println!("step {done}: held-out perplexity {p:.4}"));
+        }
+        let stopping = args.stop_after == Some(done);
+        if (args.save_every > 0 && done % args.save_every == 0) || stopping {
+            save(&m.weights, &opt, &losses, &state)?;
+        }
+        if stopping {
+            bar.finish_and_clear();
+            println!(
+                "stopped after step {done}; continue with --resume {}",
+                args.out.display()
+            );
+            return Ok(());
+        }
+    }
+    bar.finish_and_clear();
+    if opt.step < steps {
+        println!(
+            "time budget reached after {} of {steps} distillation steps",
+            opt.step
+        );
+    }
+    state.reports.push(StageReport {
+        stage: "distill".into(),
+        steps: opt.step,
+        seconds: t_stage.elapsed().as_secs_f64(),
+        loss_first: losses.get(loss_first).copied().unwrap_or(f64::NAN),
+        loss_last: losses.last().copied().unwrap_or(f64::NAN),
+        mse_before: None,
+        mse_after: None,
+    });
+    let ppl_end = ppl(&m.weights)?;
+    history.push((opt.step, ppl_end));
+    save(&m.weights, &opt, &losses, &state)?;
+    let summary = Summary {
+        model: args.model.display().to_string(),
+        quant: spec.describe(),
+        recipe: Recipe::BlockKd,
+        steps: opt.step,
+        tokens_per_step,
+        final_train_loss: losses.last().copied().unwrap_or(f64::NAN),
+        heldout_ppl_start: ppl_start,
+        heldout_ppl_end: ppl_end,
+        heldout_history: history,
+        stages: state.reports.clone(),
+        l1_change_pooled: 0.0,
+        l1_change_by_projection: vec![],
+        peak_step_memory_mb: peak as f64 / 1e6,
+        seconds: clock.elapsed(),
+    };
+    super::finish(args, &m, &init, summary)
+}
+
+/// Seconds of one stage-1 forward/backward on `--block-batch` calibration blocks of layer 0
+/// (nothing is updated).
+fn probe_block(
+    streams: &mut Streams,
+    cfg: &pqc::import::LlamaConfig,
+    spec: &pqc::qat::QuantSpec,
+    weights: &mut Weights,
+    teacher: &Weights,
+    args: &Args,
+) -> Result<f64> {
+    let t = Instant::now();
+    let bc = BlockConfig {
+        steps: 0,
+        batch: args.block_batch,
+        lr: args.block_lr,
+        warmup: 0,
+        seed: args.seed,
+    };
+    // A zero-step layer pass times the three calibration forwards; a step is about three
+    // forwards of one batch, so the probe's time per batch-forward times three estimates it.
+    let mut probe = Streams {
+        layer: 0,
+        seq_len: streams.seq_len,
+        fp: streams.fp.clone(),
+        quant: streams.quant.clone(),
+    };
+    let before = weights.clone();
+    probe.train_layer(cfg, spec, weights, teacher, &bc, &mut |_, _| {})?;
+    *weights = before;
+    let forwards = 3.0 * (args.calib_blocks as f64 / args.block_batch as f64).max(1.0);
+    Ok(3.0 * t.elapsed().as_secs_f64() / forwards)
+}
+
+/// Seconds of one distillation step's forward and backward (teacher included; nothing is
+/// updated).
+fn probe_distill(
+    student: &pqc::ir::Graph,
+    weights: &Weights,
+    train: &[Vec<i32>],
+    order: &[usize],
+    args: &Args,
+    objective: Objective,
+) -> Result<f64> {
+    let idx = data::batch_indices(order, 0, args.batch);
+    let batch: Vec<&[i32]> = idx.iter().map(|&i| train[i].as_slice()).collect();
+    // The first pass pays for first-touch allocations; the second is the one a step repeats.
+    let mut best = f64::INFINITY;
+    for _ in 0..2 {
+        let t = Instant::now();
+        let (inputs, packing) = pqc::train::loss_inputs(&batch, objective)?;
+        grad::value_and_grad_packed(student, weights, inputs, &is_trained, packing)?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    // The optimizer update and the gradient clipping add a little.
+    Ok(1.05 * best)
+}
+
+fn stage_bar(total: u64, at: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total.max(1));
+    bar.set_style(
+        ProgressStyle::with_template("{pos}/{len} {bar:20} {msg}").expect("valid template"),
+    );
+    bar.set_position(at);
+    bar
+}
+
+fn fmt_left(secs: f64) -> String {
+    if !secs.is_finite() {
+        return "-".into();
+    }
+    let s = secs.max(0.0) as u64;
+    format!("{}m{:02}s", s / 60, s % 60)
+}

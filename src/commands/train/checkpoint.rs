@@ -1,0 +1,100 @@
+//! Training checkpoints: `DIR/checkpoint/` holds the parameters, the optimizer's moments and a
+//! state file; it is written into a temporary folder and swapped in.
+
+use super::RunKey;
+use anyhow::{bail, Context, Result};
+use pqc::import::Weights;
+use pqc::tensor::Tensor;
+use pqc::train::optim::AdamW;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// What a checkpoint records besides tensors.
+#[derive(Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub key: RunKey,
+    pub step: u64,
+    pub losses: Vec<f64>,
+    /// Where a staged recipe stands (absent for the plain recipe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<super::budget::StageState>,
+}
+
+/// Writes `DIR/checkpoint/` (params, optimizer moments, state) through a temporary folder.
+pub fn save_checkpoint(
+    out: &Path,
+    key: &RunKey,
+    weights: &Weights,
+    opt: &AdamW,
+    losses: &[f64],
+    stage: Option<super::budget::StageState>,
+) -> Result<()> {
+    let target = out.join("checkpoint");
+    let tmp = out.join(".checkpoint.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let tensors = |w: &Weights| -> Result<Vec<u8>> {
+        crate::output::safetensors_bytes(
+            w.iter()
+                .map(|(n, t)| (n.as_str(), &t.shape[..], &t.data[..])),
+            None,
+        )
+    };
+    std::fs::write(tmp.join("params.safetensors"), tensors(weights)?)?;
+    std::fs::write(tmp.join("adam_m.safetensors"), tensors(&opt.m)?)?;
+    std::fs::write(tmp.join("adam_v.safetensors"), tensors(&opt.v)?)?;
+    let state = CheckpointState {
+        key: key.clone(),
+        step: opt.step,
+        losses: losses.to_vec(),
+        stage,
+    };
+    std::fs::write(
+        tmp.join("state.json"),
+        serde_json::to_string_pretty(&state)?,
+    )?;
+    let old = out.join(".checkpoint.old");
+    let _ = std::fs::remove_dir_all(&old);
+    if target.exists() {
+        std::fs::rename(&target, &old)?;
+    }
+    std::fs::rename(&tmp, &target)
+        .with_context(|| format!("{}: cannot move into place", target.display()))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+pub fn load_checkpoint(
+    dir: &Path,
+    key: &RunKey,
+    weights: &mut Weights,
+    opt: &mut AdamW,
+) -> Result<CheckpointState> {
+    let ck = dir.join("checkpoint");
+    let state_path = ck.join("state.json");
+    let text = std::fs::read_to_string(&state_path)
+        .with_context(|| format!("{}: no checkpoint to resume", state_path.display()))?;
+    let state: CheckpointState =
+        serde_json::from_str(&text).with_context(|| state_path.display().to_string())?;
+    if state.key.model_params != key.model_params {
+        bail!("{}: this checkpoint was written for another model (its weights differ in names or shapes)", ck.display());
+    }
+    if state.key != *key {
+        bail!(
+            "{}: this checkpoint was written by a run with other settings (recipe, bits/plan, steps, seq-len, batch, lr, warmup, seed, data or time budget); resume with the same ones",
+            ck.display()
+        );
+    }
+    *weights = read_tensors(&ck.join("params.safetensors"))?;
+    opt.m = read_tensors(&ck.join("adam_m.safetensors"))?;
+    opt.v = read_tensors(&ck.join("adam_v.safetensors"))?;
+    opt.step = state.step;
+    Ok(state)
+}
+
+pub fn read_tensors(path: &Path) -> Result<Weights> {
+    Ok(pqc::import::safetensors::read_safetensors(path)?
+        .into_iter()
+        .collect::<std::collections::BTreeMap<String, Tensor>>())
+}
+
