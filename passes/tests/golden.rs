@@ -12,9 +12,8 @@ const GOLDEN: &str = concat!(
 );
 
 fn golden() -> HashMap<String, Vec<f32>> {
-    let bytes = std::fs::read(GOLDEN).unwrap_or_else(|e| {
-        panic!("{GOLDEN}: {e} (the golden vectors live in testdata/golden/)")
-    });
+    let bytes = std::fs::read(GOLDEN)
+        .unwrap_or_else(|e| panic!("{GOLDEN}: {e} (the golden vectors live in testdata/golden/)"));
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden file parses");
     st.iter()
         .map(|(name, view)| {
