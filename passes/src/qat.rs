@@ -50,6 +50,11 @@ pub fn plan_from_json(json: &str, source: &str) -> Result<BTreeMap<String, Bits>
     let map = value
         .as_object()
         .ok_or_else(|| format!("{source}: a plan is a JSON object from layer name to bits"))?;
+    if map.is_empty() {
+        return Err(format!(
+            "{source}: the plan names no module (it would leave every projection at 16 bits; say --bits 16 for that)"
+        ));
+    }
     let mut plan = BTreeMap::new();
     for (layer, bits) in map {
         let text = match bits {
@@ -206,4 +211,17 @@ pub fn l1_change(before: &Weights, after: &Weights) -> (Vec<(String, f64)>, f64)
         den += n;
     }
     (per, num / den.max(f64::MIN_POSITIVE))
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_plan_is_refused_not_read_as_all_16_bit() {
+        let e = plan_from_json("{}", "p.json").unwrap_err();
+        assert!(e.contains("p.json") && e.contains("names no module"), "{e}");
+        let p = plan_from_json(r#"{"model.layers.0.mlp.up_proj": 2}"#, "p.json").unwrap();
+        assert_eq!(p.len(), 1);
+    }
 }

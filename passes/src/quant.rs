@@ -1,5 +1,6 @@
 //! The ParetoQ weight quantizers, forward and backward, exactly as the authors' reference code
-//! computes them in float32 (`../shared/paretoq-spec.md` sections 1-2). Bit-exact against the
+//! computes them in float32 (sections 1-2 of `paretoq-spec.md`, in the shared folder beside the
+//! repository). Bit-exact against the
 //! golden vectors: true division, round half to even, the 1e-5 scale floor, the 0.99 clip of
 //! SEQ, the closed masks, and the reference's quirks (sign(0) = 0 at 1 bit; the ternary
 //! saturated scale gradient of 1.0; the whole-matrix gradient scale g).

@@ -1,5 +1,6 @@
 //! The quantizers against the golden vectors of the authors' own code
-//! (`../shared/golden/paretoq_quant_seed1.safetensors`): Q and dW bit for bit, dscale within
+//! (`testdata/golden/paretoq_quant_seed1.safetensors`, copied from the project's shared
+//! folder with its README as provenance): Q and dW bit for bit, dscale within
 //! 1e-6 relative, at the initial scale and at 0.75x of it, for every bit width.
 
 use pqc::quant::{fake_quant, fake_quant_grad, init_scales, Bits};
@@ -7,13 +8,12 @@ use std::collections::HashMap;
 
 const GOLDEN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/golden/paretoq_quant_seed1.safetensors"
+    "/../testdata/golden/paretoq_quant_seed1.safetensors"
 );
 
 fn golden() -> HashMap<String, Vec<f32>> {
-    let bytes = std::fs::read(GOLDEN).unwrap_or_else(|e| {
-        panic!("{GOLDEN}: {e} (the golden vectors live in shared/ beside the repository)")
-    });
+    let bytes = std::fs::read(GOLDEN)
+        .unwrap_or_else(|e| panic!("{GOLDEN}: {e} (the golden vectors live in testdata/golden/)"));
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden file parses");
     st.iter()
         .map(|(name, view)| {

@@ -19,13 +19,30 @@ pub struct Artifact {
 
 impl Artifact {
     pub fn load(dir: &Path) -> Result<Artifact, ArtifactError> {
+        Artifact::load_trusted(dir, None)
+    }
+
+    /// `load`, and with `trust` (a public key file of `paretoqc keygen`) first the artifact's
+    /// signature over its manifest and every file, before anything is parsed or loaded from it.
+    pub fn load_trusted(dir: &Path, trust: Option<&Path>) -> Result<Artifact, ArtifactError> {
+        let key = trust.map(crate::trust::read_public_key).transpose()?;
+        // A replace of the artifact that a kill interrupted: finish or roll it back first.
+        let (new, old) = crate::fsio::swap_paths(dir);
+        if new.exists() || old.exists() {
+            crate::fsio::recover_swap(dir).map_err(|e| {
+                ArtifactError::file(dir, format!("cannot recover an interrupted replace: {e}"))
+            })?;
+        }
         if !dir.is_dir() {
             return Err(ArtifactError::file(
                 dir,
                 "not an artifact folder (paretoqc compile writes one)",
             ));
         }
-        let manifest = read_manifest(dir)?;
+        let (text, manifest) = read_manifest(dir)?;
+        if let Some(key) = &key {
+            crate::trust::verify(dir, text.as_bytes(), &manifest, key)?;
+        }
         for (name, sum) in &manifest.files {
             check_file(&dir.join(name), sum)?;
         }
@@ -41,7 +58,7 @@ impl Artifact {
         let weights_path = dir.join(WEIGHTS);
         let bytes = map(&weights_path)?;
         let model = Model::read(&manifest, &bytes, &weights_path)?;
-        let kernels = load_kernels(dir, &manifest)?;
+        let kernels = load_kernels(dir, &manifest, &model)?;
         Ok(Artifact {
             dir: dir.to_path_buf(),
             manifest,
@@ -57,10 +74,10 @@ impl Artifact {
     }
 }
 
-fn read_manifest(dir: &Path) -> Result<Manifest, ArtifactError> {
+fn read_manifest(dir: &Path) -> Result<(String, Manifest), ArtifactError> {
     let path = dir.join(MANIFEST);
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| ArtifactError::file(&path, e.to_string()))?;
+    let text = crate::fsio::read_text_limited(&path, crate::limits::MAX_JSON_BYTES, false)
+        .map_err(|e| ArtifactError::file(&path, e.to_string()))?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| ArtifactError::file(&path, format!("not JSON: {e}")))?;
     let version = value.get("format_version").and_then(|v| v.as_u64());
@@ -73,12 +90,17 @@ fn read_manifest(dir: &Path) -> Result<Manifest, ArtifactError> {
             ),
         ));
     }
-    serde_json::from_value(value)
-        .map_err(|e| ArtifactError::file(&path, format!("bad manifest: {e}")))
+    let manifest: Manifest = serde_json::from_value(value)
+        .map_err(|e| ArtifactError::file(&path, format!("bad manifest: {e}")))?;
+    manifest
+        .check()
+        .map_err(|m| ArtifactError::file(&path, format!("bad manifest: {m}")))?;
+    Ok((text, manifest))
 }
 
 fn map(path: &Path) -> Result<memmap2::Mmap, ArtifactError> {
-    let file = std::fs::File::open(path).map_err(|e| ArtifactError::file(path, e.to_string()))?;
+    let file = crate::fsio::open_regular(path, false)
+        .map_err(|e| ArtifactError::file(path, e.to_string()))?;
     // SAFETY: the artifact is read-only for its lifetime here; a file truncated underneath us is
     // the same hazard every memory-mapping reader accepts.
     unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ArtifactError::file(path, e.to_string()))
@@ -106,9 +128,17 @@ fn check_file(path: &Path, want: &FileSum) -> Result<(), ArtifactError> {
     Ok(())
 }
 
-fn load_kernels(dir: &Path, m: &Manifest) -> Result<Box<dyn Kernels>, ArtifactError> {
+fn load_kernels(
+    dir: &Path,
+    m: &Manifest,
+    model: &Model,
+) -> Result<Box<dyn Kernels>, ArtifactError> {
     match m.target.arch.as_str() {
-        "portable" => Ok(Box::new(Reference)),
+        "portable" if m.kernels.is_empty() => Ok(Box::new(Reference)),
+        "portable" => Err(ArtifactError::file(
+            dir.join(MANIFEST),
+            "a portable artifact lists no kernels",
+        )),
         "x86" => {
             if !m.files.contains_key(KERNELS) {
                 return Err(ArtifactError::file(
@@ -116,10 +146,11 @@ fn load_kernels(dir: &Path, m: &Manifest) -> Result<Box<dyn Kernels>, ArtifactEr
                     "an x86 artifact must list kernels.so",
                 ));
             }
-            Ok(Box::new(Native::load(
+            Ok(Box::new(Native::load_for(
                 &dir.join(KERNELS),
                 &m.kernels,
                 &m.target.cpu,
+                Some(model),
             )?))
         }
         other => Err(ArtifactError::file(

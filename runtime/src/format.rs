@@ -4,7 +4,8 @@
 //! handle the tail of a row themselves. Each block is a `#[repr(C)]` struct whose size is checked
 //! at compile time; `decode` is the plain reference that kernels are tested against.
 //!
-//! Codes and values (`../shared/paretoq-spec.md` section 2.4; α is the row's scale):
+//! Codes and values (section 2.4 of `paretoq-spec.md`, in the shared folder beside the
+//! repository; α is the row's scale):
 //!
 //! | format | code c | stored | value |
 //! | --- | --- | --- | --- |

@@ -13,6 +13,8 @@ pub struct GenerationStats {
     pub prefill_secs: f64,
     pub generated: usize,
     pub decode_secs: f64,
+    /// Generation ended at the model's context before `n` tokens (and before a stop token).
+    pub stopped_at_context: bool,
 }
 
 impl GenerationStats {
@@ -54,6 +56,13 @@ pub fn generate(
         return Err(ArtifactError::Run("the prompt is empty".into()));
     }
     let cfg = &art.model.config;
+    if ids.len() > cfg.max_position_embeddings {
+        return Err(ArtifactError::Run(format!(
+            "the prompt is {} tokens, longer than the model's context of {} positions (max_position_embeddings); shorten it",
+            ids.len(),
+            cfg.max_position_embeddings
+        )));
+    }
     let capacity = (ids.len() + n).min(cfg.max_position_embeddings.max(ids.len() + 1));
     let mut session = Session::new(&art.model, art.kernels.as_ref(), capacity);
     let stops: Vec<u32> = cfg
@@ -73,9 +82,11 @@ pub fn generate(
     let start = Instant::now();
     let mut out: Vec<u32> = vec![];
     let mut shown = 0;
+    let mut stopped = false;
     while out.len() < n && session.pos < capacity {
         let next = sampler.pick(&logits);
         if stops.contains(&next) {
+            stopped = true;
             break;
         }
         out.push(next);
@@ -93,5 +104,6 @@ pub fn generate(
     }
     stats.decode_secs = start.elapsed().as_secs_f64();
     stats.generated = out.len();
+    stats.stopped_at_context = !stopped && out.len() < n;
     Ok(stats)
 }

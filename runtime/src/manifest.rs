@@ -37,6 +37,60 @@ pub struct Manifest {
     pub files: BTreeMap<String, FileSum>,
 }
 
+impl Manifest {
+    /// The checks that need no file: sizes and numbers of the model within `limits`, every file
+    /// name a plain name inside the artifact folder.
+    pub fn check(&self) -> Result<(), String> {
+        self.model.dims().check()?;
+        let c = &self.model;
+        if c.num_attention_heads % c.num_key_value_heads != 0 || c.head_dim % 2 != 0 {
+            return Err(format!(
+                "`num_attention_heads` {} must be a multiple of `num_key_value_heads` {} and `head_dim` {} even",
+                c.num_attention_heads, c.num_key_value_heads, c.head_dim
+            ));
+        }
+        for name in self.files.keys() {
+            check_file_name(name).map_err(|m| format!("`files`: {m}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl ModelConfig {
+    pub fn dims(&self) -> crate::limits::Dims {
+        crate::limits::Dims {
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            num_key_value_heads: self.num_key_value_heads,
+            head_dim: self.head_dim,
+            vocab_size: self.vocab_size,
+            max_position_embeddings: self.max_position_embeddings,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta: self.rope_theta,
+        }
+    }
+}
+
+/// A file of an artifact is named by one plain path component: not empty, not absolute, no `/`
+/// or `\`, not `.` or `..`, no NUL, and not the manifest itself. So every file the runtime opens
+/// lies directly inside the artifact folder.
+pub fn check_file_name(name: &str) -> Result<(), String> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && name != MANIFEST;
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "file name {name:?} is not a plain name inside the artifact folder"
+        ))
+    }
+}
+
 fn f32_head() -> String {
     "f32".into()
 }

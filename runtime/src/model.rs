@@ -105,6 +105,9 @@ pub const PROJECTIONS: [&str; 7] = [
 struct Reader<'a> {
     st: SafeTensors<'a>,
     file: &'a Path,
+    /// The tensors read so far: the file must hold no others (a manifest with fewer layers than
+    /// the weights is refused, not run).
+    read: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl Reader<'_> {
@@ -117,6 +120,7 @@ impl Reader<'_> {
             .st
             .tensor(name)
             .map_err(|_| self.err(format!("no tensor `{name}`")))?;
+        self.read.borrow_mut().insert(name.to_string());
         if t.dtype() != dtype || t.shape() != shape {
             return Err(self.err(format!(
                 "tensor `{name}` is {:?}{:?}, expected {dtype:?}{shape:?}",
@@ -129,10 +133,38 @@ impl Reader<'_> {
 
     fn f32s(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ArtifactError> {
         let data = self.tensor(name, Dtype::F32, shape)?;
-        Ok(data
+        let values: Vec<f32> = data
             .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect())
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(self.err(format!(
+                "tensor `{name}` holds {} at index {i}: weights must be finite",
+                values[i]
+            )));
+        }
+        Ok(values)
+    }
+
+    /// Refuses tensors that nothing read (the manifest describes a different model).
+    fn check_all_read(&self) -> Result<(), ArtifactError> {
+        let read = self.read.borrow();
+        let mut extra: Vec<String> = self
+            .st
+            .names()
+            .into_iter()
+            .filter(|n| !read.contains(*n))
+            .map(|n| n.to_string())
+            .collect();
+        if extra.is_empty() {
+            return Ok(());
+        }
+        extra.sort();
+        Err(self.err(format!(
+            "{} tensor(s) the manifest does not describe, e.g. `{}` (does the manifest match the weights?)",
+            extra.len(),
+            extra[0]
+        )))
     }
 
     fn matrix(
@@ -175,7 +207,16 @@ impl Model {
     pub fn read(manifest: &Manifest, bytes: &[u8], file: &Path) -> Result<Model, ArtifactError> {
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| ArtifactError::file(file, format!("not a safetensors file: {e}")))?;
-        let r = Reader { st, file };
+        manifest
+            .model
+            .dims()
+            .check()
+            .map_err(|m| ArtifactError::file(file, format!("the manifest's model: {m}")))?;
+        let r = Reader {
+            st,
+            file,
+            read: Default::default(),
+        };
         let c = &manifest.model;
         let (h, inter) = (c.hidden_size, c.intermediate_size);
         let (qw, kvw) = (
@@ -249,12 +290,14 @@ impl Model {
             "int8" => crate::kernels::Activations::Int8,
             other => return Err(r.err(format!("unknown activations `{other}` in the manifest"))),
         };
+        let norm = r.f32s("model.norm.weight", &[h])?;
+        r.check_all_read()?;
         Ok(Model {
             config: c.clone(),
             activations,
             embed,
             layers,
-            norm: r.f32s("model.norm.weight", &[h])?,
+            norm,
             lm_head,
         })
     }

@@ -607,6 +607,8 @@ fn compile_configs(args: &Args, dir: &std::path::Path) -> Result<(Vec<Compiled>,
                 act: act.into(),
                 quiet: true,
                 emit_ir: None,
+                sign: None,
+                overwrite: true,
             })?;
             let art = Artifact::load(&path)?;
             let mb = std::fs::metadata(path.join("weights.safetensors"))?.len() as f64 / 1e6;

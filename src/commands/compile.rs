@@ -55,6 +55,15 @@ pub struct Args {
     /// (after O3 for the CPU).
     #[arg(long, value_name = "DIR")]
     pub emit_ir: Option<PathBuf>,
+    /// Sign the artifact with this secret key (`paretoqc keygen --out KEY`): writes
+    /// signature.json over one digest of the manifest and every file, which `run`, `eval`,
+    /// `logits` and `pqc-run` check with `--trust KEY.pub` before loading anything.
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
+    /// Replace an existing artifact at the output path (refused otherwise). The replace is a
+    /// recoverable swap: a kill at any point leaves the old or the new artifact whole.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// What the code generator gives back for the x86 target.
@@ -85,6 +94,20 @@ pub fn compile(args: &Args) -> Result<(PathBuf, String)> {
         bail!("--emit-ir: only --target x86 generates code");
     }
     let model_path = model_folder(&args.model);
+    let out = args.out.clone().unwrap_or_else(|| default_out(&model_path));
+    // Checked before the long work: the key, and the output path.
+    let signing_key = args
+        .sign
+        .as_deref()
+        .map(paretoqc_runtime::trust::read_signing_key)
+        .transpose()?;
+    crate::output::recover_dir_swap(&out)?;
+    if out.exists() && !args.overwrite {
+        bail!(
+            "{}: already exists; pass --overwrite to replace it (or choose another -o)",
+            out.display()
+        );
+    }
     let mut m = super::load(&model_path)?;
     let what = model_path.display().to_string();
     if let Some(spec) = args.quant.spec()? {
@@ -120,7 +143,6 @@ pub fn compile(args: &Args) -> Result<(PathBuf, String)> {
         other => bail!("unknown --target `{other}` (x86, portable)"),
     };
     let tokenizer = tokenizer_json(&m)?;
-    let out = args.out.clone().unwrap_or_else(|| default_out(&model_path));
     let mut manifest = build_manifest(&m, &bits, &kernels, &weights, &tokenizer);
     manifest.lm_head = args.lm_head.clone();
     manifest.activations = args.act.clone();
@@ -131,7 +153,15 @@ pub fn compile(args: &Args) -> Result<(PathBuf, String)> {
             crate::output::write_file(&dir.join(manifest::KERNELS), &k.shared_object)?;
         }
         let json = serde_json::to_string_pretty(&manifest)?;
-        crate::output::write_file(&dir.join(manifest::MANIFEST), json.as_bytes())
+        crate::output::write_file(&dir.join(manifest::MANIFEST), json.as_bytes())?;
+        if let Some(key) = &signing_key {
+            let signature = paretoqc_runtime::trust::sign(dir, key)?;
+            crate::output::write_file(
+                &dir.join(paretoqc_runtime::trust::SIGNATURE),
+                signature.as_bytes(),
+            )?;
+        }
+        Ok(())
     })?;
     if let Some(dir) = &args.emit_ir {
         write_ir(dir, kernels.as_ref())?;

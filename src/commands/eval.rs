@@ -42,18 +42,25 @@ pub struct Args {
     /// With --tasks: the folder with <task>/<variant>/requests.jsonl.gz (made by scripts/get-data).
     #[arg(long, default_value = "data/tasks")]
     pub task_dir: PathBuf,
-    /// With --text: window length in tokens.
-    #[arg(long, default_value_t = 512)]
-    pub ctx: usize,
+    /// With --text: window length in tokens, at most the model's context
+    /// (max_position_embeddings; a longer window is refused). Default: 512, or the model's
+    /// context when that is shorter.
+    #[arg(long)]
+    pub ctx: Option<usize>,
     /// With --text: score only the first N tokens of the text.
     #[arg(long)]
     pub max_tokens: Option<usize>,
     /// With --text: print the time spent in each kind of op.
     #[arg(long)]
     pub profile: bool,
+    /// Refuse an artifact unless it is signed by the key whose public half is this file
+    /// (`paretoqc keygen`, `compile --sign`); checked before anything of it is loaded.
+    #[arg(long, value_name = "KEY.pub")]
+    pub trust: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    super::refuse_trust_for_models(&args.model, args.trust.as_deref())?;
     match (&args.text, &args.tasks) {
         (Some(text), None) => run_perplexity(&args, text),
         (None, Some(list)) => run_tasks(&args, list),
@@ -78,16 +85,17 @@ fn run_perplexity(args: &Args, text: &Path) -> Result<()> {
         return eval_artifact(args, text);
     }
     let m = load_quantized(args)?;
+    let ctx = super::check_ctx(args.ctx, m.config.max_position_embeddings, &args.model)?;
     let mut ids = super::tokenize::encode(&m, &super::read_text(text)?, text)?;
     ids.truncate(args.max_tokens.unwrap_or(ids.len()));
-    let bar = windows_bar(ids.len() / args.ctx.max(1));
+    let bar = windows_bar(ids.len() / ctx.max(1));
     let start = Instant::now();
     let mut meter = Meter::default();
     let ppl = perplexity(
         &m.graph,
         &m.weights,
         &ids,
-        args.ctx,
+        ctx,
         &mut meter,
         |done, so_far| {
             bar.set_position(done as u64);
@@ -101,7 +109,7 @@ fn run_perplexity(args: &Args, text: &Path) -> Result<()> {
         print_profile(&meter, secs);
     }
     println!("model: {} ({})", args.model.display(), m.format);
-    println!("windows: {} x {} tokens", ppl.windows, args.ctx);
+    println!("windows: {} x {} tokens", ppl.windows, ctx);
     println!("tokens scored: {}", ppl.scored);
     println!("tokens/s: {:.1}", ppl.scored as f64 / secs);
     println!("perplexity: {:.6}", ppl.value());
@@ -110,7 +118,12 @@ fn run_perplexity(args: &Args, text: &Path) -> Result<()> {
 
 /// Perplexity of a compiled artifact, with the runtime (its kernels, its KV cache).
 fn eval_artifact(args: &Args, text_path: &Path) -> Result<()> {
-    let art = super::load_artifact(&args.model, &args.quant)?;
+    let art = super::load_artifact(&args.model, &args.quant, args.trust.as_deref())?;
+    let ctx = super::check_ctx(
+        args.ctx,
+        art.model.config.max_position_embeddings,
+        &args.model,
+    )?;
     let tok = art.tokenizer()?;
     let text = super::read_text(text_path)?;
     let enc = tok
@@ -118,9 +131,9 @@ fn eval_artifact(args: &Args, text_path: &Path) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: cannot tokenize: {e}", text_path.display()))?;
     let mut ids = enc.get_ids().to_vec();
     ids.truncate(args.max_tokens.unwrap_or(ids.len()));
-    let bar = windows_bar(ids.len() / args.ctx.max(1));
+    let bar = windows_bar(ids.len() / ctx.max(1));
     let start = Instant::now();
-    let score = paretoqc_runtime::score::perplexity(&art, &ids, args.ctx, |done, so_far| {
+    let score = paretoqc_runtime::score::perplexity(&art, &ids, ctx, |done, so_far| {
         bar.set_position(done as u64);
         bar.set_message(format!("ppl {:.3}", so_far.perplexity()));
     })
@@ -132,7 +145,7 @@ fn eval_artifact(args: &Args, text_path: &Path) -> Result<()> {
         args.model.display(),
         art.kernels.name()
     );
-    println!("windows: {} x {} tokens", score.windows, args.ctx);
+    println!("windows: {} x {} tokens", score.windows, ctx);
     println!("tokens scored: {}", score.scored);
     println!("tokens/s: {:.1}", score.scored as f64 / secs);
     println!("perplexity: {:.6}", score.perplexity());
@@ -214,7 +227,7 @@ fn run_tasks(args: &Args, list: &str) -> Result<()> {
 
 /// `eval ART --tasks`: the same scoring, with the runtime computing the logits.
 fn run_tasks_on_artifact(args: &Args, loaded: &[tasks::LoadedTask]) -> Result<()> {
-    let art = super::load_artifact(&args.model, &args.quant)?;
+    let art = super::load_artifact(&args.model, &args.quant, args.trust.as_deref())?;
     let tokenizer = art.tokenizer()?;
     let (total, bar) = documents_bar(loaded);
     let options = EvalOptions {

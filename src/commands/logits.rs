@@ -20,12 +20,17 @@ pub struct Args {
     /// Output safetensors file (one tensor `logits`, f32 [tokens, vocab]).
     #[arg(long)]
     pub out: PathBuf,
+    /// Refuse an artifact unless it is signed by the key whose public half is this file
+    /// (`paretoqc keygen`, `compile --sign`); checked before anything of it is loaded.
+    #[arg(long, value_name = "KEY.pub")]
+    pub trust: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     if args.token_ids.is_empty() {
         bail!("--token-ids is empty");
     }
+    super::refuse_trust_for_models(&args.model, args.trust.as_deref())?;
     let logits = if super::is_artifact(&args.model) {
         artifact_logits(&args)?
     } else {
@@ -64,12 +69,20 @@ fn model_logits(args: &Args) -> Result<Tensor> {
 
 /// The runtime's logits of a compiled artifact (its bits are fixed at compile time).
 fn artifact_logits(args: &Args) -> Result<Tensor> {
-    let art = super::load_artifact(&args.model, &args.quant)?;
+    let art = super::load_artifact(&args.model, &args.quant, args.trust.as_deref())?;
     let ids: Vec<u32> = args
         .token_ids
         .iter()
         .map(|&t| u32::try_from(t).map_err(|_| anyhow::anyhow!("token id {t} is negative")))
         .collect::<Result<_>>()?;
+    let ctx = art.model.config.max_position_embeddings;
+    if ids.len() > ctx {
+        bail!(
+            "--token-ids: {} tokens, more than the context of {} ({ctx} positions, max_position_embeddings)",
+            ids.len(),
+            args.model.display()
+        );
+    }
     let mut session =
         paretoqc_runtime::decoder::Session::new(&art.model, art.kernels.as_ref(), ids.len());
     let data = session.forward(&ids, true)?;

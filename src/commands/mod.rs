@@ -9,6 +9,7 @@ pub mod eval;
 pub mod import;
 pub mod init;
 pub mod inspect;
+pub mod keygen;
 pub mod logits;
 pub mod opt;
 pub mod quant_args;
@@ -38,7 +39,14 @@ pub fn load(path: &Path) -> Result<Model> {
 }
 
 /// Whether `path` is a compiled artifact folder (it has a manifest.json) rather than a model.
+/// A replace of the artifact that a kill interrupted is finished or rolled back first.
 pub fn is_artifact(path: &Path) -> bool {
+    let (new, old) = paretoqc_runtime::fsio::swap_paths(path);
+    if new.exists() || old.exists() {
+        if let Err(e) = crate::output::recover_dir_swap(path) {
+            eprintln!("{e:#}");
+        }
+    }
     path.join(paretoqc_runtime::manifest::MANIFEST).is_file()
 }
 
@@ -47,6 +55,7 @@ pub fn is_artifact(path: &Path) -> bool {
 pub fn load_artifact(
     path: &Path,
     quant: &quant_args::QuantArgs,
+    trust: Option<&Path>,
 ) -> Result<paretoqc_runtime::Artifact> {
     if quant.spec()?.is_some() {
         anyhow::bail!(
@@ -54,7 +63,34 @@ pub fn load_artifact(
             path.display()
         );
     }
-    Ok(paretoqc_runtime::Artifact::load(path)?)
+    Ok(paretoqc_runtime::Artifact::load_trusted(path, trust)?)
+}
+
+/// `--trust` is for compiled artifacts only (a model folder is data, not code, and unsigned).
+pub fn refuse_trust_for_models(path: &Path, trust: Option<&Path>) -> Result<()> {
+    if trust.is_some() && !is_artifact(path) {
+        anyhow::bail!(
+            "{}: --trust checks the signature of a compiled artifact (NAME.pqc with manifest.json); this is not one",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Default `eval --ctx` (when the model's context is not shorter).
+pub const DEFAULT_CTX: usize = 512;
+
+/// The `--ctx` window: as given, or `DEFAULT_CTX` capped at the model's context; a window must
+/// fit in the model's positions.
+pub fn check_ctx(ctx: Option<usize>, max_positions: usize, what: &Path) -> Result<usize> {
+    let ctx = ctx.unwrap_or(DEFAULT_CTX.min(max_positions));
+    if ctx < 2 || ctx > max_positions {
+        anyhow::bail!(
+            "--ctx {ctx}: a window must be between 2 tokens and the context of {} ({max_positions} positions, max_position_embeddings)",
+            what.display()
+        );
+    }
+    Ok(ctx)
 }
 
 /// Reads a text file, saying which file when it cannot.

@@ -73,6 +73,28 @@ impl LlamaConfig {
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
+    /// The sizes and numbers, for the checks of `paretoqc_runtime::limits`.
+    pub fn dims(&self) -> paretoqc_runtime::limits::Dims {
+        paretoqc_runtime::limits::Dims {
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            num_key_value_heads: self.n_kv_heads(),
+            head_dim: self.head_dim(),
+            vocab_size: self.vocab_size,
+            max_position_embeddings: self.max_position_embeddings,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta: self.rope_theta,
+        }
+    }
+
+    /// Every size within the runtime's limits (checked before anything is allocated from it),
+    /// `rms_norm_eps` and `rope_theta` sensible. The message names the field.
+    pub fn check_limits(&self) -> Result<(), String> {
+        self.dims().check()
+    }
+
     /// Rejects configurations whose math differs from the graph we build. The message says which
     /// field and why; the caller adds the file name.
     pub fn check_supported(&self) -> Result<(), String> {
@@ -108,6 +130,7 @@ impl LlamaConfig {
                 return Err(format!("rope_scaling {s} is not supported yet"));
             }
         }
+        self.check_limits()?;
         let (h, nh, nkv) = (
             self.hidden_size,
             self.num_attention_heads,

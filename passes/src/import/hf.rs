@@ -22,12 +22,23 @@ pub fn load_folder(dir: &Path) -> Result<Model, ImportError> {
 }
 
 pub fn read_config(path: &Path) -> Result<LlamaConfig, ImportError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ImportError::io(path, e))?;
+    let text = read_json_text(path)?;
     let mut json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| ImportError::invalid(path, format!("not a LLaMA config: {e}")))?;
     lift_rope_parameters(&mut json);
-    serde_json::from_value(json)
-        .map_err(|e| ImportError::invalid(path, format!("not a LLaMA config: {e}")))
+    let config: LlamaConfig = serde_json::from_value(json)
+        .map_err(|e| ImportError::invalid(path, format!("not a LLaMA config: {e}")))?;
+    // Sizes are checked here, before any weight is read or anything allocated from them.
+    config
+        .check_limits()
+        .map_err(|m| ImportError::invalid(path, m))?;
+    Ok(config)
+}
+
+/// A JSON file of the folder: a regular file within `limits::MAX_JSON_BYTES`.
+fn read_json_text(path: &Path) -> Result<String, ImportError> {
+    paretoqc_runtime::fsio::read_text_limited(path, paretoqc_runtime::limits::MAX_JSON_BYTES, true)
+        .map_err(|e| ImportError::io(path, e))
 }
 
 /// transformers 5 writes `rope_parameters: {rope_theta, rope_type, ...}` instead of a top-level
@@ -57,6 +68,7 @@ fn read_tokenizer(path: &Path) -> Result<Option<Tokenizer>, ImportError> {
     if !path.exists() {
         return Ok(None);
     }
+    paretoqc_runtime::fsio::open_regular(path, true).map_err(|e| ImportError::io(path, e))?;
     Tokenizer::from_file(path)
         .map(Some)
         .map_err(|e| ImportError::invalid(path, format!("cannot load tokenizer: {e}")))
@@ -66,7 +78,7 @@ fn read_tokenizer(path: &Path) -> Result<Option<Tokenizer>, ImportError> {
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ImportError> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|e| ImportError::io(&index, e))?;
+        let text = read_json_text(&index)?;
         let json: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| ImportError::invalid(&index, format!("not JSON: {e}")))?;
         let map = json
@@ -74,6 +86,14 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ImportError> {
             .and_then(|m| m.as_object())
             .ok_or_else(|| ImportError::invalid(&index, "no `weight_map` object"))?;
         let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        for f in &files {
+            if paretoqc_runtime::manifest::check_file_name(f).is_err() {
+                return Err(ImportError::invalid(
+                    &index,
+                    format!("`weight_map` names {f:?}: shards must be plain file names inside the folder"),
+                ));
+            }
+        }
         return Ok(files.into_iter().map(|f| dir.join(f)).collect());
     }
     let single = dir.join("model.safetensors");

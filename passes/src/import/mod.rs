@@ -86,6 +86,17 @@ fn load_gguf(path: &Path) -> Result<Model, ImportError> {
         .tokenizer_json
         .parse::<Tokenizer>()
         .map_err(|m| ImportError::invalid(path, format!("rebuilt tokenizer does not load: {m}")))?;
+    for (name, t) in &g.tensors {
+        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+            return Err(ImportError::invalid(
+                path,
+                format!(
+                    "tensor `{name}` holds {} at index {i}: weights must be finite",
+                    t.data[i]
+                ),
+            ));
+        }
+    }
     let weights: Weights = g.tensors.into_iter().collect();
     let types: Vec<String> = g
         .metadata_summary

@@ -10,7 +10,8 @@ use std::path::Path;
 
 /// Maps a file into memory.
 pub fn map_file(path: &Path) -> Result<Mmap, ImportError> {
-    let file = File::open(path).map_err(|e| ImportError::io(path, e))?;
+    let file: File =
+        paretoqc_runtime::fsio::open_regular(path, true).map_err(|e| ImportError::io(path, e))?;
     // SAFETY: the map is read-only and lives only while we decode; a file changed under us can
     // give wrong numbers but not unsafety in the safe code that reads the bytes.
     unsafe { Mmap::map(&file) }.map_err(|e| ImportError::io(path, e))
@@ -25,6 +26,15 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>, ImportErro
     for (name, view) in st.iter() {
         let data = decode(view.dtype(), view.data())
             .map_err(|m| ImportError::invalid(path, format!("tensor `{name}`: {m}")))?;
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(ImportError::invalid(
+                path,
+                format!(
+                    "tensor `{name}` holds {} at index {i}: weights must be finite",
+                    data[i]
+                ),
+            ));
+        }
         out.push((name.to_string(), Tensor::new(view.shape().to_vec(), data)));
     }
     Ok(out)

@@ -6,6 +6,7 @@
 pub mod native;
 pub mod ops;
 pub mod reference;
+pub mod table;
 
 use crate::model::{Matrix, PackedMatrix};
 pub use ops::HeadAttention;

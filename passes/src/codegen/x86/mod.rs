@@ -10,6 +10,7 @@ pub mod gemv_int8;
 mod gemv_tables;
 mod gemv_ternary;
 mod levels;
+mod table;
 
 pub use crate::codegen::mlir::layer_ops::{layer_ops_module, LayerOp, LayerShapes};
 pub use gemv::{GemvShape, Isa};
@@ -50,7 +51,8 @@ pub enum CodegenError {
     Link(String),
 }
 
-/// The generated library and what the manifest records about it.
+/// The generated library and what the manifest records about it (the library's kernel table,
+/// `table.rs`, holds the same roles and symbols).
 pub struct Kernels {
     pub shared_object: Vec<u8>,
     /// Role (`gemv.<bits>.<rows>x<cols>`) -> symbol.
@@ -194,15 +196,6 @@ pub fn compile_kernels(
         Some(shapes) => link_layer_ops(&ctx, &module, &machine, shapes)?,
         None => (vec![], String::new()),
     };
-    let llvm = module.print_to_string().to_string();
-    module
-        .run_passes("default<O3>", &machine, PassBuilderOptions::create())
-        .map_err(|e| CodegenError::Llvm(e.to_string()))?;
-    let llvm_optimized = module.print_to_string().to_string();
-    let object = machine
-        .write_to_memory_buffer(&module, FileType::Object)
-        .map_err(|e| CodegenError::Llvm(e.to_string()))?;
-    let shared_object = link_shared(object.as_slice())?;
     let mut symbols = BTreeMap::new();
     for s in shapes {
         let (bits, r, c) = (s.format.name(), s.rows, s.cols);
@@ -215,6 +208,17 @@ pub fn compile_kernels(
     for op in layer_ops {
         symbols.insert(op.role.clone(), op.symbol());
     }
+    // The one symbol the runtime looks up: every kernel by role, with its shape and signature.
+    table::emit_table(&ctx, &module, &symbols)?;
+    let llvm = module.print_to_string().to_string();
+    module
+        .run_passes("default<O3>", &machine, PassBuilderOptions::create())
+        .map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    let llvm_optimized = module.print_to_string().to_string();
+    let object = machine
+        .write_to_memory_buffer(&module, FileType::Object)
+        .map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    let shared_object = link_shared(object.as_slice())?;
     Ok(Kernels {
         shared_object,
         symbols,

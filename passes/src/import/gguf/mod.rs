@@ -55,7 +55,8 @@ pub struct GgufModel {
 
 /// Reads, checks and dequantizes a GGUF file.
 pub fn read_gguf(path: &Path) -> Result<GgufModel, ImportError> {
-    let file = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
+    let file =
+        paretoqc_runtime::fsio::open_regular(path, true).map_err(|e| ImportError::io(path, e))?;
     // SAFETY: the map is read-only and lives only for this call. As with any memory map, we rely
     // on no other process truncating or rewriting the file while we read it.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ImportError::io(path, e))?;
@@ -66,6 +67,7 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, ImportError> {
 fn decode(bytes: &[u8]) -> Result<GgufModel, String> {
     let file = parse(bytes)?;
     let config = read_config(&file.metadata, &file.tensors)?;
+    config.check_limits()?;
     let tensors = read_tensors(&file.tensors, &config)?;
     let tokenizer_json = build_tokenizer_json(&file.metadata)?;
     let metadata_summary = summarize(&file);

@@ -628,15 +628,27 @@ fn shape_disagreeing_with_metadata() {
         m.contains("blk.0.ffn_gate.weight") && m.contains("[96, 32]"),
         "{m}"
     );
-    for layers in [2, u32::MAX] {
-        let mut w = tiny_model();
-        w.set("llama.block_count", Kv::U32(layers));
-        assert!(err(&w.bytes()).contains("missing tensor `blk.1.attn_norm.weight`"));
-    }
+    let mut w = tiny_model();
+    w.set("llama.block_count", Kv::U32(2));
+    assert!(err(&w.bytes()).contains("missing tensor `blk.1.attn_norm.weight`"));
+    // Sizes beyond the limits are refused from the metadata, before any tensor is read.
+    let mut w = tiny_model();
+    w.set("llama.block_count", Kv::U32(u32::MAX));
+    let m = err(&w.bytes());
+    assert!(m.contains("`num_hidden_layers` is 4294967295"), "{m}");
     let mut w = tiny_model();
     w.remove("llama.rope.dimension_count");
     w.set("llama.attention.key_length", Kv::U32(u32::MAX));
+    let m = err(&w.bytes());
+    assert!(m.contains("`head_dim` is 4294967295"), "{m}");
+    let mut w = tiny_model();
+    w.remove("llama.rope.dimension_count");
+    w.set("llama.attention.key_length", Kv::U32(64));
     assert!(err(&w.bytes()).contains("tensor `blk.0.attn_q.weight` has shape"));
+    let mut w = tiny_model();
+    w.set("llama.attention.layer_norm_rms_epsilon", Kv::F32(-1.0));
+    let m = err(&w.bytes());
+    assert!(m.contains("`rms_norm_eps` is -1"), "{m}");
     let mut w = tiny_model();
     w.set("llama.rope.dimension_count", Kv::U32(4));
     assert!(err(&w.bytes()).contains("partial rotary"));
