@@ -280,6 +280,23 @@ fn training_refuses_bad_input() {
         "{err}"
     );
 
+    // Values that make no sense are refused before any work, naming the option.
+    for (opt, val, says) in [
+        ("--lr", "NaN", "--lr"),
+        ("--lr", "0", "--lr"),
+        ("--batch", "100000000000", "--batch"),
+        ("--ce-weight", "2", "--ce-weight"),
+    ] {
+        let mut a = train_args("2", out, &["--steps", "1"]);
+        match a.iter().position(|x| x == opt) {
+            Some(i) => a[i + 1] = val.to_string(),
+            None => a.extend([opt.to_string(), val.to_string()]),
+        }
+        let err = paretoqc_err(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!err.contains("multiple times"), "{err}");
+        assert!(err.contains(says), "{opt} {val}: {err}");
+    }
+
     // A resume folder written for another model (here: one layer fewer) is refused.
     let other = dir.path().join("other");
     run_train(other.to_str().unwrap(), &["--steps", "1"]);
@@ -329,7 +346,10 @@ fn block_kd_resumes_bit_identically_in_both_stages() {
     let stages = summary["stages"].as_array().unwrap();
     assert_eq!(stages.len(), 3, "two layers and the distillation: {stdout}");
     for s in &stages[..2] {
-        let (before, after) = (s["mse_before"].as_f64().unwrap(), s["mse_after"].as_f64().unwrap());
+        let (before, after) = (
+            s["mse_before"].as_f64().unwrap(),
+            s["mse_after"].as_f64().unwrap(),
+        );
         assert!(after < before, "layer error did not drop: {s}");
     }
     assert_eq!(summary["steps"], 4);
@@ -347,7 +367,10 @@ fn block_kd_resumes_bit_identically_in_both_stages() {
         );
         assert_eq!(wa.len(), wb.len());
         for (name, (_, bytes)) in &wa {
-            assert!(wb[name].1 == *bytes, "{name} differs after resuming from {stop} {at}");
+            assert!(
+                wb[name].1 == *bytes,
+                "{name} differs after resuming from {stop} {at}"
+            );
         }
     }
 }
@@ -362,8 +385,14 @@ fn time_budget_stops_and_saves() {
     let start = std::time::Instant::now();
     let stdout = run_block_kd(o, &["--time-budget", "6s"]);
     let took = start.elapsed().as_secs_f64();
-    assert!(took < 6.0 + 4.0, "took {took:.1} s for a 6 s budget\n{stdout}");
-    assert!(stdout.contains("stage 1 plan") && stdout.contains("stage 2 plan"), "{stdout}");
+    assert!(
+        took < 6.0 + 4.0,
+        "took {took:.1} s for a 6 s budget\n{stdout}"
+    );
+    assert!(
+        stdout.contains("stage 1 plan") && stdout.contains("stage 2 plan"),
+        "{stdout}"
+    );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("training.json")).unwrap()).unwrap();
     assert!(summary["seconds"].as_f64().unwrap() <= 6.5, "{summary}");
@@ -375,4 +404,55 @@ fn time_budget_stops_and_saves() {
     let bad = train_args("2", o, &["--time-budget", "soon", "--overwrite"]);
     let err = paretoqc_err(&bad.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.contains("not a duration"), "{err}");
+}
+
+/// The plain recipe against the ParetoQ reference trainer, step for step: the loss of every
+/// step of a 6-step 2-bit run equals the reference's (testdata/reference, made by
+/// scripts/paretoq_ref.py) to within 1e-5 relative; seen: 1.4e-7.
+#[test]
+fn paretoq_recipe_matches_the_reference_per_step() {
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(testdata("reference/paretoq-train-tiny-2bit.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let model = testdata("models/tiny-llama");
+    let data = testdata("text/austen-sample.txt");
+    paretoqc(&[
+        "--threads",
+        "1",
+        "train",
+        model.to_str().unwrap(),
+        "--bits",
+        "2",
+        "--data",
+        data.to_str().unwrap(),
+        "--steps",
+        "6",
+        "--seq-len",
+        "64",
+        "--batch",
+        "4",
+        "--lr",
+        "2e-3",
+        "--seed",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("checkpoint/state.json")).unwrap()).unwrap();
+    let (ours, theirs) = (
+        state["losses"].as_array().unwrap(),
+        reference["losses"].as_array().unwrap(),
+    );
+    assert_eq!(ours.len(), theirs.len());
+    for (step, (a, b)) in ours.iter().zip(theirs).enumerate() {
+        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+        assert!(
+            (a - b).abs() <= 1e-5 * b.abs(),
+            "step {step}: paretoqc {a}, reference {b}"
+        );
+    }
 }

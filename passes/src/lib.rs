@@ -13,6 +13,7 @@ pub mod pack;
 pub mod pass;
 pub mod qat;
 pub mod quant;
+pub mod rotate;
 pub mod search;
 pub mod tasks;
 pub mod tensor;

@@ -91,17 +91,38 @@ pub fn parse_pipeline(text: &str) -> Result<Vec<PassSpec>, PassError> {
             let close = body
                 .find('}')
                 .ok_or_else(|| PassError::Pipeline(format!("missing `}}` after `{name}{{`")))?;
-            for kv in body[..close].split(',').filter(|s| !s.trim().is_empty()) {
+            let inner = &body[..close];
+            if inner.contains('{') {
+                return Err(PassError::Pipeline(format!(
+                    "`{{` inside the options of `{name}`"
+                )));
+            }
+            for kv in inner.split(',').filter(|s| !s.trim().is_empty()) {
                 let (k, v) = kv.split_once('=').ok_or_else(|| {
                     PassError::Pipeline(format!("option `{kv}` of `{name}` is not key=value"))
                 })?;
-                options.insert(k.trim().to_string(), v.trim().to_string());
+                let (k, v) = (k.trim(), v.trim());
+                if k.is_empty() || v.is_empty() {
+                    return Err(PassError::Pipeline(format!(
+                        "option `{kv}` of `{name}` has an empty key or value"
+                    )));
+                }
+                if options.insert(k.to_string(), v.to_string()).is_some() {
+                    return Err(PassError::Pipeline(format!(
+                        "option `{k}` given twice to `{name}`"
+                    )));
+                }
             }
             rest = &body[close + 1..];
         }
         rest = rest.trim_start();
         if let Some(r) = rest.strip_prefix(',') {
             rest = r.trim_start();
+            if rest.is_empty() {
+                return Err(PassError::Pipeline(format!(
+                    "trailing `,` after `{name}` in `{text}`"
+                )));
+            }
         } else if !rest.is_empty() {
             return Err(PassError::Pipeline(format!("expected `,` before `{rest}`")));
         }
@@ -338,4 +359,34 @@ fn write_timing(log: &mut dyn Write, report: &RunReport, total: Duration) {
         let _ = writeln!(log, "  {s:.4} ({:5.1}%)  {name}", 100.0 * s / secs);
     }
     let _ = writeln!(log, "  {secs:.4} (100.0%)  Total");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pipeline;
+
+    #[test]
+    fn pipelines_parse_and_malformed_ones_are_refused() {
+        let specs = parse_pipeline(" qat-lower{bits=2} , add-distill-loss{ce=0.5},dce").unwrap();
+        let text: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            text,
+            ["qat-lower{bits=2}", "add-distill-loss{ce=0.5}", "dce"]
+        );
+        for (bad, says) in [
+            ("qat-lower{bits=2,bits=4}", "given twice"),
+            ("dce,", "trailing `,`"),
+            ("qat-lower{bits=2} ,", "trailing `,`"),
+            ("qat-lower{bits=2} dce", "expected `,`"),
+            ("qat-lower{bits=}", "empty key or value"),
+            ("qat-lower{=2}", "empty key or value"),
+            ("qat-lower{bits{=2}", "inside the options"),
+            ("qat-lower{bits=2", "missing `}`"),
+            (",dce", "empty pass name"),
+            ("qat-lower{bits}", "not key=value"),
+        ] {
+            let err = parse_pipeline(bad).expect_err(bad).to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use pqc::import::load_model;
 use pqc::qat::{lower, QuantSpec};
 use pqc::quant::Bits;
-use pqc::train::blockwise::{BlockConfig, Streams};
+use pqc::train::blockwise::{BlockConfig, BlockInput, Streams};
 use std::path::Path;
 
 fn tiny() -> pqc::import::Model {
@@ -15,7 +15,11 @@ fn tiny() -> pqc::import::Model {
 /// Calibration blocks: token ids spread over the tiny vocabulary.
 fn calibration(vocab: usize) -> Vec<Vec<i32>> {
     (0..8)
-        .map(|b| (0..32).map(|t| ((b * 37 + t * 11 + t * t) % vocab) as i32).collect())
+        .map(|b| {
+            (0..32)
+                .map(|t| ((b * 37 + t * 11 + t * t) % vocab) as i32)
+                .collect()
+        })
         .collect()
 }
 
@@ -34,13 +38,19 @@ fn reconstruction_lowers_every_layers_output_error() {
             lr: 1e-3,
             warmup: 2,
             seed: 0,
+            input: BlockInput::FullPrecision,
         };
         let mut calls = 0;
         for l in 0..m.config.num_hidden_layers {
             let r = streams
-                .train_layer(&m.config, &spec, &mut m.weights, &teacher, &bc, &mut |_, _| {
-                    calls += 1
-                })
+                .train_layer(
+                    &m.config,
+                    &spec,
+                    &mut m.weights,
+                    &teacher,
+                    &bc,
+                    &mut |_, _| calls += 1,
+                )
                 .unwrap();
             assert_eq!(r.layer, l);
             assert!(
@@ -75,9 +85,17 @@ fn advancing_the_streams_reproduces_them() {
         lr: 1e-3,
         warmup: 0,
         seed: 1,
+        input: BlockInput::Quantized,
     };
     trained
-        .train_layer(&m.config, &spec, &mut m.weights, &teacher, &bc, &mut |_, _| {})
+        .train_layer(
+            &m.config,
+            &spec,
+            &mut m.weights,
+            &teacher,
+            &bc,
+            &mut |_, _| {},
+        )
         .unwrap();
     let mut replay = Streams::embed(&teacher, &blocks).unwrap();
     replay
@@ -85,4 +103,62 @@ fn advancing_the_streams_reproduces_them() {
         .unwrap();
     assert_eq!(replay.fp, trained.fp);
     assert_eq!(replay.quant, trained.quant);
+}
+
+/// The rotated model is the same model: its logits equal the original's; the rotation is
+/// orthogonal; and the norms it folded are ones.
+#[test]
+fn rotating_the_residual_stream_keeps_the_logits() {
+    let q = pqc::rotate::random_orthogonal(24, 5);
+    for i in 0..24 {
+        for j in 0..24 {
+            let dot: f64 = (0..24)
+                .map(|k| q[i * 24 + k] as f64 * q[j * 24 + k] as f64)
+                .sum();
+            let want = if i == j { 1.0 } else { 0.0 };
+            assert!((dot - want).abs() < 1e-5, "Q·Qᵀ[{i},{j}] = {dot}");
+        }
+    }
+    let m = tiny();
+    let mut r = tiny();
+    pqc::rotate::rotate_residual(&mut r, 3).unwrap();
+    assert!(!r.config.tie_word_embeddings);
+    assert!(r.weights["model.norm.weight"]
+        .data
+        .iter()
+        .all(|&g| g == 1.0));
+    let ids: Vec<i32> = (0..40)
+        .map(|t| (t * 13 % m.config.vocab_size) as i32)
+        .collect();
+    let logits = |m: &pqc::import::Model| {
+        pqc::interp::run(
+            &m.graph,
+            &m.weights,
+            vec![pqc::interp::Value::ids(ids.clone())],
+        )
+        .unwrap()
+        .remove(0)
+        .into_f32()
+        .unwrap()
+        .data
+    };
+    let (a, b) = (logits(&m), logits(&r));
+    let scale = a.iter().fold(0.0f32, |x, v| x.max(v.abs()));
+    let err = a
+        .iter()
+        .zip(&b)
+        .fold(0.0f32, |x, (p, q)| x.max((p - q).abs()));
+    assert!(
+        err <= 1e-4 * scale,
+        "max |diff| {err} of max |logit| {scale}"
+    );
+    // A lowered model is refused: the rotation must come before QAT.
+    let mut lowered = tiny();
+    pqc::qat::lower(
+        &mut lowered.graph,
+        &mut lowered.weights,
+        &QuantSpec::Uniform(Bits::Two),
+    )
+    .unwrap();
+    assert!(pqc::rotate::rotate_residual(&mut lowered, 3).is_err());
 }

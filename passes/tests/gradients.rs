@@ -336,8 +336,20 @@ fn distill_and_mse_rules() {
 
     let (y, w) = (random(12, 33), random(4, 34));
     let (dx, dy) = vjp::mse(1.3, &x[..12], &y, &w);
-    check("mse x", &x[..12], &[1.3], |a| vec![kernels::mse(a, &y, &w)], &dx);
-    check("mse y", &y, &[1.3], |b| vec![kernels::mse(&x[..12], b, &w)], &dy);
+    check(
+        "mse x",
+        &x[..12],
+        &[1.3],
+        |a| vec![kernels::mse(a, &y, &w)],
+        &dx,
+    );
+    check(
+        "mse y",
+        &y,
+        &[1.3],
+        |b| vec![kernels::mse(&x[..12], b, &w)],
+        &dy,
+    );
 }
 
 /// A packed run of two sequences equals the two sequences run alone: the loss is their mean and

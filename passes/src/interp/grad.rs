@@ -106,6 +106,7 @@ pub fn value_and_grad_packed(
                         .collect(),
                     widths: operands.iter().map(|&o| last_dim(g, o)).collect(),
                     out: slots.get(&id).map(Slot::get),
+                    needed: operands.iter().map(|o| active.contains(o)).collect(),
                 };
                 let start = std::time::Instant::now();
                 let dins = rule(op, &dy, &args, packing)?;
@@ -209,6 +210,8 @@ struct Args<'a> {
     values: Vec<Option<ValRef<'a>>>,
     widths: Vec<usize>,
     out: Option<ValRef<'a>>,
+    /// Which operands need a cotangent (depend on a wanted weight): a rule may skip the others.
+    needed: Vec<bool>,
 }
 
 impl<'a> Args<'a> {
@@ -247,9 +250,15 @@ fn rule(
             vec![Some(dx), Some(dw)]
         }
         Op::Linear => {
+            // The two products are the rule's whole cost: each is computed only when needed
+            // (a frozen output head needs no dW, the first projections of a model with a frozen
+            // embedding no dx).
             let (x, w) = (a.f32(0)?, a.f32(1)?);
-            let (dx, dw) = vjp::linear(dy, &x.data, &w.data, x.rows(), w.shape[1], w.shape[0]);
-            vec![Some(dx), Some(dw)]
+            let (rows, k, n) = (x.rows(), w.shape[1], w.shape[0]);
+            vec![
+                a.needed[0].then(|| vjp::linear_dx(dy, &w.data, rows, k, n)),
+                a.needed[1].then(|| vjp::linear_dw(dy, &x.data, rows, k, n)),
+            ]
         }
         Op::Rope { head_dim, theta } => {
             let rows = dy.len() / a.widths[0].max(1);

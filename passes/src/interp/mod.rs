@@ -157,7 +157,15 @@ pub fn run_packed(
         .map_err(|n| InterpError::Graph(format!("cycle through node {n:?}")))?;
     check_inputs(g, &inputs)?;
     let mut meter = Meter::default();
-    let slots = forward(g, weights, inputs, &order, &HashMap::new(), &mut meter, packing)?;
+    let slots = forward(
+        g,
+        weights,
+        inputs,
+        &order,
+        &HashMap::new(),
+        &mut meter,
+        packing,
+    )?;
     Ok(g.outputs().iter().map(|o| slots[o].to_value()).collect())
 }
 

@@ -53,6 +53,11 @@ pub fn linear<T: Real>(
     k: usize,
     n: usize,
 ) -> (Vec<T>, Vec<T>) {
+    (linear_dx(dy, w, rows, k, n), linear_dw(dy, x, rows, k, n))
+}
+
+/// `linear`'s dx = dy·w alone.
+pub fn linear_dx<T: Real>(dy: &[T], w: &[T], rows: usize, k: usize, n: usize) -> Vec<T> {
     let mut dx = vec![T::zero(); rows * k];
     matmul(
         &mut dx,
@@ -61,6 +66,11 @@ pub fn linear<T: Real>(
         (rows, n, k),
         false,
     );
+    dx
+}
+
+/// `linear`'s dw = dyᵀ·x alone.
+pub fn linear_dw<T: Real>(dy: &[T], x: &[T], rows: usize, k: usize, n: usize) -> Vec<T> {
     let mut dw = vec![T::zero(); n * k];
     matmul(
         &mut dw,
@@ -69,7 +79,7 @@ pub fn linear<T: Real>(
         (n, rows, k),
         false,
     );
-    (dx, dw)
+    dw
 }
 
 /// RoPE is a rotation per pair: its transpose rotates back (positions restart every `seq` rows).
@@ -96,13 +106,7 @@ pub fn attention_packed<T: Real>(
         .into_par_iter()
         .map(|b| {
             let (qr, kr) = (b * n * qw..(b + 1) * n * qw, b * n * kw..(b + 1) * n * kw);
-            attention(
-                &dout[qr.clone()],
-                &q[qr],
-                &k[kr.clone()],
-                &v[kr],
-                s,
-            )
+            attention(&dout[qr.clone()], &q[qr], &k[kr.clone()], &v[kr], s)
         })
         .collect();
     let (mut dq, mut dk, mut dv) = (vec![], vec![], vec![]);

@@ -34,6 +34,21 @@ pub struct BlockConfig {
     pub warmup: u64,
     /// Seed of the block order (each layer shuffles with seed + layer).
     pub seed: u64,
+    /// Which stream the quantized layer reads while it trains.
+    pub input: BlockInput,
+}
+
+/// The activations a layer is trained on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockInput {
+    /// The full-precision model's: each layer learns only its own quantization error (the later
+    /// end-to-end stage corrects what adds up across layers).
+    FullPrecision,
+    /// The quantized model's, after the layers already trained: each layer also learns to undo
+    /// the error of those before it (EfficientQAT's Block-AP). At 2 bits per row on SmolLM2 the
+    /// quantized stream drifts so far from the full-precision one by the middle layers that
+    /// their targets cannot be reached from it.
+    Quantized,
 }
 
 /// The calibration set's two residual streams entering layer `layer`.
@@ -91,20 +106,17 @@ fn run_layer(
     let mut out = Vec::with_capacity(x.data.len());
     for chunk in x.data.chunks(CHUNK_BLOCKS * seq_len * h) {
         let t = Tensor::new(vec![chunk.len() / h, h], chunk.to_vec());
-        let y = interp::run_packed(
-            g,
-            weights,
-            vec![Value::F32(t)],
-            Packing::sequences(seq_len),
-        )?;
+        let y = interp::run_packed(g, weights, vec![Value::F32(t)], Packing::sequences(seq_len))?;
         out.extend(y.into_iter().next().expect("one output").into_f32()?.data);
     }
     Ok(Tensor::new(x.shape.clone(), out))
 }
 
-/// Per-channel weights of the reconstruction loss: the inverse of each channel's mean square in
-/// the target, scaled to average 1. A LLaMA residual stream has a few channels with values
-/// hundreds of times larger than the rest; unweighted, their error is nearly all of the loss.
+/// Per-channel weights of the reconstruction loss: 1 / max(mean square of the channel in the
+/// target, the median channel's), scaled to average 1. A LLaMA residual stream has a few
+/// channels with values hundreds of times larger than the rest; unweighted, their error is
+/// nearly all of the loss. Channels quieter than the median keep the median's weight, so that
+/// near-constant channels do not take over instead.
 pub fn channel_weights(target: &Tensor) -> Tensor {
     let c = target.row_len();
     let mut ms = vec![0.0f64; c];
@@ -113,10 +125,11 @@ pub fn channel_weights(target: &Tensor) -> Tensor {
             *m += (v as f64) * (v as f64);
         }
     }
-    let inv: Vec<f64> = ms
-        .iter()
-        .map(|&m| 1.0 / (m / target.rows().max(1) as f64 + 1e-12))
-        .collect();
+    let rows = target.rows().max(1) as f64;
+    let mut sorted: Vec<f64> = ms.iter().map(|m| m / rows).collect();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(c / 2).copied().unwrap_or(1.0).max(1e-12);
+    let inv: Vec<f64> = ms.iter().map(|&m| 1.0 / (m / rows).max(median)).collect();
     let mean = inv.iter().sum::<f64>() / c.max(1) as f64;
     Tensor::new(vec![c], inv.iter().map(|&w| (w / mean) as f32).collect())
 }
@@ -143,7 +156,9 @@ impl Streams {
             }
             for &id in b {
                 if id < 0 || id as usize >= table.rows() {
-                    return Err(InterpError::Input(format!("token id {id} is outside the vocabulary")));
+                    return Err(InterpError::Input(format!(
+                        "token id {id} is outside the vocabulary"
+                    )));
                 }
                 data.extend_from_slice(table.row(id as usize));
             }
@@ -201,7 +216,11 @@ impl Streams {
         let l = self.layer;
         let gs = layer_graphs(cfg, l, spec, weights)?;
         let target = run_layer(&gs.fp, teacher, &self.fp, self.seq_len).map_err(interp)?;
-        let before = run_layer(&gs.quant, weights, &self.quant, self.seq_len).map_err(interp)?;
+        let source = match bc.input {
+            BlockInput::FullPrecision => &self.fp,
+            BlockInput::Quantized => &self.quant,
+        };
+        let before = run_layer(&gs.quant, weights, source, self.seq_len).map_err(interp)?;
         let cw = channel_weights(&target);
         let mse_before = mse(&before, &target, &cw);
         let prefix = format!("model.layers.{l}.");
@@ -222,7 +241,7 @@ impl Streams {
                 }
                 Value::F32(Tensor::new(vec![idx.len() * self.seq_len, h], d))
             };
-            let inputs = vec![gather(&self.quant), gather(&target), Value::F32(cw.clone())];
+            let inputs = vec![gather(source), gather(&target), Value::F32(cw.clone())];
             let lr = cosine_lr(bc.lr, step, bc.warmup, bc.steps);
             let stats = step_on(
                 &gs.train,
@@ -238,10 +257,15 @@ impl Streams {
             losses.push(stats.loss);
             on_step(step + 1, stats.loss);
         }
-        let after = run_layer(&gs.quant, weights, &self.quant, self.seq_len).map_err(interp)?;
+        let after = run_layer(&gs.quant, weights, source, self.seq_len).map_err(interp)?;
         let mse_after = mse(&after, &target, &cw);
+        self.quant = match bc.input {
+            BlockInput::FullPrecision => {
+                run_layer(&gs.quant, weights, &self.quant, self.seq_len).map_err(interp)?
+            }
+            BlockInput::Quantized => after,
+        };
         self.fp = target;
-        self.quant = after;
         self.layer += 1;
         Ok(LayerReport {
             layer: l,

@@ -22,7 +22,11 @@ impl Pass for AddMseLoss {
         let ty = g.node(out).ty.clone();
         let channels = match ty.last() {
             Some(c) if ty.dtype == DType::F32 => c.clone(),
-            _ => return Err(fail(format!("expected an f32 output of rank >= 1, found {ty}"))),
+            _ => {
+                return Err(fail(format!(
+                    "expected an f32 output of rank >= 1, found {ty}"
+                )))
+            }
         };
         let target = new_input(g, "add-mse-loss", "target", ty)?;
         let weight = new_input(

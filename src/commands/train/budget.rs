@@ -67,6 +67,8 @@ pub struct RecipeKey {
     calib_blocks: usize,
     block_batch: usize,
     block_lr: f64,
+    block_input: super::BlockInputArg,
+    rotate: bool,
     ce_weight: f64,
 }
 
@@ -103,6 +105,9 @@ pub struct StageReport {
     pub mse_before: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mse_after: Option<f64>,
+    /// Held-out perplexity at the end of the stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heldout_ppl: Option<f64>,
 }
 
 const DISTILL_LR: f64 = 5e-5;
@@ -136,6 +141,9 @@ pub fn run(args: &Args) -> Result<()> {
     let lr = args.lr.unwrap_or(DISTILL_LR);
     let process_start = Instant::now();
     let mut m = super::super::load(&args.model)?;
+    if args.rotate {
+        pqc::rotate::rotate_residual(&mut m, args.seed).map_err(anyhow::Error::msg)?;
+    }
     let teacher = m.weights.clone();
     let teacher_graph = m.graph.clone();
     super::apply(&mut m, &spec, &args.model.display().to_string())?;
@@ -164,6 +172,8 @@ pub fn run(args: &Args) -> Result<()> {
         calib_blocks: args.calib_blocks,
         block_batch: args.block_batch,
         block_lr: args.block_lr,
+        block_input: args.block_input,
+        rotate: args.rotate,
         ce_weight: args.ce_weight,
     };
     let key = run_key(&m, args, &spec, train.len(), 0, lr, Some(recipe));
@@ -183,7 +193,10 @@ pub fn run(args: &Args) -> Result<()> {
         state = ck
             .stage
             .ok_or_else(|| anyhow::anyhow!("{}: not a block-kd checkpoint", dir.display()))?;
-        eprintln!("resuming: {:?} stage, layer {}, step {}", state.stage, state.layer, opt.step);
+        eprintln!(
+            "resuming: {:?} stage, layer {}, step {}",
+            state.stage, state.layer, opt.step
+        );
     }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
@@ -196,8 +209,10 @@ pub fn run(args: &Args) -> Result<()> {
     let eval_start = Instant::now();
     let ppl = |w: &Weights| mean_loss(&scored, w, &heldout).map(f64::exp);
     let ppl_start = ppl(&m.weights)?;
-    // Reserve the final evaluation and the writes (a few seconds) with a margin.
-    let reserve = 1.2 * eval_start.elapsed().as_secs_f64() + 5.0;
+    // Reserve the final evaluation and the writes (the checkpoint's three tensor files and the
+    // model, at a conservative 300 MB/s) with a margin.
+    let param_bytes: usize = m.weights.values().map(|t| t.numel() * 4).sum();
+    let reserve = 1.2 * eval_start.elapsed().as_secs_f64() + 0.5 + 4.0 * param_bytes as f64 / 3e8;
     println!("held-out perplexity before training: {ppl_start:.4}");
     let save = |w: &Weights, opt: &AdamW, losses: &[f64], state: &StageState| {
         let mut s = state.clone();
@@ -228,13 +243,17 @@ pub fn run(args: &Args) -> Result<()> {
         state.block_steps = Some(block_steps);
         if block_steps > 0 {
             streams.advance_to(cfg, &spec, &mut m.weights, &teacher, state.layer)?;
-            let bar = stage_bar(layers as u64 * block_steps, state.layer as u64 * block_steps);
+            let bar = stage_bar(
+                layers as u64 * block_steps,
+                state.layer as u64 * block_steps,
+            );
             let bc = BlockConfig {
                 steps: block_steps,
                 batch: args.block_batch,
                 lr: args.block_lr,
                 warmup: block_steps / 20,
                 seed: args.seed,
+                input: args.block_input.into(),
             };
             while state.layer < layers {
                 if clock.left() < reserve {
@@ -265,6 +284,7 @@ pub fn run(args: &Args) -> Result<()> {
                     loss_last: r.losses.last().copied().unwrap_or(f64::NAN),
                     mse_before: Some(r.mse_before),
                     mse_after: Some(r.mse_after),
+                    heldout_ppl: None,
                 });
                 bar.suspend(|| {
                     println!(
@@ -289,6 +309,9 @@ pub fn run(args: &Args) -> Result<()> {
             bar.finish_and_clear();
             let p = ppl(&m.weights)?;
             println!("held-out perplexity after stage 1: {p:.4}");
+            if let Some(last) = state.reports.last_mut() {
+                last.heldout_ppl = Some(p);
+            }
         }
         state.stage = Stage::Distill;
         opt = AdamW::default();
@@ -342,21 +365,15 @@ pub fn run(args: &Args) -> Result<()> {
             stats.loss,
             fmt_left(clock.left())
         ));
-        if args.eval_every > 0 && done % args.eval_every == 0 && done < steps {
-            let p = ppl(&m.weights)?;
-            history.push((done, p));
-            bar.suspend(|| println!("step {done}: held-out perplexity {p:.4}"));
-        }
-        let stopping = args.stop_after == Some(done);
-        if (args.save_every > 0 && done % args.save_every == 0) || stopping {
-            save(&m.weights, &opt, &losses, &state)?;
-        }
-        if stopping {
-            bar.finish_and_clear();
-            println!(
-                "stopped after step {done}; continue with --resume {}",
-                args.out.display()
-            );
+        let stop = super::after_step(
+            args,
+            (done, steps),
+            &bar,
+            &mut history,
+            || ppl(&m.weights),
+            || save(&m.weights, &opt, &losses, &state),
+        )?;
+        if stop {
             return Ok(());
         }
     }
@@ -375,9 +392,13 @@ pub fn run(args: &Args) -> Result<()> {
         loss_last: losses.last().copied().unwrap_or(f64::NAN),
         mse_before: None,
         mse_after: None,
+        heldout_ppl: None,
     });
     let ppl_end = ppl(&m.weights)?;
     history.push((opt.step, ppl_end));
+    if let Some(last) = state.reports.last_mut() {
+        last.heldout_ppl = Some(ppl_end);
+    }
     save(&m.weights, &opt, &losses, &state)?;
     let summary = Summary {
         model: args.model.display().to_string(),
@@ -415,6 +436,7 @@ fn probe_block(
         lr: args.block_lr,
         warmup: 0,
         seed: args.seed,
+        input: args.block_input.into(),
     };
     // A zero-step layer pass times the three calibration forwards; a step is about three
     // forwards of one batch, so the probe's time per batch-forward times three estimates it.
@@ -470,4 +492,21 @@ fn fmt_left(secs: f64) -> String {
     }
     let s = secs.max(0.0) as u64;
     format!("{}m{:02}s", s / 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(90.0));
+        assert_eq!(parse_duration("45m"), Ok(2700.0));
+        assert_eq!(parse_duration("1h30m"), Ok(5400.0));
+        assert_eq!(parse_duration("1.5h"), Ok(5400.0));
+        assert_eq!(parse_duration("120"), Ok(120.0));
+        for bad in ["", "soon", "10x", "0s", "-5m", "m", "1e9h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -20,7 +20,9 @@ pub struct CheckpointState {
     pub stage: Option<super::budget::StageState>,
 }
 
-/// Writes `DIR/checkpoint/` (params, optimizer moments, state) through a temporary folder.
+/// Writes `DIR/checkpoint/` (params, optimizer moments, state) crash-safely: a new folder is
+/// written and synced, then swapped in (`output::replace_dir_atomic`); a kill at any point leaves
+/// the old or the new checkpoint whole, and the next save or resume finishes the swap.
 pub fn save_checkpoint(
     out: &Path,
     key: &RunKey,
@@ -29,10 +31,6 @@ pub fn save_checkpoint(
     losses: &[f64],
     stage: Option<super::budget::StageState>,
 ) -> Result<()> {
-    let target = out.join("checkpoint");
-    let tmp = out.join(".checkpoint.tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
     let tensors = |w: &Weights| -> Result<Vec<u8>> {
         crate::output::safetensors_bytes(
             w.iter()
@@ -40,28 +38,25 @@ pub fn save_checkpoint(
             None,
         )
     };
-    std::fs::write(tmp.join("params.safetensors"), tensors(weights)?)?;
-    std::fs::write(tmp.join("adam_m.safetensors"), tensors(&opt.m)?)?;
-    std::fs::write(tmp.join("adam_v.safetensors"), tensors(&opt.v)?)?;
     let state = CheckpointState {
         key: key.clone(),
         step: opt.step,
         losses: losses.to_vec(),
         stage,
     };
-    std::fs::write(
-        tmp.join("state.json"),
-        serde_json::to_string_pretty(&state)?,
-    )?;
-    let old = out.join(".checkpoint.old");
-    let _ = std::fs::remove_dir_all(&old);
-    if target.exists() {
-        std::fs::rename(&target, &old)?;
-    }
-    std::fs::rename(&tmp, &target)
-        .with_context(|| format!("{}: cannot move into place", target.display()))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
+    crate::output::replace_dir_atomic(&out.join("checkpoint"), |dir| {
+        let write = |name: &str, bytes: &[u8]| {
+            std::fs::write(dir.join(name), bytes)
+                .with_context(|| format!("{}: cannot write", dir.join(name).display()))
+        };
+        write("params.safetensors", &tensors(weights)?)?;
+        write("adam_m.safetensors", &tensors(&opt.m)?)?;
+        write("adam_v.safetensors", &tensors(&opt.v)?)?;
+        write(
+            "state.json",
+            serde_json::to_string_pretty(&state)?.as_bytes(),
+        )
+    })
 }
 
 pub fn load_checkpoint(
@@ -71,6 +66,7 @@ pub fn load_checkpoint(
     opt: &mut AdamW,
 ) -> Result<CheckpointState> {
     let ck = dir.join("checkpoint");
+    crate::output::recover_dir_swap(&ck)?;
     let state_path = ck.join("state.json");
     let text = std::fs::read_to_string(&state_path)
         .with_context(|| format!("{}: no checkpoint to resume", state_path.display()))?;
@@ -97,4 +93,3 @@ pub fn read_tensors(path: &Path) -> Result<Weights> {
         .into_iter()
         .collect::<std::collections::BTreeMap<String, Tensor>>())
 }
-

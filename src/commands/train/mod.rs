@@ -36,6 +36,24 @@ pub enum Recipe {
     BlockKd,
 }
 
+/// Which activations stage 1 trains each layer on.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlockInputArg {
+    /// The full-precision model's (each layer learns its own quantization error).
+    Fp,
+    /// The quantized model's, after the layers already trained (EfficientQAT's Block-AP).
+    Quant,
+}
+
+impl From<BlockInputArg> for pqc::train::blockwise::BlockInput {
+    fn from(a: BlockInputArg) -> Self {
+        match a {
+            BlockInputArg::Fp => Self::FullPrecision,
+            BlockInputArg::Quant => Self::Quantized,
+        }
+    }
+}
+
 /// Fine-tune a model with quantization-aware training (QAT).
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
@@ -106,6 +124,13 @@ pub struct Args {
     /// block-kd: blocks per step in stage 1.
     #[arg(long, default_value_t = 4)]
     pub block_batch: usize,
+    /// block-kd: rotate the residual stream by a random orthogonal matrix first (same model,
+    /// weights with fewer outlier columns; the output head is untied from the embedding).
+    #[arg(long)]
+    pub rotate: bool,
+    /// block-kd: which activations each layer trains on in stage 1.
+    #[arg(long, value_enum, default_value = "fp")]
+    pub block_input: BlockInputArg,
     /// block-kd: peak learning rate of stage 1.
     #[arg(long, default_value_t = 1e-4)]
     pub block_lr: f64,
@@ -188,7 +213,10 @@ fn check_args(args: &Args) -> Result<()> {
         }
     }
     if !args.block_lr.is_finite() || args.block_lr <= 0.0 || args.block_lr > 1.0 {
-        bail!("--block-lr must be a number in (0, 1], got {}", args.block_lr);
+        bail!(
+            "--block-lr must be a number in (0, 1], got {}",
+            args.block_lr
+        );
     }
     if !(0.0..=1.0).contains(&args.ce_weight) {
         bail!("--ce-weight must be in [0, 1], got {}", args.ce_weight);
@@ -284,21 +312,15 @@ fn run_paretoq(args: &Args) -> Result<()> {
             stats.loss, lr, tps
         ));
         bar.set_position(done);
-        if args.eval_every > 0 && done % args.eval_every == 0 && done < steps {
-            let p = ppl(&m.weights)?;
-            history.push((done, p));
-            bar.println(format!("step {done}: held-out perplexity {p:.4}"));
-        }
-        let stopping = args.stop_after == Some(done);
-        if (args.save_every > 0 && done % args.save_every == 0) || stopping {
-            save_checkpoint(&args.out, &key, &m.weights, &opt, &losses, None)?;
-        }
-        if stopping {
-            bar.finish_and_clear();
-            println!(
-                "stopped after step {done}; continue with --resume {}",
-                args.out.display()
-            );
+        let stop = after_step(
+            args,
+            (done, steps),
+            &bar,
+            &mut history,
+            || ppl(&m.weights),
+            || save_checkpoint(&args.out, &key, &m.weights, &opt, &losses, None),
+        )?;
+        if stop {
             return Ok(());
         }
     }
@@ -323,6 +345,36 @@ fn run_paretoq(args: &Args) -> Result<()> {
         seconds: start.elapsed().as_secs_f64(),
     };
     finish(args, &m, &init, summary)
+}
+
+/// What a training loop does after step `done` of `steps`: a held-out evaluation every
+/// --eval-every steps, a checkpoint every --save-every steps and at --stop-after; true when the
+/// run stops here.
+fn after_step(
+    args: &Args,
+    (done, steps): (u64, u64),
+    bar: &ProgressBar,
+    history: &mut Vec<(u64, f64)>,
+    ppl: impl FnOnce() -> Result<f64, pqc::interp::InterpError>,
+    save: impl FnOnce() -> Result<()>,
+) -> Result<bool> {
+    if args.eval_every > 0 && done % args.eval_every == 0 && done < steps {
+        let p = ppl()?;
+        history.push((done, p));
+        bar.suspend(|| println!("step {done}: held-out perplexity {p:.4}"));
+    }
+    let stopping = args.stop_after == Some(done);
+    if (args.save_every > 0 && done % args.save_every == 0) || stopping {
+        save()?;
+    }
+    if stopping {
+        bar.finish_and_clear();
+        println!(
+            "stopped after step {done}; continue with --resume {}",
+            args.out.display()
+        );
+    }
+    Ok(stopping)
 }
 
 /// Writes the model folder and training.json, and prints the summary.
