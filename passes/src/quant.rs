@@ -43,7 +43,6 @@ macro_rules! with_bits {
         }
     };
 }
-use with_bits;
 
 /// A bit width of the projection weights. `Full` means no quantization (16 bits and up).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
