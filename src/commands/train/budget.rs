@@ -9,12 +9,16 @@
 //! stops at the next step boundary, evaluates and writes the model.
 //!
 //! Departures from the ParetoQ paper (which trains every parameter with cross-entropy on
-//! billions of tokens): each scale starts at the least-squares scale of its row
+//! billions of tokens): with `--rotate` the residual stream is first rotated by a random
+//! orthogonal matrix (`pqc::rotate`; the same model, and the head untied), which 2-bit rows with
+//! one scale each need on SmolLM2; each scale starts at the least-squares scale of its row
 //! (`quant::mse_scale`) instead of max |w| (2-bit, ternary) or max |w| / Qp (3, 4 bits); the
-//! embedding / output head stays full precision and frozen; stage 1 is
-//! EfficientQAT's Block-AP (mean squared error against the full-precision layer, the quantized
-//! model's own activations as input); stage 2 minimizes the KL divergence to the full-precision
-//! model's next-token distribution (BitDistiller-style), not cross-entropy on the data alone.
+//! embedding / output head stays full precision and frozen; stage 1 is block-wise
+//! reconstruction (mean squared error against the full-precision layer, from the
+//! full-precision activations by default, or, with `--block-input quant`, the quantized
+//! model's own as in EfficientQAT's Block-AP); stage 2 minimizes the KL divergence to the
+//! full-precision model's next-token distribution (BitDistiller-style), not cross-entropy on
+//! the data alone. `docs/qat-smollm2.md` has what each of these measured.
 
 use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::{load_blocks, run_key, Args, Recipe, Summary};
