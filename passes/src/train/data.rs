@@ -55,3 +55,11 @@ pub fn batch_indices(order: &[usize], step: u64, batch: usize) -> Vec<usize> {
         .map(|i| order[(step as usize * batch + i) % order.len()])
         .collect()
 }
+
+/// The blocks of batch `step` (see `batch_indices`).
+pub fn batch<'a>(blocks: &'a [Vec<i32>], order: &[usize], step: u64, batch: usize) -> Vec<&'a [i32]> {
+    batch_indices(order, step, batch)
+        .into_iter()
+        .map(|i| blocks[i].as_slice())
+        .collect()
+}

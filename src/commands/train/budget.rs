@@ -345,8 +345,7 @@ pub fn run(args: &Args) -> Result<()> {
     let t_stage = Instant::now();
     let loss_first = losses.len();
     while opt.step < steps && clock.left() > reserve {
-        let idx = data::batch_indices(&order, opt.step, args.batch);
-        let batch: Vec<&[i32]> = idx.iter().map(|&i| train[i].as_slice()).collect();
+        let batch = data::batch(&train, &order, opt.step, args.batch);
         let lr_now = cosine_lr(lr, opt.step, args.warmup, steps);
         let stats = train_step(
             &student,
@@ -467,8 +466,7 @@ fn probe_distill(
     args: &Args,
     objective: Objective,
 ) -> Result<f64> {
-    let idx = data::batch_indices(order, 0, args.batch);
-    let batch: Vec<&[i32]> = idx.iter().map(|&i| train[i].as_slice()).collect();
+    let batch = data::batch(train, order, 0, args.batch);
     // The first pass pays for first-touch allocations; the second is the one a step repeats.
     let mut best = f64::INFINITY;
     for _ in 0..2 {

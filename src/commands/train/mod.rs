@@ -289,8 +289,7 @@ fn run_paretoq(args: &Args) -> Result<()> {
     let (mut peak, loop_start) = (0usize, Instant::now());
     let first = opt.step;
     while opt.step < steps {
-        let idx = data::batch_indices(&order, opt.step, args.batch);
-        let batch: Vec<&[i32]> = idx.iter().map(|&i| train[i].as_slice()).collect();
+        let batch = data::batch(&train, &order, opt.step, args.batch);
         let lr = cosine_lr(lr, opt.step, args.warmup, steps);
         let stats = train_step(
             &graph,
