@@ -57,7 +57,12 @@ pub fn batch_indices(order: &[usize], step: u64, batch: usize) -> Vec<usize> {
 }
 
 /// The blocks of batch `step` (see `batch_indices`).
-pub fn batch<'a>(blocks: &'a [Vec<i32>], order: &[usize], step: u64, batch: usize) -> Vec<&'a [i32]> {
+pub fn batch<'a>(
+    blocks: &'a [Vec<i32>],
+    order: &[usize],
+    step: u64,
+    batch: usize,
+) -> Vec<&'a [i32]> {
     batch_indices(order, step, batch)
         .into_iter()
         .map(|i| blocks[i].as_slice())
