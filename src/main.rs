@@ -44,6 +44,7 @@ enum Command {
     Compile(commands::compile::Args),
     Keygen(commands::keygen::Args),
     Run(commands::run::Args),
+    Generate(commands::generate::Args),
     Bench(commands::bench::Args),
     Search(commands::search::Args),
 }
@@ -62,13 +63,16 @@ fn restore_default_sigpipe() {
 /// 128 KiB-32 MiB with a fresh mmap and unmaps it on free, so each training step's activations
 /// and gradients (hundreds of MB, allocated anew every step) page-fault in again: measured on
 /// SmolLM2, a 2-bit training step spent 7 s in the kernel per 3 steps and the AdamW update took
-/// 1.1-1.6 s instead of 0.4 s.
+/// 1.1-1.6 s instead of 0.4 s. Allocations over 32 MiB (glibc's ceiling for the threshold: the
+/// [tokens, vocabulary] logits and their gradients, 200 MB each) come from the heap too, with
+/// mmap turned off: each fresh 200 MB took 0.08 s of page faults, several times a step.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
     }
 }
 
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
         Command::Compile(a) => commands::compile::run(a),
         Command::Keygen(a) => commands::keygen::run(a),
         Command::Run(a) => commands::run::run(a),
+        Command::Generate(a) => commands::generate::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Search(a) => commands::search::run(a),
     });

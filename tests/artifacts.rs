@@ -116,6 +116,74 @@ fn run_generates_text_and_reports_speed() {
     }
 }
 
+/// `generate` samples training text from an artifact: the file has about the tokens asked
+/// for, one JSON document per line; the same seed gives the same bytes, another seed other
+/// text; `train` takes the file as its data; an existing file is refused.
+#[test]
+fn generate_writes_training_text_that_train_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = compile(dir.path(), "teacher", &["--bits", "16"], "portable");
+    let gen = |name: &str, seed: &str| -> (PathBuf, String) {
+        let out = dir.path().join(name);
+        let stdout = paretoqc(&[
+            "generate",
+            art.to_str().unwrap(),
+            "--tokens",
+            "300",
+            "--length",
+            "48",
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(stdout.contains("wrote"), "{stdout}");
+        let text = std::fs::read_to_string(&out).unwrap();
+        (out, text)
+    };
+    let (a, text_a) = gen("a.jsonl", "1");
+    let (_, text_b) = gen("b.jsonl", "1");
+    let (_, text_c) = gen("c.jsonl", "2");
+    assert_eq!(text_a, text_b, "the same seed gave different text");
+    assert_ne!(text_a, text_c, "another seed gave the same text");
+    let docs: Vec<serde_json::Value> = text_a
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(docs.len() >= 300 / 48, "{} documents", docs.len());
+    assert!(docs
+        .iter()
+        .all(|d| !d["text"].as_str().unwrap().trim().is_empty()));
+    let model = testdata("models/tiny-llama");
+    let trained = dir.path().join("trained");
+    paretoqc(&[
+        "train",
+        model.to_str().unwrap(),
+        "--bits",
+        "2",
+        "--data",
+        a.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--seq-len",
+        "16",
+        "--batch",
+        "2",
+        "--out",
+        trained.to_str().unwrap(),
+    ]);
+    assert!(trained.join("model.safetensors").is_file());
+    let err = paretoqc_err(&[
+        "generate",
+        art.to_str().unwrap(),
+        "--tokens",
+        "10",
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    assert!(err.contains("--overwrite"), "{err}");
+}
+
 /// Compiles once, then damages a copy in each way a user's artifact can be damaged.
 #[test]
 fn bad_artifacts_are_refused_with_the_file_and_the_reason() {

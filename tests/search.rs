@@ -424,3 +424,108 @@ fn zero_shot_accuracy_of_every_point() {
         .unwrap_or_default();
     assert!(!points.is_empty(), "no point has an accuracy: {text}");
 }
+
+/// Models trained at 2 and 4 bits (block-kd, rotated) mixed by `search --trained`: each
+/// uniform point is its trained model (the perplexity `eval` gives it), the mixed points lie
+/// between, and models that do not share the base are refused with the file and tensor named.
+#[test]
+fn search_mixes_models_trained_at_several_widths() {
+    let dir = tempfile::tempdir().unwrap();
+    let trained = |bits: &str| -> PathBuf {
+        let out = dir.path().join(format!("t{bits}"));
+        ok(&[
+            "--threads",
+            "1",
+            "train",
+            MODEL,
+            "--bits",
+            bits,
+            "--data",
+            TEXT,
+            "--recipe",
+            "block-kd",
+            "--rotate",
+            "--block-steps",
+            "2",
+            "--steps",
+            "2",
+            "--calib-blocks",
+            "8",
+            "--seq-len",
+            "64",
+            "--batch",
+            "4",
+            "--out",
+            s(&out),
+        ]);
+        out
+    };
+    let (t2, t4) = (trained("2"), trained("4"));
+    let list = format!("2={},4={}", s(&t2), s(&t4));
+    let out = dir.path().join("mixed");
+    let base = small(&out);
+    let extra = [
+        "--trained",
+        &list,
+        "--rotate-seed",
+        "0",
+        "--points",
+        "3",
+        "--check",
+        "4",
+        "--check-tokens",
+        "256",
+        "--no-cache",
+    ];
+    ok(&with(&base, &extra));
+    let frontier = read_json(&out.join("frontier.json"));
+    let uniform = frontier["uniform"].as_array().unwrap();
+    assert_eq!(uniform.len(), 2, "{uniform:?}");
+    for (u, (bits, folder)) in uniform.iter().zip([("2", &t2), ("4", &t4)]) {
+        assert_eq!(u["bits"].to_string(), bits);
+        let (stdout, _) = ok(&[
+            "--threads",
+            "1",
+            "eval",
+            s(folder),
+            "--bits",
+            bits,
+            "--text",
+            HELDOUT,
+            "--ctx",
+            "128",
+            "--max-tokens",
+            "1024",
+        ]);
+        let (got, want) = (perplexity_line(&stdout), u["perplexity"].as_f64().unwrap());
+        assert!(
+            (got - want).abs() <= 1e-5 * want,
+            "{bits}-bit: eval {got} vs search {want}"
+        );
+    }
+    let widths: Vec<String> = frontier["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["modules_per_width"].as_object().unwrap().keys().cloned())
+        .collect();
+    assert!(
+        widths
+            .iter()
+            .all(|w| ["2", "4", "16"].contains(&w.as_str())),
+        "{widths:?}"
+    );
+
+    // Without the rotation the trained models' embedding is not the base's.
+    let e = err(&with(&small(&dir.path().join("e1")), &["--trained", &list]));
+    assert!(e.contains("model.embed_tokens.weight differs"), "{e}");
+    // A folder given at the wrong width.
+    let wrong = format!("3={}", s(&t2));
+    let e = err(&with(
+        &small(&dir.path().join("e2")),
+        &["--trained", &wrong],
+    ));
+    assert!(e.contains("`quant` is 2-bit"), "{e}");
+    let e = err(&with(&small(&dir.path().join("e3")), &["--trained", "2"]));
+    assert!(e.contains("WIDTH=DIR"), "{e}");
+}

@@ -107,3 +107,37 @@ pub fn generate(
     stats.stopped_at_context = !stopped && out.len() < n;
     Ok(stats)
 }
+
+/// Samples one document after the token ids `start` (kept at its head): up to `len` tokens in
+/// all, ending early at a token of `stops` (not included). Token ids only, for training text.
+pub fn sample_ids(
+    art: &Artifact,
+    start: &[u32],
+    len: usize,
+    stops: &[u32],
+    sampler: &mut Sampler,
+) -> Result<Vec<u32>, ArtifactError> {
+    let context = art.model.config.max_position_embeddings;
+    if start.is_empty() || start.len() >= len.min(context) {
+        return Err(ArtifactError::Run(format!(
+            "a document starts with {} tokens and may have {} (the model's context is {context})",
+            start.len(),
+            len
+        )));
+    }
+    let capacity = len.min(context);
+    let mut session = Session::new(&art.model, art.kernels.as_ref(), capacity);
+    let mut ids = start.to_vec();
+    let mut logits = session.forward(start, false)?;
+    while ids.len() < capacity {
+        let next = sampler.pick(&logits);
+        if stops.contains(&next) {
+            break;
+        }
+        ids.push(next);
+        if ids.len() < capacity {
+            logits = session.forward(&[next], false)?;
+        }
+    }
+    Ok(ids)
+}

@@ -106,7 +106,7 @@ fn run_perplexity(args: &Args, text: &Path) -> Result<()> {
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     if args.profile {
-        print_profile(&meter, secs);
+        super::print_profile(&meter, secs);
     }
     println!("model: {} ({})", args.model.display(), m.format);
     println!("windows: {} x {} tokens", ppl.windows, ctx);
@@ -170,21 +170,6 @@ fn windows_bar(windows: usize) -> ProgressBar {
             .expect("valid template"),
     );
     bar
-}
-
-fn print_profile(meter: &Meter, total: f64) {
-    println!(
-        "{:<14} {:>7} {:>10} {:>7}",
-        "op", "calls", "seconds", "share"
-    );
-    for (op, calls, t) in meter.op_times() {
-        let s = t.as_secs_f64();
-        println!("{op:<14} {calls:>7} {s:>10.3} {:>6.1}%", 100.0 * s / total);
-    }
-    println!(
-        "peak live activations: {:.1} MB",
-        meter.peak_bytes() as f64 / 1e6
-    );
 }
 
 fn run_tasks(args: &Args, list: &str) -> Result<()> {

@@ -6,6 +6,7 @@ pub mod compile;
 pub mod convert;
 pub mod diff;
 pub mod eval;
+pub mod generate;
 pub mod import;
 pub mod init;
 pub mod inspect;
@@ -24,6 +25,31 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pqc::import::{load_model, Model};
 use std::path::Path;
 use std::time::Duration;
+
+/// Prints the time per op kind of `meter` (and of its gradient rules, if any) as a share of
+/// `total` seconds, slowest first, then the peak of live activations.
+pub fn print_profile(meter: &pqc::interp::Meter, total: f64) {
+    println!(
+        "{:<16} {:>7} {:>10} {:>7}",
+        "op", "calls", "seconds", "share"
+    );
+    let rows = |label: &str, times: Vec<(&'static str, usize, Duration)>| {
+        for (op, calls, t) in times {
+            let s = t.as_secs_f64();
+            let name = format!("{op}{label}");
+            println!(
+                "{name:<16} {calls:>7} {s:>10.3} {:>6.1}%",
+                100.0 * s / total
+            );
+        }
+    };
+    rows("", meter.op_times());
+    rows(" (grad)", meter.grad_times());
+    println!(
+        "peak live activations: {:.1} MB",
+        meter.peak_bytes() as f64 / 1e6
+    );
+}
 
 /// Loads a model, with a spinner on stderr while large files decode.
 pub fn load(path: &Path) -> Result<Model> {

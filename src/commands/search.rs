@@ -20,11 +20,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pqc::eval::perplexity;
 use pqc::import::{Model, Weights};
 use pqc::interp::Meter;
+use pqc::qat::QuantSpec;
 use pqc::quant::Bits;
 use pqc::search::budget::Budget;
 use pqc::search::costs::CostTable;
 use pqc::search::frontier::{evenly_spaced, Plan, PlannedPoint, Planner};
 use pqc::search::size::{SizeModel, BYTES_PER_MB};
+use pqc::search::trained::{Candidates, TrainedSet};
 use pqc::transforms::pareto_search::{ParetoSearch, PlanSource};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -48,6 +50,16 @@ pub struct Args {
     /// Bit widths a projection may take.
     #[arg(long, default_value = "1,1.58,2,3,4,16")]
     pub bits: String,
+    /// Models trained at several widths (`paretoqc train` output folders) to mix, instead of
+    /// quantizing MODEL after training: WIDTH=DIR, comma-separated, e.g.
+    /// 2=runs/smollm2-2bit,3=runs/smollm2-3bit. Each width's projections come from its model;
+    /// the widths are these and 16. The models must share MODEL's embedding and head (block-kd
+    /// keeps them frozen).
+    #[arg(long, value_delimiter = ',', conflicts_with = "bits")]
+    pub trained: Vec<String>,
+    /// The --trained models were trained with `--rotate --seed S`: rotate MODEL the same way.
+    #[arg(long, requires = "trained")]
+    pub rotate_seed: Option<u64>,
     /// Budgets for the frontier: sizes of the whole model (30MB, 1.2GB, 800KB) or bits per
     /// projection weight (2.5bpw), comma-separated.
     #[arg(long, conflicts_with_all = ["points", "budget"])]
@@ -105,6 +117,8 @@ pub struct Args {
 /// What the user asked for, checked before any model is loaded.
 struct Request {
     widths: Vec<Bits>,
+    /// --trained: (width, folder).
+    trained: Vec<(Bits, PathBuf)>,
     /// Zero-shot tasks, loaded (empty without --tasks).
     tasks: Vec<pqc::tasks::LoadedTask>,
     budgets: Option<Vec<Budget>>,
@@ -112,7 +126,14 @@ struct Request {
 }
 
 fn parse_request(args: &Args) -> Result<Request> {
-    let widths = parse_widths(&args.bits)?;
+    let trained = parse_trained(&args.trained)?;
+    let widths = if trained.is_empty() {
+        parse_widths(&args.bits)?
+    } else {
+        let mut w: Vec<Bits> = trained.iter().map(|(b, _)| *b).collect();
+        w.push(Bits::Full);
+        w
+    };
     let single = args.budget.is_some();
     let budgets = match (&args.budget, &args.budgets) {
         (Some(b), _) => Some(vec![
@@ -143,10 +164,78 @@ fn parse_request(args: &Args) -> Result<Request> {
     let tasks = load_tasks(args)?;
     Ok(Request {
         widths,
+        trained,
         tasks,
         budgets,
         single,
     })
+}
+
+/// `--trained 2=DIR,3=DIR`: widths below 16, each once, folders that exist; sorted by width.
+fn parse_trained(items: &[String]) -> Result<Vec<(Bits, PathBuf)>> {
+    let mut out: Vec<(Bits, PathBuf)> = vec![];
+    for item in items {
+        let (bits, dir) = item.split_once('=').with_context(|| {
+            format!("--trained `{item}`: give WIDTH=DIR, e.g. 2=runs/smollm2-2bit")
+        })?;
+        let bits = Bits::parse(bits).map_err(|m| anyhow::anyhow!("--trained `{item}`: {m}"))?;
+        if bits == Bits::Full {
+            bail!("--trained `{item}`: 16 bits is MODEL itself; give models trained below 16 bits");
+        }
+        if out.iter().any(|(b, _)| *b == bits) {
+            bail!("--trained: two models at {bits} bits");
+        }
+        let dir = PathBuf::from(dir);
+        if !dir.is_dir() {
+            bail!("--trained `{item}`: {} is not a folder", dir.display());
+        }
+        out.push((bits, dir));
+    }
+    out.sort_by_key(|(b, _)| *b);
+    Ok(out)
+}
+
+/// The trained models of `request` as candidates (materialized at their widths with their
+/// trained scales), checked against `m`; and a key that identifies them for the cache.
+fn trained_candidates(m: &Model, request: &Request) -> Result<(Candidates, String)> {
+    if request.trained.is_empty() {
+        return Ok((Candidates::Ptq, String::new()));
+    }
+    let mut models = vec![];
+    let mut key = String::new();
+    for (bits, dir) in &request.trained {
+        let name = dir.display().to_string();
+        let mut t = super::load(dir)?;
+        check_trained_width(dir, *bits)?;
+        if !t.weights.keys().any(|k| k.ends_with(".weight_clip_val")) {
+            bail!("{name}: no weight_clip_val tensors: not a model trained by `paretoqc train`");
+        }
+        pqc::qat::lower(&mut t.graph, &mut t.weights, &QuantSpec::Uniform(*bits))
+            .with_context(|| name.clone())?;
+        pqc::qat::materialize_in_place(&t.graph, &mut t.weights).with_context(|| name.clone())?;
+        let hash = pqc::search::cache::key(&t.weights, &[], &bits.to_string());
+        key.push_str(&format!(" trained{bits}={hash}"));
+        models.push((*bits, t.weights, name));
+    }
+    let set = TrainedSet::new(&m.weights, models)?;
+    Ok((Candidates::Trained(set), key))
+}
+
+/// A trained folder's training.json, where there is one, must name the width it is given as.
+fn check_trained_width(dir: &Path, bits: Bits) -> Result<()> {
+    let path = dir.join("training.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let summary: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    match summary["quant"].as_str() {
+        Some(q) if q != format!("{bits}-bit") => bail!(
+            "{}: `quant` is {q}, but --trained gives this folder as {bits} bits",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -247,12 +336,14 @@ pub fn run(args: Args) -> Result<()> {
     let request = parse_request(&args)?;
     let mut stages = Stages::default();
     let (m, tokens) = stages.time("load", || load(&args))?;
+    let (candidates, trained_key) = stages.time("trained", || trained_candidates(&m, &request))?;
     let sizes = SizeModel::from_graph(&m.graph).map_err(anyhow::Error::msg)?;
     let budgets = budgets_in_bytes(&request, &sizes, args.points)?;
     let (costs, measured) = match &args.costs {
         Some(path) => (read_costs(path)?, None),
         None => {
-            let s = sensitivity::costs(&args, &m, &tokens, &request.widths, &mut stages)?;
+            let how = (&request.widths[..], &candidates, &trained_key[..]);
+            let s = sensitivity::costs(&args, &m, &tokens, how, &mut stages)?;
             (s.costs.clone(), Some(s))
         }
     };
@@ -269,6 +360,7 @@ pub fn run(args: Args) -> Result<()> {
     let verified = stages.time("verify", || {
         verify(
             &m,
+            &candidates,
             &sizes,
             &points,
             &uniform,
@@ -293,7 +385,10 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn load(args: &Args) -> Result<(Model, Tokens)> {
-    let m = super::load(&args.model)?;
+    let mut m = super::load(&args.model)?;
+    if let Some(seed) = args.rotate_seed {
+        pqc::rotate::rotate_residual(&mut m, seed).map_err(anyhow::Error::msg)?;
+    }
     let ids = super::tokenize::encode(&m, &super::read_text(&args.data)?, &args.data)?;
     if ids.is_empty() {
         bail!(
@@ -424,10 +519,13 @@ pub struct Verified {
     pub accuracy: Option<serde_json::Value>,
 }
 
-/// Quantizes each plan (and each uniform width below 16) through the `pareto-search` pass, and
-/// measures held-out perplexity. The first entry is the unquantized model.
+/// Quantizes each plan (and each uniform width below 16) through the `pareto-search` pass, or
+/// assembles it from the trained models, and measures held-out perplexity. The first entry is
+/// the unquantized model.
+#[allow(clippy::too_many_arguments)]
 fn verify(
     m: &Model,
+    candidates: &Candidates,
     sizes: &SizeModel,
     points: &[PlannedPoint],
     uniform: &[Bits],
@@ -456,7 +554,10 @@ fn verify(
     let mut out = vec![];
     for (name, plan, planned, uniform) in todo {
         bar.set_message(name.clone());
-        let weights = quantize(m, &plan).with_context(|| name.clone())?;
+        let weights = match candidates.assemble(&m.weights, &plan) {
+            Some(w) => w,
+            None => quantize(m, &plan).with_context(|| name.clone())?,
+        };
         let ppl = perplexity(
             &m.graph,
             &weights,

@@ -32,15 +32,21 @@ impl Real for f32 {
 pub fn exp_f32(x_in: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    // n = round(x·log2 e) by adding and taking away 1.5·2^23 (|x·log2 e| < 128, so exact), and
+    // 2^n from the low bits of the sum: `f32::round` and the f32-to-int conversion are a libm
+    // call and a saturating sequence on x86-64's baseline, which kept the loops from vectorising.
+    const SHIFTER: f32 = 12_582_912.0;
     let x = x_in.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    let t = x * std::f32::consts::LOG2_E + SHIFTER;
+    let n = t - SHIFTER;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 0.5;
     let e = p * r * r + r + 1.0;
-    let v = e * f32::from_bits(((n as i32 + 127) << 23) as u32);
+    let k = t.to_bits().wrapping_sub(SHIFTER.to_bits());
+    let v = e * f32::from_bits(k.wrapping_add(127) << 23);
     if x_in < -87.0 {
         0.0
     } else {
@@ -356,18 +362,61 @@ pub fn interleave_heads<T: Real>(heads: &[Vec<T>], rows: usize, d: usize) -> Vec
     out
 }
 
+/// Σ f(a[i], b[i]) in f64, as eight interleaved partial sums so the loop vectorises (one f64
+/// running sum is a chain of dependent adds; the result is as accurate for these lengths).
+pub fn sum_f64<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> f64 {
+    const LANES: usize = 8;
+    let mut acc = [0.0f64; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        let mut e = [T::zero(); LANES];
+        for j in 0..LANES {
+            e[j] = f(x[j], y[j]);
+        }
+        for j in 0..LANES {
+            acc[j] += e[j].to_f64().unwrap_or(f64::NAN);
+        }
+    }
+    let tail: f64 = ta
+        .iter()
+        .zip(tb)
+        .map(|(&x, &y)| f(x, y).to_f64().unwrap_or(f64::NAN))
+        .sum();
+    acc.iter().sum::<f64>() + tail
+}
+
 /// Softmax of one row; the normaliser is summed in f64 (see `rms_inv`).
 pub fn softmax_in_place<T: Real>(x: &mut [T]) {
     let max = x.iter().copied().fold(T::neg_infinity(), T::max);
-    let mut sum = 0.0f64;
     for v in x.iter_mut() {
         *v = (*v - max).exp_fast();
-        sum += v.to_f64().unwrap_or(f64::NAN);
     }
-    let sum: T = c(sum);
+    let sum: T = c(sum_f64(x, x, |v, _| v));
     for v in x.iter_mut() {
         *v = *v / sum;
     }
+}
+
+/// Elements per task of the elementwise kernels (below it they run on the calling thread).
+const PAR_ELEMS: usize = 1 << 15;
+
+/// `f(a[i], b[i])` for each i (b as long as a), split across threads on long slices.
+pub fn zip_map<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
+    let mut out = vec![T::zero(); a.len()];
+    let run = |(o, (a, b)): (&mut [T], (&[T], &[T]))| {
+        for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+    };
+    if a.len() > PAR_ELEMS {
+        out.par_chunks_mut(PAR_ELEMS)
+            .zip(a.par_chunks(PAR_ELEMS).zip(b.par_chunks(PAR_ELEMS)))
+            .for_each(run);
+    } else {
+        run((&mut out, (a, b)));
+    }
+    out
 }
 
 pub fn sigmoid<T: Real>(v: T) -> T {
@@ -375,15 +424,15 @@ pub fn sigmoid<T: Real>(v: T) -> T {
 }
 
 pub fn silu<T: Real>(x: &[T]) -> Vec<T> {
-    x.iter().map(|&v| v * sigmoid(v)).collect()
+    zip_map(x, x, |v, _| v * sigmoid(v))
 }
 
 pub fn mul<T: Real>(a: &[T], b: &[T]) -> Vec<T> {
-    a.iter().zip(b).map(|(&x, &y)| x * y).collect()
+    zip_map(a, b, |x, y| x * y)
 }
 
 pub fn add<T: Real>(a: &[T], b: &[T]) -> Vec<T> {
-    a.iter().zip(b).map(|(&x, &y)| x + y).collect()
+    zip_map(a, b, |x, y| x + y)
 }
 
 /// `x - max - ln Σ exp(x - max)` per row of `n`; the sum is taken in f64.
@@ -391,10 +440,7 @@ pub fn log_softmax<T: Real>(x: &[T], n: usize) -> Vec<T> {
     let mut out = x.to_vec();
     for_rows(&mut out, n, |_, row| {
         let max = row.iter().copied().fold(T::neg_infinity(), T::max);
-        let sum: f64 = row
-            .iter()
-            .map(|&v| (v - max).exp_fast().to_f64().unwrap_or(f64::NAN))
-            .sum();
+        let sum = sum_f64(row, row, |v, _| (v - max).exp_fast());
         let lse = c::<T>(sum.ln()) + max;
         for v in row.iter_mut() {
             *v = *v - lse;
@@ -422,18 +468,14 @@ pub fn distill<T: Real>(logp: &[T], teacher: &[T], targets: &[i32], n: usize, ce
             let (s, t) = (&logp[r * n..(r + 1) * n], &teacher[r * n..(r + 1) * n]);
             // p·(lt - ls) in the float type, summed in f64; p = 0 adds nothing (also where
             // lt = -inf, which would give 0·inf).
-            let kl: f64 = s
-                .iter()
-                .zip(t)
-                .map(|(&ls, &lt)| {
-                    let p = lt.exp_fast();
-                    if p == T::zero() {
-                        0.0
-                    } else {
-                        (p * (lt - ls)).to_f64().unwrap_or(f64::NAN)
-                    }
-                })
-                .sum();
+            let kl = sum_f64(s, t, |ls, lt| {
+                let p = lt.exp_fast();
+                if p == T::zero() {
+                    T::zero()
+                } else {
+                    p * (lt - ls)
+                }
+            });
             let nll = -s[targets[r] as usize].to_f64().unwrap_or(f64::NAN);
             (1.0 - ce) * kl + ce * nll
         })

@@ -193,7 +193,7 @@ pub fn run_with_stats(
 }
 
 /// What a run cost: live bytes (now and at the peak) and wall time per op kind.
-#[derive(Default, Debug)]
+#[derive(Clone, Default, Debug)]
 pub struct Meter {
     live: usize,
     peak: usize,
@@ -211,7 +211,9 @@ impl Meter {
         self.live -= bytes.min(self.live);
     }
 
-    pub(crate) fn time(&mut self, op: &'static str, took: Duration) {
+    /// Adds one call of `op` that took `took` (also used for work outside a graph: the
+    /// teacher's run, the optimizer).
+    pub fn time(&mut self, op: &'static str, took: Duration) {
         let e = self.op_time.entry(op).or_default();
         e.0 += 1;
         e.1 += took;
@@ -221,6 +223,21 @@ impl Meter {
         let e = self.grad_time.entry(op).or_default();
         e.0 += 1;
         e.1 += took;
+    }
+
+    /// Adds `other`'s op and gradient times to this meter's (the peak becomes the larger one).
+    pub fn merge(&mut self, other: &Meter) {
+        self.peak = self.peak.max(other.peak);
+        for (k, (n, t)) in &other.op_time {
+            let e = self.op_time.entry(k).or_default();
+            e.0 += n;
+            e.1 += *t;
+        }
+        for (k, (n, t)) in &other.grad_time {
+            let e = self.grad_time.entry(k).or_default();
+            e.0 += n;
+            e.1 += *t;
+        }
     }
 
     /// Calls and total time of each op kind's gradient rule, slowest first.

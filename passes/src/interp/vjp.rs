@@ -208,13 +208,10 @@ fn scatter_add<T: Real>(dst: &mut [T], block: &[T], width: usize, off: usize, d:
 
 /// SiLU: d/dx x·σ(x) = σ(x)·(1 + x·(1 - σ(x))).
 pub fn silu<T: Real>(dy: &[T], x: &[T]) -> Vec<T> {
-    dy.iter()
-        .zip(x)
-        .map(|(&g, &v)| {
-            let s = sigmoid(v);
-            g * s * (T::one() + v * (T::one() - s))
-        })
-        .collect()
+    kernels::zip_map(dy, x, |g, v| {
+        let s = sigmoid(v);
+        g * s * (T::one() + v * (T::one() - s))
+    })
 }
 
 /// Log-softmax from its output y: dx = dy - exp(y)·Σdy per row.
@@ -222,10 +219,7 @@ pub fn log_softmax<T: Real>(dy: &[T], y: &[T], n: usize) -> Vec<T> {
     let mut dx = dy.to_vec();
     for_rows(&mut dx, n, |r, row| {
         // The sum in f64 (a row is a whole vocabulary), the exponential the kernels' own.
-        let sum: T = c(row
-            .iter()
-            .map(|v| v.to_f64().unwrap_or(f64::NAN))
-            .sum::<f64>());
+        let sum: T = c(kernels::sum_f64(row, row, |v, _| v));
         for (d, &yi) in row.iter_mut().zip(&y[r * n..(r + 1) * n]) {
             *d = *d - yi.exp_fast() * sum;
         }
@@ -250,7 +244,7 @@ pub fn distill<T: Real>(dloss: T, teacher: &[T], targets: &[i32], n: usize, ce: 
     let g = -dloss / c(rows.max(1) as f64);
     let soft: T = c(1.0 - ce);
     let hard: T = c(ce);
-    let mut d: Vec<T> = teacher.iter().map(|&lt| g * soft * lt.exp_fast()).collect();
+    let mut d = kernels::zip_map(teacher, teacher, |lt, _| g * soft * lt.exp_fast());
     for (r, &t) in targets.iter().enumerate() {
         d[r * n + t as usize] += g * hard;
     }

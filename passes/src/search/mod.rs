@@ -7,6 +7,8 @@
 //! - `knapsack`: the exact multiple-choice knapsack over a size grid.
 //! - `frontier`: plans per budget, and measured points against uniform models.
 //! - `cache`: the key that caches a model's sensitivities.
+//! - `trained`: where a projection's weight at a width comes from (PTQ, or models trained at
+//!   each width, mixed).
 //!
 //! The `pareto-search` pass (`transforms/pareto_search.rs`) applies a plan to a graph;
 //! `paretoqc search` measures, solves, verifies and writes the frontier.
@@ -18,6 +20,7 @@ pub mod frontier;
 pub mod knapsack;
 pub mod sensitivity;
 pub mod size;
+pub mod trained;
 
 use crate::quant::Bits;
 

@@ -4,7 +4,8 @@
 //! so the search estimates it to second order from gradients, and measures a sample to check
 //! the estimate (`measure_single`, `spearman`):
 //!
-//!   Δloss(m, b) ≈ ½ Σ_i F_ii δ_i²,   δ = Q_b(W_m) − W_m (PTQ with ParetoQ's initial scales),
+//!   Δloss(m, b) ≈ ½ Σ_i F_ii δ_i²,   δ = Q_b(W_m) − W_m (PTQ with ParetoQ's initial scales,
+//!                                      or a model trained at b bits: `trained::Candidates`),
 //!
 //! with F the diagonal of the empirical Fisher of the per-token loss, from the squared gradients
 //! of the mean loss of each calibration window: a window's mean gradient over T predictions has
@@ -12,11 +13,11 @@
 //! kept beside it (`Estimate::first_order`) for reports; costs use the second-order term, since
 //! at a trained model's minimum the mean gradient is mostly noise of the calibration sample.
 
+use super::trained::Candidates;
 use crate::eval::{loss_graph, perplexity, EvalError};
 use crate::import::Weights;
 use crate::interp::{grad, Meter, Value};
 use crate::ir::Graph;
-use crate::qat::ptq_quantize;
 use crate::quant::Bits;
 use crate::tensor::Tensor;
 use crate::transforms::qat_lower::projection_module;
@@ -108,18 +109,15 @@ pub fn gradient_moments(
     Ok(moments)
 }
 
-/// The estimate for one weight at one width, from its gradient moments.
+/// The estimate for one weight `w` replaced by `q` (its value at some width), from its
+/// gradient moments.
 pub fn estimate(
     w: &Tensor,
+    q: &Tensor,
     sum_sq: &[f32],
     sum: &[f32],
     m: &GradientMoments,
-    bits: Bits,
 ) -> Estimate {
-    if bits == Bits::Full {
-        return Estimate::default();
-    }
-    let q = ptq_quantize(bits, w);
     let windows = m.windows.max(1) as f64;
     let fisher_scale = m.predictions as f64 / windows;
     let (mut second, mut first) = (0.0f64, 0.0f64);
@@ -134,12 +132,13 @@ pub fn estimate(
     }
 }
 
-/// Estimates for every projection module at every width in `widths`, by module then width.
-/// `on_module(done)` reports progress.
+/// Estimates for every projection module at every width in `widths` (each weight's value there
+/// from `candidates`), by module then width. `on_module(done)` reports progress.
 pub fn estimate_all(
     weights: &Weights,
     moments: &GradientMoments,
     widths: &[Bits],
+    candidates: &Candidates,
     on_module: impl Fn(usize) + Sync,
 ) -> Result<BTreeMap<String, BTreeMap<Bits, Estimate>>, SensitivityError> {
     let names: Vec<&String> = moments.sum_sq.keys().collect();
@@ -153,7 +152,13 @@ pub fn estimate_all(
             let (s2, s1) = (&moments.sum_sq[*name], &moments.sum[*name]);
             let per_width: BTreeMap<Bits, Estimate> = widths
                 .iter()
-                .map(|&b| (b, estimate(w, s2, s1, moments, b)))
+                .map(|&b| {
+                    let e = match b {
+                        Bits::Full => Estimate::default(),
+                        _ => estimate(w, &candidates.quantized(name, w, b), s2, s1, moments),
+                    };
+                    (b, e)
+                })
                 .collect();
             on_module(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
             let module = projection_module(name).unwrap_or(name).to_string();
@@ -181,14 +186,16 @@ pub fn mean_loss(
     Ok(p.mean_nll())
 }
 
-/// The measured loss increase when `module` alone is quantized to `bits` (PTQ, initial scales),
-/// against `base_loss` (the full-precision mean loss of the same tokens). The weight is swapped
-/// in place and always restored.
+/// The measured loss increase when `module` alone takes its value at `bits` (from
+/// `candidates`), against `base_loss` (the full-precision mean loss of the same tokens). The
+/// weight is swapped in place and always restored.
+#[allow(clippy::too_many_arguments)]
 pub fn measure_single(
     model_graph: &Graph,
     weights: &mut Weights,
     module: &str,
     bits: Bits,
+    candidates: &Candidates,
     ids: &[u32],
     ctx: usize,
     base_loss: f64,
@@ -198,7 +205,8 @@ pub fn measure_single(
         .get(&name)
         .cloned()
         .ok_or_else(|| SensitivityError::MissingWeight(name.clone()))?;
-    weights.insert(name.clone(), ptq_quantize(bits, &original));
+    let swapped = candidates.quantized(&name, &original, bits).into_owned();
+    weights.insert(name.clone(), swapped);
     let loss = mean_loss(model_graph, weights, ids, ctx);
     weights.insert(name, original);
     Ok(loss? - base_loss)
@@ -244,6 +252,7 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::qat::ptq_quantize;
 
     #[test]
     fn spearman_of_monotone_and_reversed_orders() {
@@ -267,14 +276,11 @@ mod tests {
         };
         let sum_sq = [2.0f32, 0.0, 0.0, 0.0];
         let sum = [1.0f32, 0.0, 0.0, 2.0];
-        let e = estimate(&w, &sum_sq, &sum, &m, Bits::One);
+        let e = estimate(&w, &ptq_quantize(Bits::One, &w), &sum_sq, &sum, &m);
         // F_00 = 8 · 2/2 = 8 → ½ · 8 · (⅛)² = 1/16.
         assert!((e.second_order - 0.0625).abs() < 1e-9, "{e:?}");
         // mean g = [0.5, 0, 0, 1] → 0.5·⅛ − 1·⅛ = −1/16.
         assert!((e.first_order + 0.0625).abs() < 1e-9, "{e:?}");
-        assert_eq!(
-            estimate(&w, &sum_sq, &sum, &m, Bits::Full),
-            Estimate::default()
-        );
+        assert_eq!(estimate(&w, &w, &sum_sq, &sum, &m), Estimate::default());
     }
 }

@@ -7,11 +7,12 @@ pub mod data;
 pub mod optim;
 
 use crate::import::Weights;
-use crate::interp::{self, grad, kernels, InterpError, Packing, Value};
+use crate::interp::{self, grad, kernels, InterpError, Meter, Packing, Value};
 use crate::ir::Graph;
 use crate::tensor::Tensor;
 use optim::{AdamW, AdamWConfig};
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 /// What one step did.
 #[derive(Clone, Debug)]
@@ -20,6 +21,9 @@ pub struct StepStats {
     pub grad_norm: f64,
     pub lr: f64,
     pub peak_bytes: usize,
+    /// Time per op kind of the forward pass and of the gradient rules, plus `teacher` (its
+    /// whole run) and `adamw` (the update) as ops of their own.
+    pub profile: Meter,
 }
 
 /// What a step minimizes, and what the loss graph's inputs beyond tokens and targets are.
@@ -85,8 +89,14 @@ pub fn train_step(
     objective: Objective,
     wants: &dyn Fn(&str) -> bool,
 ) -> Result<StepStats, InterpError> {
+    let start = Instant::now();
     let (inputs, packing) = loss_inputs(batch, objective)?;
-    step_on(g, weights, opt, inputs, packing, lr, cfg, wants)
+    let teacher = start.elapsed();
+    let mut stats = step_on(g, weights, opt, inputs, packing, lr, cfg, wants)?;
+    if matches!(objective, Objective::Distill { .. }) {
+        stats.profile.time("teacher", teacher);
+    }
+    Ok(stats)
 }
 
 /// One AdamW step on the gradient of output 0 of `g` at `inputs`.
@@ -104,12 +114,16 @@ pub fn step_on(
     let r = grad::value_and_grad_packed(g, weights, inputs, wants, packing)?;
     let loss = r.outputs[0].clone().into_f32()?.data[0] as f64;
     let mut grads: BTreeMap<String, Tensor> = r.grads;
+    let start = Instant::now();
     let grad_norm = opt.step(weights, &mut grads, lr, cfg);
+    let mut profile = r.meter;
+    profile.time("adamw", start.elapsed());
     Ok(StepStats {
         loss,
         grad_norm,
         lr,
         peak_bytes: r.peak_bytes,
+        profile,
     })
 }
 

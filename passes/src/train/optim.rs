@@ -54,13 +54,31 @@ pub fn grad_norm(grads: &BTreeMap<String, Tensor>) -> f64 {
         .map(|t| {
             t.data
                 .par_chunks(1 << 16)
-                .map(|c| c.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
+                .map(sum_squares)
                 .collect::<Vec<f64>>()
                 .iter()
                 .sum::<f64>()
         })
         .sum::<f64>()
         .sqrt()
+}
+
+/// Σ g² in f64, in eight interleaved partial sums (so the loop vectorises).
+fn sum_squares(g: &[f32]) -> f64 {
+    const LANES: usize = 8;
+    let mut acc = [0.0f64; LANES];
+    let chunks = g.chunks_exact(LANES);
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum();
+    for c in chunks {
+        for j in 0..LANES {
+            acc[j] += (c[j] as f64) * (c[j] as f64);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 impl AdamW {
@@ -74,14 +92,9 @@ impl AdamW {
         cfg: &AdamWConfig,
     ) -> f64 {
         let norm = grad_norm(grads);
+        // Clipping is applied inside the update (one pass over the gradients fewer).
         let clip = cfg.max_grad_norm / (norm + 1e-6);
-        if clip < 1.0 {
-            for t in grads.values_mut() {
-                t.data
-                    .par_iter_mut()
-                    .for_each(|g| *g = (*g as f64 * clip) as f32);
-            }
-        }
+        let clip = (clip < 1.0).then_some(clip);
         self.step += 1;
         let bc1 = 1.0 - cfg.beta1.powi(self.step as i32);
         let bc2 = 1.0 - cfg.beta2.powi(self.step as i32);
@@ -99,7 +112,13 @@ impl AdamW {
                 .or_insert_with(|| Tensor::zeros(p.shape.clone()));
             // Element-wise, so chunks run in parallel with the same result.
             const CHUNK: usize = 1 << 16;
-            let h = Hyper { lr, bc1, bc2, cfg };
+            let h = Hyper {
+                lr,
+                bc1,
+                bc2,
+                cfg,
+                clip,
+            };
             p.data
                 .par_chunks_mut(CHUNK)
                 .zip(m.data.par_chunks_mut(CHUNK))
@@ -116,20 +135,30 @@ struct Hyper<'a> {
     bc1: f64,
     bc2: f64,
     cfg: &'a AdamWConfig,
+    /// The factor of torch's clip_grad_norm_, when it clips.
+    clip: Option<f64>,
 }
 
-/// One parameter tensor's update, in PyTorch's order: decay, moments, p -= lr/bc1 · m / (√v/√bc2 + eps).
+/// One parameter tensor's update, in PyTorch's order: clip, decay, moments,
+/// p -= lr/bc1 · m / (√v/√bc2 + eps).
 fn update(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], h: &Hyper) {
     let (b1, b2) = (h.cfg.beta1 as f32, h.cfg.beta2 as f32);
     let decay = (1.0 - h.lr * h.cfg.weight_decay) as f32;
     let step_size = (h.lr / h.bc1) as f32;
     let sqrt_bc2 = h.bc2.sqrt() as f32;
     let eps = h.cfg.eps as f32;
-    for i in 0..p.len() {
-        p[i] *= decay;
-        m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-        let denom = v[i].sqrt() / sqrt_bc2 + eps;
-        p[i] -= step_size * m[i] / denom;
+    let one = |p: &mut f32, m: &mut f32, v: &mut f32, g: f32| {
+        *p *= decay;
+        *m = b1 * *m + (1.0 - b1) * g;
+        *v = b2 * *v + (1.0 - b2) * g * g;
+        let denom = v.sqrt() / sqrt_bc2 + eps;
+        *p -= step_size * *m / denom;
+    };
+    // Zipped slices, so the loops have no bounds checks and vectorise; one copy with clipping
+    // (torch scales the gradient in f64 and rounds it back) and one without.
+    let elems = p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
+    match h.clip {
+        Some(clip) => elems.for_each(|(((p, m), v), &g)| one(p, m, v, (g as f64 * clip) as f32)),
+        None => elems.for_each(|(((p, m), v), &g)| one(p, m, v, g)),
     }
 }

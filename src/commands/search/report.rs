@@ -210,6 +210,8 @@ impl Report<'_> {
             "calibration_tokens": self.tokens.calibration.len(),
             "heldout_tokens": self.tokens.heldout.len(),
             "seed": a.seed,
+            "trained": &a.trained,
+            "rotate_seed": a.rotate_seed,
             "costs": match &a.costs {
                 Some(p) => format!("fixed table {}", p.display()),
                 None => "estimated: ½·Σ F·(Q(W)−W)², F the diagonal empirical Fisher over the calibration windows".into(),

@@ -9,6 +9,7 @@ use pqc::search::costs::CostTable;
 use pqc::search::sensitivity::{
     estimate_all, gradient_moments, mean_loss, measure_single, spearman, Estimate,
 };
+use pqc::search::trained::Candidates;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,8 +17,16 @@ use std::path::{Path, PathBuf};
 /// The version of the estimate: part of the cache key, so a changed method never reads old costs.
 const METHOD: &str = "fisher-diag-v1";
 
-/// Every width below 16: estimates are cached for all, whatever --bits asks for.
+/// Every width below 16: with PTQ, estimates are cached for all, whatever --bits asks for.
 const QUANTIZED: [Bits; 5] = [Bits::One, Bits::Ternary, Bits::Two, Bits::Three, Bits::Four];
+
+/// The widths estimated and checked: every width below 16 with PTQ, the trained ones otherwise.
+fn estimated_widths(candidates: &Candidates) -> Vec<Bits> {
+    match candidates {
+        Candidates::Ptq => QUANTIZED.to_vec(),
+        Candidates::Trained(set) => set.widths(),
+    }
+}
 
 /// What the cache file holds.
 #[derive(Serialize, Deserialize, Default)]
@@ -74,9 +83,10 @@ fn cache_dir(args: &Args) -> Option<PathBuf> {
     Some(base.join("paretoqc"))
 }
 
-fn settings(args: &Args, tokens: &Tokens) -> String {
+/// The settings part of the cache key; `trained` identifies the trained models (empty for PTQ).
+fn settings(args: &Args, tokens: &Tokens, trained: &str) -> String {
     format!(
-        "{METHOD} ctx={} calibration_tokens={}",
+        "{METHOD} ctx={} calibration_tokens={}{trained}",
         args.ctx,
         tokens.calibration.len()
     )
@@ -97,15 +107,15 @@ fn write_cache(path: &Path, c: &Cached) -> Result<()> {
 }
 
 /// The costs for `widths` (the second-order estimates), and the check of the estimate against
-/// measurements.
+/// measurements. `trained_key` identifies the trained models of `candidates` (empty for PTQ).
 pub fn costs(
     args: &Args,
     m: &Model,
     tokens: &Tokens,
-    widths: &[Bits],
+    (widths, candidates, trained_key): (&[Bits], &Candidates, &str),
     stages: &mut Stages,
 ) -> Result<Sensitivity> {
-    let settings = settings(args, tokens);
+    let settings = settings(args, tokens, trained_key);
     let key = stages.time("hash", || {
         Ok(pqc::search::cache::key(
             &m.weights,
@@ -126,11 +136,11 @@ pub fn costs(
         None => Cached {
             key: key.clone(),
             settings,
-            estimates: stages.time("sensitivity", || estimates(args, m, tokens))?,
+            estimates: stages.time("sensitivity", || estimates(args, m, tokens, candidates))?,
             ..Cached::default()
         },
     };
-    let mut measure = Measurer::new(args, m, tokens);
+    let mut measure = Measurer::new(args, m, tokens, candidates);
     let check = stages.time("check", || check(args, &mut cached, &mut measure))?;
     if let Some(p) = &path {
         write_cache(p, &cached)?;
@@ -149,13 +159,20 @@ struct Measurer<'a> {
     ctx: usize,
     tag: String,
     weights: Option<pqc::import::Weights>,
+    candidates: &'a Candidates,
 }
 
 impl<'a> Measurer<'a> {
-    fn new(args: &Args, m: &'a Model, tokens: &'a Tokens) -> Measurer<'a> {
+    fn new(
+        args: &Args,
+        m: &'a Model,
+        tokens: &'a Tokens,
+        candidates: &'a Candidates,
+    ) -> Measurer<'a> {
         let n = args.check_tokens.min(tokens.calibration.len());
         Measurer {
             m,
+            candidates,
             ids: &tokens.calibration[..n],
             ctx: args.ctx,
             tag: format!("check_tokens={n}"),
@@ -197,6 +214,7 @@ impl<'a> Measurer<'a> {
                 w,
                 module,
                 bits,
+                me.candidates,
                 me.ids,
                 me.ctx,
                 base,
@@ -210,6 +228,7 @@ fn estimates(
     args: &Args,
     m: &Model,
     tokens: &Tokens,
+    candidates: &Candidates,
 ) -> Result<BTreeMap<String, BTreeMap<String, Estimate>>> {
     let windows = pqc::train::data::blocks(&tokens.calibration, args.ctx);
     let bar = progress(
@@ -225,7 +244,8 @@ fn estimates(
         moments.sum_sq.len() as u64,
         "estimates {bar:25} {pos}/{len} modules",
     );
-    let table = estimate_all(&m.weights, &moments, &QUANTIZED, |done| {
+    let widths = estimated_widths(candidates);
+    let table = estimate_all(&m.weights, &moments, &widths, candidates, |done| {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
@@ -260,14 +280,14 @@ fn cost_table(cached: &Cached, widths: &[Bits]) -> Result<CostTable> {
 
 /// The (module, width) pairs to measure: `n` pairs, widths in turn, modules in a seeded order
 /// (distinct modules while n ≤ the number of modules).
-fn sample_pairs(modules: &[&String], n: usize, seed: u64) -> Vec<(String, Bits)> {
+fn sample_pairs(modules: &[&String], widths: &[Bits], n: usize, seed: u64) -> Vec<(String, Bits)> {
     let order = pqc::train::data::shuffled(modules.len(), seed);
-    (0..n.min(modules.len() * QUANTIZED.len()))
+    (0..n.min(modules.len() * widths.len()))
         .map(|j| {
             let module = modules[order[j % modules.len()]].clone();
             // Past one round of modules, shift the width so pairs stay distinct.
-            let w = (j + j / modules.len()) % QUANTIZED.len();
-            (module, QUANTIZED[w])
+            let w = (j + j / modules.len()) % widths.len();
+            (module, widths[w])
         })
         .collect()
 }
@@ -276,7 +296,8 @@ fn sample_pairs(modules: &[&String], n: usize, seed: u64) -> Vec<(String, Bits)>
 fn check(args: &Args, cached: &mut Cached, measure: &mut Measurer) -> Result<Check> {
     let modules: Vec<String> = cached.estimates.keys().cloned().collect();
     let refs: Vec<&String> = modules.iter().collect();
-    let pairs = sample_pairs(&refs, args.check, args.seed);
+    let widths = estimated_widths(measure.candidates);
+    let pairs = sample_pairs(&refs, &widths, args.check, args.seed);
     let bar = progress(
         pairs.len() as u64,
         "check {bar:25} {pos}/{len} measurements  {msg}  eta {eta}",
@@ -297,18 +318,18 @@ fn check(args: &Args, cached: &mut Cached, measure: &mut Measurer) -> Result<Che
     }
     bar.finish_and_clear();
     let tokens = measure.ids.len();
-    Ok(summarize(tokens, out))
+    Ok(summarize(tokens, &widths, out))
 }
 
 fn column(pairs: &[&CheckedPair], f: impl Fn(&CheckedPair) -> f64) -> Vec<f64> {
     pairs.iter().map(|p| f(p)).collect()
 }
 
-fn summarize(tokens: usize, pairs: Vec<CheckedPair>) -> Check {
+fn summarize(tokens: usize, widths: &[Bits], pairs: Vec<CheckedPair>) -> Check {
     let all: Vec<&CheckedPair> = pairs.iter().collect();
     let measured = column(&all, |p| p.measured);
     let mut within = BTreeMap::new();
-    for b in QUANTIZED {
+    for &b in widths {
         let ps: Vec<&CheckedPair> = pairs.iter().filter(|p| p.bits == b.to_string()).collect();
         if ps.len() >= 3 {
             let r = spearman(&column(&ps, |p| p.estimated), &column(&ps, |p| p.measured));

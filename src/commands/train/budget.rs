@@ -216,7 +216,8 @@ pub fn run(args: &Args) -> Result<()> {
     // Reserve the final evaluation and the writes (the checkpoint's three tensor files and the
     // model, at a conservative 300 MB/s) with a margin.
     let param_bytes: usize = m.weights.values().map(|t| t.numel() * 4).sum();
-    let reserve = 1.2 * eval_start.elapsed().as_secs_f64() + 0.5 + 4.0 * param_bytes as f64 / 3e8;
+    let eval_secs = eval_start.elapsed().as_secs_f64();
+    let reserve = 1.2 * eval_secs + 0.5 + 4.0 * param_bytes as f64 / 3e8;
     println!("held-out perplexity before training: {ppl_start:.4}");
     let save = |w: &Weights, opt: &AdamW, losses: &[f64], state: &StageState| {
         let mut s = state.clone();
@@ -232,14 +233,11 @@ pub fn run(args: &Args) -> Result<()> {
         let block_steps = match state.block_steps {
             Some(s) => s,
             None => {
-                let t = probe_block(&mut streams, cfg, &spec, &mut m.weights, &teacher, args)?;
+                let (pass, t) = probe_block(&streams, cfg, &spec, &mut m.weights, &teacher, args)?;
                 let share = args.block_share * (clock.left() - reserve).max(0.0);
-                let per_layer = share / layers as f64 / t;
-                let fwd = args.calib_blocks as f64 / args.block_batch as f64;
-                let s = (per_layer - fwd).max(0.0) as u64;
+                let s = ((share / layers as f64 - pass) / t).max(0.0) as u64;
                 println!(
-                    "stage 1 plan: {s} steps per layer ({t:.3} s per step, {:.0} s for {layers} layers)",
-                    share
+                    "stage 1 plan: {s} steps per layer ({t:.3} s per step, {pass:.1} s per layer for its calibration passes, {share:.0} s for {layers} layers)"
                 );
                 s
             }
@@ -260,7 +258,9 @@ pub fn run(args: &Args) -> Result<()> {
                 input: args.block_input.into(),
             };
             while state.layer < layers {
-                if clock.left() < reserve {
+                // A layer starts only if one more (as long as the slowest so far) still fits.
+                let layer_secs = state.reports.iter().map(|r| r.seconds).fold(0.0, f64::max);
+                if clock.left() < reserve + layer_secs {
                     break;
                 }
                 let l = state.layer;
@@ -326,25 +326,42 @@ pub fn run(args: &Args) -> Result<()> {
         teacher: &teacher_graph,
         weights: &teacher,
     };
-    let steps = match state.distill_steps {
+    // A budgeted plan is first provisional (from a probe), then fixed from the real steps'
+    // time once `fix_at` steps are done: the learning rate of the steps before it does not
+    // depend on the step count (warmup, or the cosine's first step), so fixing it then changes
+    // nothing already done, and a resume from before it plans again.
+    let fix_at = args.warmup.max(1);
+    let mut provisional = state.distill_steps.is_none();
+    let mut steps = match state.distill_steps {
         Some(s) => s,
         None => {
             let t = probe_distill(&student, &m.weights, &train, &order, args, objective)?;
             let s = ((clock.left() - reserve).max(0.0) / t) as u64;
-            println!("stage 2 plan: {s} steps ({t:.2} s per step)");
-            s
+            println!("stage 2 provisional plan: {s} steps ({t:.2} s per step, probed)");
+            s.max(fix_at)
         }
     };
-    state.distill_steps = Some(steps);
+    if !provisional {
+        state.distill_steps = Some(steps);
+    }
     let bar = stage_bar(steps, opt.step);
     let adam = AdamWConfig::default();
     let tokens_per_step = args.batch * (args.seq_len - 1);
     let (loop_start, first) = (Instant::now(), opt.step);
     let mut history = vec![(0, ppl_start)];
     let mut peak = 0usize;
+    let mut profile = pqc::interp::Meter::default();
     let t_stage = Instant::now();
     let loss_first = losses.len();
-    while opt.step < steps && clock.left() > reserve {
+    let mut step_times: Vec<f64> = vec![];
+    // A step starts only if one more (as long as the slowest so far, the first one left out
+    // once there are others: it pays for first-touch allocations) still fits.
+    let slowest = |times: &[f64]| {
+        let warm = if times.len() > 1 { &times[1..] } else { times };
+        warm.iter().copied().fold(0.0, f64::max)
+    };
+    while opt.step < steps && clock.left() > reserve + slowest(&step_times) {
+        let t_step = Instant::now();
         let batch = data::batch(&train, &order, opt.step, args.batch);
         let lr_now = cosine_lr(lr, opt.step, args.warmup, steps);
         let stats = train_step(
@@ -358,8 +375,20 @@ pub fn run(args: &Args) -> Result<()> {
             &is_trained,
         )?;
         peak = peak.max(stats.peak_bytes);
+        profile.merge(&stats.profile);
         losses.push(stats.loss);
         let done = opt.step;
+        step_times.push(t_step.elapsed().as_secs_f64());
+        if provisional && done >= fix_at {
+            let left = clock.left() - reserve;
+            steps = fixed_plan(done, &step_times, left, args, (eval_secs, param_bytes));
+            bar.set_length(steps);
+            bar.suspend(|| {
+                println!("stage 2 plan: {steps} steps (from the time of the first {done} steps)")
+            });
+            state.distill_steps = Some(steps);
+            provisional = false;
+        }
         let tps =
             (done - first) as f64 * tokens_per_step as f64 / loop_start.elapsed().as_secs_f64();
         bar.set_position(done);
@@ -381,6 +410,9 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    if args.profile {
+        crate::commands::print_profile(&profile, loop_start.elapsed().as_secs_f64());
+    }
     if opt.step < steps {
         println!(
             "time budget reached after {} of {steps} distillation steps",
@@ -422,37 +454,74 @@ pub fn run(args: &Args) -> Result<()> {
     super::finish(args, &m, &init, summary)
 }
 
-/// Seconds of one stage-1 forward/backward on `--block-batch` calibration blocks of layer 0
-/// (nothing is updated).
+/// The stage-2 step count that fills `left` seconds after `done` steps whose times (those this
+/// process ran) are `times`: the first is left out when there are others (it pays for
+/// first-touch allocations), and the periodic held-out evaluations and checkpoints still to come
+/// are counted (an evaluation as long as the first, a checkpoint at a conservative 300 MB/s).
+fn fixed_plan(
+    done: u64,
+    times: &[f64],
+    left: f64,
+    args: &Args,
+    (eval_secs, param_bytes): (f64, usize),
+) -> u64 {
+    let warm = if times.len() > 1 { &times[1..] } else { times };
+    let per_step = warm.iter().sum::<f64>() / warm.len().max(1) as f64;
+    let mut cost = per_step;
+    if args.eval_every > 0 {
+        cost += eval_secs / args.eval_every as f64;
+    }
+    if args.save_every > 0 {
+        cost += 3.0 * param_bytes as f64 / 3e8 / args.save_every as f64;
+    }
+    done + (left.max(0.0) / cost.max(1e-9)) as u64
+}
+
+/// Stage 1's costs, timed on layer 0: seconds of a layer's steps-free pass (the calibration
+/// forwards every layer makes) and of one optimizer step. The step is timed from a pass of
+/// `PROBE_STEPS` real steps against the steps-free one (an estimate from forward times alone
+/// was a third short once the elementwise kernels got faster); layer 0's weights are restored
+/// afterwards, so the probe changes nothing.
 fn probe_block(
-    streams: &mut Streams,
+    streams: &Streams,
     cfg: &pqc::import::LlamaConfig,
     spec: &pqc::qat::QuantSpec,
     weights: &mut Weights,
     teacher: &Weights,
     args: &Args,
-) -> Result<f64> {
-    let t = Instant::now();
-    let bc = BlockConfig {
-        steps: 0,
-        batch: args.block_batch,
-        lr: args.block_lr,
-        warmup: 0,
-        seed: args.seed,
-        input: args.block_input.into(),
+) -> Result<(f64, f64)> {
+    const PROBE_STEPS: u64 = 4;
+    let saved: Vec<(String, pqc::tensor::Tensor)> = weights
+        .iter()
+        .filter(|(n, _)| n.starts_with("model.layers.0."))
+        .map(|(n, t)| (n.clone(), t.clone()))
+        .collect();
+    let mut time = |steps: u64| -> Result<f64> {
+        let bc = BlockConfig {
+            steps,
+            batch: args.block_batch,
+            lr: args.block_lr,
+            warmup: 0,
+            seed: args.seed,
+            input: args.block_input.into(),
+        };
+        let mut probe = Streams {
+            layer: 0,
+            seq_len: streams.seq_len,
+            fp: streams.fp.clone(),
+            quant: streams.quant.clone(),
+        };
+        let t = Instant::now();
+        probe.train_layer(cfg, spec, weights, teacher, &bc, &mut |_, _| {})?;
+        Ok(t.elapsed().as_secs_f64())
     };
-    // A zero-step layer pass times the three calibration forwards; a step is about three
-    // forwards of one batch, so the probe's time per batch-forward times three estimates it.
-    let mut probe = Streams {
-        layer: 0,
-        seq_len: streams.seq_len,
-        fp: streams.fp.clone(),
-        quant: streams.quant.clone(),
-    };
-    // With zero steps no parameter changes (the scales already exist), so no copy is needed.
-    probe.train_layer(cfg, spec, weights, teacher, &bc, &mut |_, _| {})?;
-    let forwards = 3.0 * (args.calib_blocks as f64 / args.block_batch as f64).max(1.0);
-    Ok(3.0 * t.elapsed().as_secs_f64() / forwards)
+    let pass = time(0)?;
+    let with_steps = time(PROBE_STEPS)?;
+    for (n, t) in saved {
+        weights.insert(n, t);
+    }
+    let step = ((with_steps - pass) / PROBE_STEPS as f64).max(1e-3);
+    Ok((pass, step))
 }
 
 /// Seconds of one distillation step's forward and backward (teacher included; nothing is

@@ -161,6 +161,10 @@ pub struct Args {
     /// Replace the results of an earlier run in --out (without it, such a folder is refused).
     #[arg(long)]
     pub overwrite: bool,
+    /// Print where the end-to-end steps spent their time (per op kind, its gradient rule, the
+    /// teacher, the optimizer) when the run ends.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// What a checkpoint records besides tensors: enough to refuse a resume that would not continue
@@ -287,6 +291,7 @@ fn run_paretoq(args: &Args) -> Result<()> {
     let cfg = AdamWConfig::default();
     let tokens_per_step = args.batch * (args.seq_len - 1);
     let (mut peak, loop_start) = (0usize, Instant::now());
+    let mut profile = pqc::interp::Meter::default();
     let first = opt.step;
     while opt.step < steps {
         let batch = data::batch(&train, &order, opt.step, args.batch);
@@ -302,6 +307,7 @@ fn run_paretoq(args: &Args) -> Result<()> {
             &|_| true,
         )?;
         peak = peak.max(stats.peak_bytes);
+        profile.merge(&stats.profile);
         losses.push(stats.loss);
         let done = opt.step;
         let tps =
@@ -324,6 +330,9 @@ fn run_paretoq(args: &Args) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    if args.profile {
+        crate::commands::print_profile(&profile, loop_start.elapsed().as_secs_f64());
+    }
     let ppl_end = ppl(&m.weights)?;
     history.push((opt.step, ppl_end));
     save_checkpoint(&args.out, &key, &m.weights, &opt, &losses, None)?;
