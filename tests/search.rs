@@ -151,6 +151,14 @@ fn plan_files(out: &Path) -> Vec<PathBuf> {
     plans
 }
 
+/// `eval MODEL QUANT` on the held-out text with the settings of `small`: its perplexity.
+fn heldout_perplexity(model: &str, quant: &[&str]) -> f64 {
+    let mut args = vec!["--threads", "1", "eval", model];
+    args.extend_from_slice(quant);
+    args.extend(["--text", HELDOUT, "--ctx", "128", "--max-tokens", "1024"]);
+    perplexity_line(&ok(&args).0)
+}
+
 fn perplexity_line(stdout: &str) -> f64 {
     let line = stdout
         .lines()
@@ -216,22 +224,8 @@ fn search_end_to_end_plans_load_in_eval_quantize_and_train() {
     assert_eq!(plans.len(), points.len());
     for p in points {
         let plan = out.join(p["plan_file"].as_str().unwrap());
-        let (stdout, _) = ok(&[
-            "--threads",
-            "1",
-            "eval",
-            MODEL,
-            "--plan",
-            s(&plan),
-            "--text",
-            HELDOUT,
-            "--ctx",
-            "128",
-            "--max-tokens",
-            "1024",
-        ]);
         let want = p["perplexity"].as_f64().unwrap();
-        let got = perplexity_line(&stdout);
+        let got = heldout_perplexity(MODEL, &["--plan", s(&plan)]);
         assert!(
             (got - want).abs() <= 1e-5 * want,
             "{}: eval {got} vs search {want}",
@@ -483,21 +477,8 @@ fn search_mixes_models_trained_at_several_widths() {
     assert_eq!(uniform.len(), 2, "{uniform:?}");
     for (u, (bits, folder)) in uniform.iter().zip([("2", &t2), ("4", &t4)]) {
         assert_eq!(u["bits"].to_string(), bits);
-        let (stdout, _) = ok(&[
-            "--threads",
-            "1",
-            "eval",
-            s(folder),
-            "--bits",
-            bits,
-            "--text",
-            HELDOUT,
-            "--ctx",
-            "128",
-            "--max-tokens",
-            "1024",
-        ]);
-        let (got, want) = (perplexity_line(&stdout), u["perplexity"].as_f64().unwrap());
+        let got = heldout_perplexity(s(folder), &["--bits", bits]);
+        let want = u["perplexity"].as_f64().unwrap();
         assert!(
             (got - want).abs() <= 1e-5 * want,
             "{bits}-bit: eval {got} vs search {want}"

@@ -130,7 +130,8 @@ mod tests {
 
     #[test]
     fn refuses_each_field_out_of_range_by_name() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Dims)>)> = vec![
+        type Edit = Box<dyn Fn(&mut Dims)>;
+        let cases: Vec<(&str, Edit)> = vec![
             (
                 "num_hidden_layers",
                 Box::new(|d| d.num_hidden_layers = 1 << 63),

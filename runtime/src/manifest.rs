@@ -43,7 +43,9 @@ impl Manifest {
     pub fn check(&self) -> Result<(), String> {
         self.model.dims().check()?;
         let c = &self.model;
-        if c.num_attention_heads % c.num_key_value_heads != 0 || c.head_dim % 2 != 0 {
+        if !c.num_attention_heads.is_multiple_of(c.num_key_value_heads)
+            || !c.head_dim.is_multiple_of(2)
+        {
             return Err(format!(
                 "`num_attention_heads` {} must be a multiple of `num_key_value_heads` {} and `head_dim` {} even",
                 c.num_attention_heads, c.num_key_value_heads, c.head_dim

@@ -115,7 +115,7 @@ pub fn build_layer_graph(cfg: &LlamaConfig, layer: usize) -> Result<Graph, Strin
         ));
     }
     let mut b = Builder {
-        g: Graph::new(&format!("layer{layer}")),
+        g: Graph::new(format!("layer{layer}")),
         cfg,
     };
     let x = b.g.add_input(

@@ -135,7 +135,7 @@ impl Packing {
 
     /// Checks that `rows` is a whole number of sequences.
     pub(crate) fn check(self, rows: usize) -> Result<(), InterpError> {
-        if self.seq_len > 0 && rows % self.seq_len != 0 {
+        if self.seq_len > 0 && !rows.is_multiple_of(self.seq_len) {
             return Err(InterpError::Input(format!(
                 "{rows} rows are not a whole number of packed sequences of {}",
                 self.seq_len

@@ -79,6 +79,7 @@ pub fn loss_inputs(
 /// One optimizer step on a batch: the batch runs as one packed graph (each projection is one
 /// matrix product over all B·(L-1) rows, each weight quantized once), the mean loss over its
 /// rows is differentiated, then AdamW. `wants` picks the trained parameters.
+#[allow(clippy::too_many_arguments)]
 pub fn train_step(
     g: &Graph,
     weights: &mut Weights,

@@ -383,8 +383,11 @@ pub fn run(args: &Args) -> Result<()> {
             let left = clock.left() - reserve;
             steps = fixed_plan(done, &step_times, left, args, (eval_secs, param_bytes));
             bar.set_length(steps);
+            let typical = typical_step(&step_times);
             bar.suspend(|| {
-                println!("stage 2 plan: {steps} steps (from the time of the first {done} steps)")
+                println!(
+                    "stage 2 plan: {steps} steps ({typical:.2} s per step, the median of the first {done}; {left:.0} s left for steps)"
+                )
             });
             state.distill_steps = Some(steps);
             provisional = false;
@@ -454,10 +457,18 @@ pub fn run(args: &Args) -> Result<()> {
     super::finish(args, &m, &init, summary)
 }
 
+/// The median time of `times` without the first (it pays for first-touch allocations) when
+/// there are others: a step slowed by another process does not shorten the plan.
+fn typical_step(times: &[f64]) -> f64 {
+    let mut warm: Vec<f64> = if times.len() > 1 { &times[1..] } else { times }.to_vec();
+    warm.sort_by(f64::total_cmp);
+    warm.get(warm.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// The stage-2 step count that fills `left` seconds after `done` steps whose times (those this
-/// process ran) are `times`: the first is left out when there are others (it pays for
-/// first-touch allocations), and the periodic held-out evaluations and checkpoints still to come
-/// are counted (an evaluation as long as the first, a checkpoint at a conservative 300 MB/s).
+/// process ran) are `times` (`typical_step` of them each), and the periodic held-out
+/// evaluations and checkpoints still to come (an evaluation as long as the first, a checkpoint
+/// at a conservative 300 MB/s).
 fn fixed_plan(
     done: u64,
     times: &[f64],
@@ -465,8 +476,7 @@ fn fixed_plan(
     args: &Args,
     (eval_secs, param_bytes): (f64, usize),
 ) -> u64 {
-    let warm = if times.len() > 1 { &times[1..] } else { times };
-    let per_step = warm.iter().sum::<f64>() / warm.len().max(1) as f64;
+    let per_step = typical_step(times);
     let mut cost = per_step;
     if args.eval_every > 0 {
         cost += eval_secs / args.eval_every as f64;

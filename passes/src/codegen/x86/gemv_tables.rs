@@ -956,7 +956,7 @@ mod tests {
     /// binary point).
     fn ternary_indices(byte: u8) -> [usize; 2] {
         let t = 27 * byte as usize;
-        [t >> 8, 9 * (t & 255) >> 8]
+        [t >> 8, (9 * (t & 255)) >> 8]
     }
 
     /// The index the kernel looks up in table `part` of a code byte.
