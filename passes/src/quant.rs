@@ -308,25 +308,18 @@ pub fn fake_quant(bits: Bits, w: &[f32], scale: &[f32], cols: usize) -> Vec<f32>
     // Rows are independent, so they run in parallel with the same result. Each width gets its
     // own copy of the loop (`with_bits`), so the per-element code has no branch on the width
     // and vectorizes.
-    fn rows(
-        w: &[f32],
-        scale: &[f32],
-        cols: usize,
-        lv: impl Fn(f32, f32) -> f32 + Sync,
-    ) -> Vec<f32> {
-        let mut out = vec![0.0f32; w.len()];
-        out.par_chunks_mut(cols.max(1))
-            .zip(w.par_chunks(cols.max(1)))
-            .zip(scale.par_iter())
-            .for_each(|((o, row), &alpha)| {
-                let a = floor_scale(alpha);
-                for (o, &wi) in o.iter_mut().zip(row) {
-                    *o = lv(wi, wi / a) * a;
-                }
-            });
-        out
-    }
-    with_bits!(bits, |b| rows(w, scale, cols, move |wi, x| level(b, wi, x)))
+    let mut out = vec![0.0f32; w.len()];
+    with_bits!(bits, |b| out
+        .par_chunks_mut(cols.max(1))
+        .zip(w.par_chunks(cols.max(1)))
+        .zip(scale.par_iter())
+        .for_each(|((o, row), &alpha)| {
+            let a = floor_scale(alpha);
+            for (o, &wi) in o.iter_mut().zip(row) {
+                *o = level(b, wi, wi / a) * a;
+            }
+        }));
+    out
 }
 
 /// The integer codes of a [rows, cols] weight for packed storage (`paretoqc-spec.md` 2.4), with

@@ -76,32 +76,29 @@ pub fn generate(
         ..Default::default()
     };
     let start = Instant::now();
-    let mut logits = session.forward(&ids, false)?;
+    let logits = session.forward(&ids, false)?;
     stats.prefill_secs = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
-    let mut out: Vec<u32> = vec![];
     let mut shown = 0;
-    let mut stopped = false;
-    while out.len() < n && session.pos < capacity {
-        let next = sampler.pick(&logits);
-        if stops.contains(&next) {
-            stopped = true;
-            break;
-        }
-        out.push(next);
-        let text = tok
-            .decode(&out, true)
-            .map_err(|e| ArtifactError::Run(format!("decoding: {e}")))?;
-        // Print only whole characters: a multi-byte character may span tokens.
-        if !text.ends_with('\u{FFFD}') && text.len() > shown {
-            on_text(&text[shown..]);
-            shown = text.len();
-        }
-        if out.len() < n && session.pos < capacity {
-            logits = session.forward(&[next], false)?;
-        }
-    }
+    let (out, stopped) = decode(
+        &mut session,
+        logits,
+        (n, capacity),
+        &stops,
+        sampler,
+        |out| {
+            let text = tok
+                .decode(out, true)
+                .map_err(|e| ArtifactError::Run(format!("decoding: {e}")))?;
+            // Print only whole characters: a multi-byte character may span tokens.
+            if !text.ends_with('\u{FFFD}') && text.len() > shown {
+                on_text(&text[shown..]);
+                shown = text.len();
+            }
+            Ok(())
+        },
+    )?;
     stats.decode_secs = start.elapsed().as_secs_f64();
     stats.generated = out.len();
     stats.stopped_at_context = !stopped && out.len() < n;
@@ -127,17 +124,37 @@ pub fn sample_ids(
     }
     let capacity = len.min(context);
     let mut session = Session::new(&art.model, art.kernels.as_ref(), capacity);
-    let mut ids = start.to_vec();
-    let mut logits = session.forward(start, false)?;
-    while ids.len() < capacity {
+    let logits = session.forward(start, false)?;
+    let n = capacity - start.len();
+    let (out, _) = decode(&mut session, logits, (n, capacity), stops, sampler, |_| {
+        Ok(())
+    })?;
+    Ok([start, &out[..]].concat())
+}
+
+/// Samples from `logits` (the last position's) on: up to `n` tokens, while the session has
+/// room for `capacity` positions, ending early at a token of `stops` (not included).
+/// `on_token` sees the tokens so far after each. Returns them, and whether a stop token ended
+/// them.
+fn decode(
+    session: &mut Session,
+    mut logits: Vec<f32>,
+    (n, capacity): (usize, usize),
+    stops: &[u32],
+    sampler: &mut Sampler,
+    mut on_token: impl FnMut(&[u32]) -> Result<(), ArtifactError>,
+) -> Result<(Vec<u32>, bool), ArtifactError> {
+    let mut out: Vec<u32> = vec![];
+    while out.len() < n && session.pos < capacity {
         let next = sampler.pick(&logits);
         if stops.contains(&next) {
-            break;
+            return Ok((out, true));
         }
-        ids.push(next);
-        if ids.len() < capacity {
+        out.push(next);
+        on_token(&out)?;
+        if out.len() < n && session.pos < capacity {
             logits = session.forward(&[next], false)?;
         }
     }
-    Ok(ids)
+    Ok((out, false))
 }
