@@ -299,6 +299,193 @@ fn compile_refuses_bad_requests_without_writing() {
     assert!(!out.exists(), "a failed compile left {}", out.display());
 }
 
+/// `compile` is one pass pipeline: `--print-pipeline` shows it, from the quantizer to the
+/// artifact, and `--passes` with that string writes the same artifact, byte for byte; with a
+/// pipeline of its own (here the int8 head packed before `pack-weights`) the artifact is what that
+/// pipeline makes. A pipeline that does not end in the artifact, or that generates code on a
+/// text graph, is refused.
+#[test]
+fn compile_runs_the_pipeline_it_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = testdata("models/tiny-llama");
+    let m = model.to_str().unwrap();
+    let files = |p: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut names: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| (n.clone(), std::fs::read(p.join(&n)).unwrap()))
+            .collect()
+    };
+    for target in targets() {
+        let opts = ["--bits", "2", "--lm-head", "int8", "--target", target];
+        let printed = paretoqc(&[&["compile", m, "--print-pipeline"], &opts[..]].concat());
+        let pipeline = printed.trim();
+        let codegen = if target == "x86" {
+            "codegen{act=f32,cpu=native,target=x86}"
+        } else {
+            "codegen{act=f32,target=portable}"
+        };
+        assert_eq!(
+            pipeline,
+            format!("qat-lower{{bits=2}},pack-weights,pack-head{{format=int8}},dce,{codegen},emit-artifact")
+        );
+        let a = dir.path().join(format!("{target}-options.pqc"));
+        let b = dir.path().join(format!("{target}-passes.pqc"));
+        paretoqc(&[&["compile", m, "-o", a.to_str().unwrap()], &opts[..]].concat());
+        paretoqc(&[
+            "compile",
+            m,
+            "--passes",
+            pipeline,
+            "-o",
+            b.to_str().unwrap(),
+        ]);
+        let (fa, fb) = (files(&a), files(&b));
+        assert_eq!(
+            fa.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            fb.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        for ((name, x), (_, y)) in fa.iter().zip(&fb) {
+            assert!(
+                x == y,
+                "{target}: {name} differs between the options and --passes"
+            );
+        }
+        // Reordered by hand: the same passes give the same artifact.
+        let c = dir.path().join(format!("{target}-reordered.pqc"));
+        let reordered = format!(
+            "qat-lower{{bits=2}},pack-head{{format=int8}},pack-weights,dce,{codegen},emit-artifact"
+        );
+        paretoqc(&[
+            "compile",
+            m,
+            "--passes",
+            &reordered,
+            "-o",
+            c.to_str().unwrap(),
+        ]);
+        assert!(files(&c) == fa, "{target}: reordered pipeline");
+    }
+    let out = dir.path().join("refused.pqc");
+    let o = out.to_str().unwrap();
+    let e = paretoqc_err(&[
+        "compile",
+        m,
+        "--passes",
+        "qat-lower{bits=2},pack-weights",
+        "-o",
+        o,
+    ]);
+    assert!(e.contains("emit-artifact"), "{e}");
+    let e = paretoqc_err(&[
+        "compile",
+        m,
+        "--passes",
+        "qat-lower{bits=2},pack-weights,emit-artifact",
+        "-o",
+        o,
+    ]);
+    assert!(e.contains("codegen"), "{e}");
+    let e = paretoqc_err(&[
+        "compile",
+        m,
+        "--passes",
+        "pack-weights,codegen{target=arm},emit-artifact",
+        "-o",
+        o,
+    ]);
+    assert!(e.contains("unknown target `arm`"), "{e}");
+    assert!(!out.exists(), "a refused compile left {o}");
+    // `opt` runs on a graph without tensors: code generation needs a model.
+    let graph = dir.path().join("g.pqir");
+    paretoqc(&["import", m, "-o", graph.to_str().unwrap()]);
+    let e = paretoqc_err(&[
+        "opt",
+        graph.to_str().unwrap(),
+        "--passes",
+        "qat-lower{bits=2},pack-weights,dce,codegen{target=portable}",
+    ]);
+    assert!(e.contains("needs a model"), "{e}");
+}
+
+/// `--target ptx` compiles every width and a mixed plan into an artifact with one decode kernel
+/// per packed shape in kernels.ptx (the manifest naming the GPU and each kernel's role); the
+/// CPU runtime refuses to run it in one line, naming the GPU, instead of failing later.
+#[cfg(feature = "llvm")]
+#[test]
+fn ptx_artifacts_hold_a_kernel_per_shape_and_the_cpu_runtime_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"model.layers.0.self_attn.q_proj": 1, "model.layers.0.mlp.down_proj": 3,
+            "model.layers.1.mlp.up_proj": 1.58}"#,
+    )
+    .unwrap();
+    let plan_arg = plan.to_str().unwrap().to_string();
+    let cases: Vec<(String, Vec<&str>)> = ["1", "1.58", "2", "3", "4"]
+        .iter()
+        .map(|b| (format!("bits{b}"), vec!["--bits", *b]))
+        .chain([("plan".to_string(), vec!["--plan", plan_arg.as_str()])])
+        .collect();
+    for (name, quant) in &cases {
+        let art = compile(dir.path(), &format!("{name}-ptx"), quant, "ptx");
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(art.join("manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(manifest["target"]["arch"], "ptx", "{name}");
+        assert_eq!(manifest["target"]["cpu"], "sm_90", "{name}");
+        let ptx = std::fs::read_to_string(art.join("kernels.ptx")).unwrap();
+        let kernels = manifest["kernels"].as_object().unwrap();
+        let packed = manifest["projections"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|b| *b != "16")
+            .count();
+        assert!(
+            !kernels.is_empty() && kernels.len() <= packed,
+            "{name}: {kernels:?}"
+        );
+        for (role, symbol) in kernels {
+            assert!(role.starts_with("gemv."), "{name}: {role}");
+            let symbol = symbol.as_str().unwrap();
+            assert!(
+                ptx.contains(&format!(".visible .entry {symbol}(")),
+                "{name}: {symbol}"
+            );
+        }
+        let out = dir.path().join(format!("{name}.safetensors"));
+        let e = paretoqc_err(&[
+            "logits",
+            art.to_str().unwrap(),
+            "--token-ids",
+            IDS,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(e.contains("GPU") && e.contains("sm_90"), "{name}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "{name}: {e}");
+    }
+    let e = paretoqc_err(&[
+        "compile",
+        testdata("models/tiny-llama").to_str().unwrap(),
+        "--bits",
+        "2",
+        "--target",
+        "ptx",
+        "--gpu",
+        "sm_61",
+        "-o",
+        dir.path().join("old.pqc").to_str().unwrap(),
+    ]);
+    assert!(e.contains("sm_61"), "{e}");
+}
+
 /// `--emit-ir DIR` writes each step's IR: the layer ops' MLIR, the one LLVM module before and
 /// after optimisation (matmul kernels and the translated MLIR functions side by side).
 #[cfg(feature = "llvm")]

@@ -6,7 +6,7 @@
 use crate::import::Weights;
 use crate::interp::{self, InterpError, Meter, Value};
 use crate::ir::graph::Graph;
-use crate::pass::PassManager;
+use crate::pipeline::PassManager;
 
 /// The result of scoring: summed negative log-likelihood over the scored predictions.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

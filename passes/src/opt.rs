@@ -2,7 +2,8 @@
 //! command and the snapshot tests both call `opt`, so what a test shows is what a user sees.
 
 use crate::ir::{parse, print, verify, ParseError, Stage, VerifyError};
-use crate::pass::{PassError, PassManager, PrintIr};
+use crate::pass::PassError;
+use crate::pipeline::{PassManager, PrintIr};
 use std::io::Write;
 
 #[derive(Clone, Debug)]

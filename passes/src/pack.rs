@@ -4,11 +4,17 @@
 
 use crate::import::Weights;
 use crate::ir::op::packed_format;
-use crate::ir::{Graph, Op};
+use crate::ir::quantized::quantized_weights;
+use crate::ir::Graph;
 use crate::quant::{self, Bits};
-use crate::transforms::pack_weights::codes_name;
 use paretoqc_runtime::format::Format;
 use rayon::prelude::*;
+
+/// The name of a packed weight's codes: `model.layers.0.mlp.up_proj.weight` ->
+/// `model.layers.0.mlp.up_proj.qweight`.
+pub fn codes_name(weight: &str) -> Option<String> {
+    Some(format!("{}.qweight", weight.strip_suffix(".weight")?))
+}
 
 /// One packed projection: `rows` rows of `cols` codes in `format`'s blocks, and its scales.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,44 +125,11 @@ impl PackedTensor {
     }
 }
 
-/// A fake-quantized weight of the graph: its name, its scale's name, its width.
-pub struct QuantizedWeight {
-    pub weight: String,
-    pub scale: String,
-    pub bits: Bits,
-}
-
-/// Every `fake_quant @W, @S` of a stage-`Qat` graph.
-pub fn quantized_weights(g: &Graph) -> Vec<QuantizedWeight> {
-    let mut out = vec![];
-    for id in g.topo_order().unwrap_or_default() {
-        let Op::FakeQuant { bits } = g.node(id).op else {
-            continue;
-        };
-        let names: Vec<Option<String>> = g
-            .operands(id)
-            .into_iter()
-            .map(|o| match &g.node(o).op {
-                Op::Param { name } => Some(name.clone()),
-                _ => None,
-            })
-            .collect();
-        if let [Some(weight), Some(scale)] = &names[..] {
-            out.push(QuantizedWeight {
-                weight: weight.clone(),
-                scale: scale.clone(),
-                bits,
-            });
-        }
-    }
-    out
-}
-
 /// Packs every fake-quantized weight of `g` (stage `Qat`): codes name -> packed tensor. Missing
 /// weights are an error naming them.
 pub fn pack_values(g: &Graph, weights: &Weights) -> Result<Vec<(String, PackedTensor)>, String> {
     let mut out = vec![];
-    for q in quantized_weights(g) {
+    for q in quantized_weights(g)? {
         let w = weights
             .get(&q.weight)
             .ok_or_else(|| format!("no value for {}", q.weight))?;
@@ -184,18 +157,11 @@ pub fn pack_values(g: &Graph, weights: &Weights) -> Result<Vec<(String, PackedTe
 mod tests {
     use super::*;
 
-    /// Random-ish weights with exact zeros and values at the clip edges.
+    /// Random weights in [-0.1, 0.1] with an exact zero every 97.
     fn weights(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
+        let mut rng = paretoqc_runtime::testgen::Lcg(seed as u64);
         (0..n)
-            .map(|i| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                if i % 97 == 0 {
-                    0.0
-                } else {
-                    ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.2
-                }
-            })
+            .map(|i| if i % 97 == 0 { 0.0 } else { rng.f32() * 0.1 })
             .collect()
     }
 
@@ -226,6 +192,53 @@ mod tests {
                         // sign(0) = 0 in the quantizer; packed as +α.
                         Bits::One if w[i] == 0.0 => assert_eq!(b, p.scales[i / cols]),
                         _ => assert_eq!(a, b),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The GPU layout (`paretoqc_runtime::gpu_layout`) of the quantizer's codes decodes to the
+/// quantizer's own values: exactly at 2, 3 and 4 bits, within one rounding at ternary (as the
+/// CPU format), sign(0) as +α at 1 bit.
+#[cfg(test)]
+mod gpu_tests {
+    use super::*;
+    use paretoqc_runtime::gpu_layout::GpuMatrix;
+    use paretoqc_runtime::model::{row_factor, PackedMatrix};
+
+    #[test]
+    fn gpu_layout_decodes_to_the_fake_quant_values() {
+        let mut rng = paretoqc_runtime::testgen::Lcg(3);
+        for bits in [Bits::One, Bits::Ternary, Bits::Two, Bits::Three, Bits::Four] {
+            for (rows, cols) in [(3, 576), (2, 100), (4, 65), (1, 1536)] {
+                let w: Vec<f32> = rng.vec(rows * cols, 0.1);
+                let scales = quant::mse_scales(bits, &w, cols);
+                let q = quant::fake_quant(bits, &w, &scales, cols);
+                let p = PackedTensor::pack(bits, &w, &scales, cols).unwrap();
+                let m = PackedMatrix {
+                    format: p.format,
+                    rows,
+                    cols,
+                    codes: p.bytes.clone(),
+                    factor: p.scales.iter().map(|&a| row_factor(p.format, a)).collect(),
+                };
+                let g = GpuMatrix::from_packed(&m).unwrap();
+                for r in 0..rows {
+                    for (i, (&got, &want)) in g.decode_row(r).iter().zip(&q[r * cols..]).enumerate()
+                    {
+                        match bits {
+                            Bits::Ternary => assert!(
+                                (got - want).abs() <= f32::EPSILON * want.abs(),
+                                "{bits} [{r},{i}] {got} {want}"
+                            ),
+                            Bits::One if want == 0.0 => assert_eq!(got, p.scales[r]),
+                            _ => assert!(
+                                got == want && (want == 0.0 || got.to_bits() == want.to_bits()),
+                                "{bits} [{r},{i}] {got} {want}"
+                            ),
+                        }
                     }
                 }
             }

@@ -1,15 +1,11 @@
-//! The pass manager, MLIR style: a pipeline is a string (`dce,add-loss{keep_logits=true}`), each
-//! pass runs on the whole graph, the verifier runs after each pass when asked (always in tests and
-//! debug builds), and instrumentation prints the IR and times the passes.
-//!
-//! `create_pass` is the one list of passes: a pass is added there and nowhere else.
+//! What a pass is: the `Pass` trait (a pass runs on the whole module, the graph with its tensors,
+//! `module::Module`), its errors, and the pipeline text (`dce,add-loss{keep_logits=true}`) parsed
+//! into pass specs with their options. `pipeline.rs` builds and runs the passes.
 
-use crate::ir::{print, verify, Graph, Stage, VerifyError};
-use crate::transforms;
+use crate::ir::{Stage, VerifyError};
+use crate::module::Module;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
-use std::time::{Duration, Instant};
 
 /// Whether a pass changed the graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +20,9 @@ pub type PassOptions = BTreeMap<String, String>;
 pub trait Pass {
     /// The pipeline name, also the name of the pass's folder under testdata/passes.
     fn name(&self) -> &'static str;
-    fn run(&mut self, g: &mut Graph) -> Result<Changed, PassError>;
+    /// Runs on the module: rewrites its graph, and computes the values the rewrite needs when
+    /// the module has tensors.
+    fn run(&mut self, m: &mut Module) -> Result<Changed, PassError>;
     /// The stage the graph is at after this pass, when the pass moves it forward.
     fn stage_after(&self) -> Option<Stage> {
         None
@@ -50,6 +48,14 @@ impl PassError {
             pass: pass.into(),
             message: message.into(),
         }
+    }
+
+    /// A pass that needs a model's tensors and config ran on a graph parsed from text.
+    pub fn needs_model(pass: &str) -> PassError {
+        PassError::failed(
+            pass,
+            "needs a model (its tensors and config); a graph parsed from text has none",
+        )
     }
 }
 
@@ -134,74 +140,6 @@ pub fn parse_pipeline(text: &str) -> Result<Vec<PassSpec>, PassError> {
     Ok(specs)
 }
 
-/// The list of passes, by pipeline name.
-pub const PASS_NAMES: &[(&str, &str)] = &[
-    ("dce", "removes nodes whose values no output needs"),
-    (
-        "add-loss",
-        "appends log_softmax and the mean cross-entropy against a new %targets input",
-    ),
-    (
-        "add-distill-loss",
-        "appends log_softmax and the distillation loss (KL to a new %teacher_logp input, mixed with cross-entropy by option ce=0..1)",
-    ),
-    (
-        "add-mse-loss",
-        "appends the mean squared difference of the output and a new %target input (block-wise reconstruction)",
-    ),
-    (
-        "qat-lower",
-        "puts fake_quant on the seven projections of each block (option bits=1|1.58|2|3|4|16)",
-    ),
-    (
-        "pareto-search",
-        "lowers each projection at its width from a plan (plan=FILE), or from the least-cost plan within a budget (costs=FILE,budget=30MB|2.5bpw)",
-    ),
-    (
-        "pack-weights",
-        "turns linear of fake_quant into packed_linear over integer codes in the runtime's block format",
-    ),
-];
-
-/// Builds a pass from its spec; the one place that knows every pass.
-pub fn create_pass(spec: &PassSpec) -> Result<Box<dyn Pass>, PassError> {
-    let unknown = || {
-        let names: Vec<&str> = PASS_NAMES.iter().map(|(n, _)| *n).collect();
-        PassError::Pipeline(format!(
-            "unknown pass `{}` (passes: {})",
-            spec.name,
-            names.join(", ")
-        ))
-    };
-    match spec.name.as_str() {
-        "dce" => {
-            no_options(spec)?;
-            Ok(Box::new(transforms::dce::Dce))
-        }
-        "add-loss" => Ok(Box::new(transforms::add_loss::AddLoss::from_options(
-            &spec.options,
-        )?)),
-        "add-distill-loss" => Ok(Box::new(
-            transforms::add_distill_loss::AddDistillLoss::from_options(&spec.options)?,
-        )),
-        "add-mse-loss" => {
-            no_options(spec)?;
-            Ok(Box::new(transforms::add_mse_loss::AddMseLoss))
-        }
-        "qat-lower" => Ok(Box::new(transforms::qat_lower::QatLower::from_options(
-            &spec.options,
-        )?)),
-        "pack-weights" => {
-            no_options(spec)?;
-            Ok(Box::new(transforms::pack_weights::PackWeights))
-        }
-        "pareto-search" => Ok(Box::new(
-            transforms::pareto_search::ParetoSearch::from_options(&spec.options)?,
-        )),
-        _ => Err(unknown()),
-    }
-}
-
 /// Rejects options on a pass that takes none.
 pub fn no_options(spec: &PassSpec) -> Result<(), PassError> {
     match spec.options.keys().next() {
@@ -228,137 +166,6 @@ pub fn bool_option(
             "option `{key}` of `{spec_name}` must be true or false, got `{v}`"
         ))),
     }
-}
-
-/// When to print the IR.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub enum PrintIr {
-    #[default]
-    Never,
-    AfterAll,
-    /// After every pass of these names.
-    After(Vec<String>),
-    /// After each pass that changed the graph.
-    AfterChange,
-}
-
-/// Runs passes in order, with verification, IR printing and timing around each.
-pub struct PassManager {
-    passes: Vec<Box<dyn Pass>>,
-    pipeline: String,
-    verify_each: bool,
-    print_ir: PrintIr,
-    timing: bool,
-}
-
-/// What a run did: per pass, whether it changed the graph and how long it took.
-#[derive(Debug, Default)]
-pub struct RunReport {
-    pub passes: Vec<(String, Changed, Duration)>,
-}
-
-impl PassManager {
-    /// Builds the passes of a pipeline string.
-    pub fn parse(pipeline: &str) -> Result<PassManager, PassError> {
-        let specs = parse_pipeline(pipeline)?;
-        let passes = specs
-            .iter()
-            .map(create_pass)
-            .collect::<Result<Vec<_>, _>>()?;
-        let text: Vec<String> = specs.iter().map(ToString::to_string).collect();
-        Ok(PassManager {
-            passes,
-            pipeline: text.join(","),
-            verify_each: cfg!(debug_assertions),
-            print_ir: PrintIr::Never,
-            timing: false,
-        })
-    }
-
-    /// The pipeline in canonical text form.
-    pub fn pipeline(&self) -> &str {
-        &self.pipeline
-    }
-
-    pub fn verify_each(mut self, on: bool) -> Self {
-        self.verify_each = on;
-        self
-    }
-
-    pub fn print_ir(mut self, when: PrintIr) -> Self {
-        self.print_ir = when;
-        self
-    }
-
-    pub fn timing(mut self, on: bool) -> Self {
-        self.timing = on;
-        self
-    }
-
-    /// Runs every pass on `g`, writing IR dumps and the timing report to `log`.
-    pub fn run(&mut self, g: &mut Graph, log: &mut dyn Write) -> Result<RunReport, PassError> {
-        let mut report = RunReport::default();
-        let total = Instant::now();
-        let mut stage = Stage::of_graph(g);
-        for pass in &mut self.passes {
-            stage = stage.max(pass.stage_after().unwrap_or(stage));
-            let name = pass.name();
-            let start = Instant::now();
-            let changed = pass.run(g)?;
-            let took = start.elapsed();
-            if self.verify_each {
-                verify(g, stage).map_err(|error| PassError::Verify {
-                    pass: name.into(),
-                    error,
-                })?;
-            }
-            if should_print(&self.print_ir, name, changed) {
-                let _ = writeln!(
-                    log,
-                    "// -----// IR Dump After {name} //----- //\n{}",
-                    print(g)
-                );
-            }
-            report.passes.push((name.to_string(), changed, took));
-        }
-        if self.timing {
-            write_timing(log, &report, total.elapsed());
-        }
-        Ok(report)
-    }
-}
-
-fn should_print(when: &PrintIr, pass: &str, changed: Changed) -> bool {
-    match when {
-        PrintIr::Never => false,
-        PrintIr::AfterAll => true,
-        PrintIr::After(names) => names.iter().any(|n| n == pass),
-        PrintIr::AfterChange => changed == Changed::Yes,
-    }
-}
-
-/// An MLIR-style timing report: wall time per pass and its share of the total.
-fn write_timing(log: &mut dyn Write, report: &RunReport, total: Duration) {
-    let secs = total.as_secs_f64().max(1e-12);
-    let _ = writeln!(
-        log,
-        "===-------------------------------------------------------------------------==="
-    );
-    let _ = writeln!(
-        log,
-        "                         ... Execution time report ..."
-    );
-    let _ = writeln!(
-        log,
-        "===-------------------------------------------------------------------------==="
-    );
-    let _ = writeln!(log, "  Total Execution Time: {:.4} seconds\n", secs);
-    let _ = writeln!(log, "  ----Wall Time----  ----Name----");
-    for (name, _, t) in &report.passes {
-        let s = t.as_secs_f64();
-        let _ = writeln!(log, "  {s:.4} ({:5.1}%)  {name}", 100.0 * s / secs);
-    }
-    let _ = writeln!(log, "  {secs:.4} (100.0%)  Total");
 }
 
 #[cfg(test)]

@@ -3,11 +3,12 @@
 //! and the fake-quantized weights Q(W) for export.
 
 use crate::import::Weights;
-use crate::ir::{Graph, Op};
+use crate::ir::Graph;
+use crate::module::Module;
 use crate::pass::{Pass, PassError};
 use crate::quant::{fake_quant, init_scales, Bits};
 use crate::tensor::Tensor;
-use crate::transforms::qat_lower::QatLower;
+use crate::transforms::qat_lower::{init_missing_scales, quantized_weights, weight, QatLower};
 use std::collections::BTreeMap;
 
 /// Which bit width each projection gets.
@@ -78,74 +79,21 @@ pub fn lower(g: &mut Graph, weights: &mut Weights, spec: &QuantSpec) -> Result<(
     lower_with(g, weights, &mut spec.pass())
 }
 
-/// `lower` through any pass that inserts `fake_quant` (`qat-lower`, `pareto-search`).
+/// `lower` through any pass that inserts `fake_quant` (`qat-lower`, `pareto-search`): the pass
+/// runs on a module of the graph and its tensors, so it sets the scales itself.
 pub fn lower_with(
     g: &mut Graph,
     weights: &mut Weights,
     pass: &mut dyn Pass,
 ) -> Result<(), PassError> {
-    pass.run(g)?;
-    init_missing_scales(g, weights)
-}
-
-/// A weight that passes through `fake_quant`, by name.
-struct QuantizedWeight {
-    bits: Bits,
-    weight: String,
-    scale: String,
-}
-
-/// The `fake_quant` nodes of the graph whose operands are named weights.
-fn quantized_weights(g: &Graph) -> Result<Vec<QuantizedWeight>, PassError> {
-    let order = g
-        .topo_order()
-        .map_err(|_| PassError::failed("qat", "the graph has a cycle"))?;
-    let mut found = vec![];
-    for id in order {
-        let Op::FakeQuant { bits } = g.node(id).op else {
-            continue;
-        };
-        let [w, s] = g.operands(id)[..] else { continue };
-        if let (Op::Param { name: weight }, Op::Param { name: scale }) =
-            (&g.node(w).op, &g.node(s).op)
-        {
-            found.push(QuantizedWeight {
-                bits,
-                weight: weight.clone(),
-                scale: scale.clone(),
-            });
-        }
+    let mut m = Module::with_weights(std::mem::take(g), std::mem::take(weights));
+    let result = pass.run(&mut m);
+    (*g, *weights) = (m.graph, m.weights);
+    // A graph whose tensors are all missing still gets its scales checked against them.
+    if result.is_ok() && weights.is_empty() {
+        init_missing_scales(g, weights)?;
     }
-    Ok(found)
-}
-
-fn weight<'a>(weights: &'a Weights, name: &str) -> Result<&'a Tensor, PassError> {
-    weights
-        .get(name)
-        .ok_or_else(|| PassError::failed("qat", format!("no value for weight {name}")))
-}
-
-/// Every `fake_quant`'s scale gets the reference's initial value if the weights lack it.
-fn init_missing_scales(g: &Graph, weights: &mut Weights) -> Result<(), PassError> {
-    for q in quantized_weights(g)? {
-        let w = weight(weights, &q.weight)?;
-        let rows = w.shape[0];
-        match weights.get(&q.scale) {
-            Some(t) if t.shape == [rows, 1] => {}
-            Some(t) => {
-                let msg = format!(
-                    "scale {} has shape {:?}, expected [{rows}, 1]",
-                    q.scale, t.shape
-                );
-                return Err(PassError::failed("qat", msg));
-            }
-            None => {
-                let scales = init_scales(q.bits, &w.data, w.row_len());
-                weights.insert(q.scale, Tensor::new(vec![rows, 1], scales));
-            }
-        }
-    }
-    Ok(())
+    result.map(|_| ())
 }
 
 /// Sets every `fake_quant` scale to the one with the least squared quantization error of its

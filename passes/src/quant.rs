@@ -9,7 +9,6 @@
 //! bit width: a magnitude at 1 bit, a clip range at 1.58 and 2 bits, a step size at 3 and 4 bits.
 
 use rayon::prelude::*;
-use std::fmt;
 
 /// Runs `$body` with the width as a `const` item of each arm, so the width's `match` inside
 /// `level` and friends folds away in the loops it is inlined into. (A `let` would not do: a
@@ -33,91 +32,14 @@ macro_rules! with_bits {
     }};
 }
 
-/// A bit width of the projection weights. `Full` means no quantization (16 bits and up).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Bits {
-    One,
-    Ternary,
-    Two,
-    Three,
-    Four,
-    Full,
-}
+pub use paretoqc_runtime::bits::Bits;
 
-impl Bits {
-    pub const ALL: [Bits; 6] = [
-        Bits::One,
-        Bits::Ternary,
-        Bits::Two,
-        Bits::Three,
-        Bits::Four,
-        Bits::Full,
-    ];
-
-    /// Parses `1`, `1.58` (or `0`, the reference's code for ternary), `2`, `3`, `4`, `16`.
-    pub fn parse(s: &str) -> Result<Bits, String> {
-        match s.trim() {
-            "1" => Ok(Bits::One),
-            "1.58" | "0" | "ternary" => Ok(Bits::Ternary),
-            "2" => Ok(Bits::Two),
-            "3" => Ok(Bits::Three),
-            "4" => Ok(Bits::Four),
-            "16" | "32" => Ok(Bits::Full),
-            other => Err(format!(
-                "unsupported bit width `{other}` (1, 1.58, 2, 3, 4 or 16)"
-            )),
-        }
-    }
-
-    /// Nominal bits per weight (1.58 for ternary).
-    pub fn nominal(self) -> f64 {
-        match self {
-            Bits::One => 1.0,
-            Bits::Ternary => 1.58,
-            Bits::Two => 2.0,
-            Bits::Three => 3.0,
-            Bits::Four => 4.0,
-            Bits::Full => 16.0,
-        }
-    }
-
-    /// The reference code's `w_bits` (ternary is 0).
-    pub fn w_bits(self) -> u32 {
-        match self {
-            Bits::One => 1,
-            Bits::Ternary => 0,
-            Bits::Two => 2,
-            Bits::Three => 3,
-            Bits::Four => 4,
-            Bits::Full => 16,
-        }
-    }
-
-    /// The reference's quantizer family for this width.
-    pub fn quantizer(self) -> &'static str {
-        match self {
-            Bits::Ternary | Bits::Two => "seq",
-            Bits::One | Bits::Three | Bits::Four => "lsq",
-            Bits::Full => "none",
-        }
-    }
-
-    /// LSQ's P = 2^(b-1) - 1 for b >= 2, 1 for binary and ternary: the gradient scale uses it.
-    fn grad_p(self) -> f64 {
-        match self {
-            Bits::Three => 3.0,
-            Bits::Four => 7.0,
-            _ => 1.0,
-        }
-    }
-}
-
-impl fmt::Display for Bits {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Bits::Ternary => f.write_str("1.58"),
-            b => write!(f, "{}", b.nominal() as u32),
-        }
+/// LSQ's P = 2^(b-1) - 1 for b >= 2, 1 for binary and ternary: the gradient scale uses it.
+fn grad_p(bits: Bits) -> f64 {
+    match bits {
+        Bits::Three => 3.0,
+        Bits::Four => 7.0,
+        _ => 1.0,
     }
 }
 
@@ -379,7 +301,7 @@ pub fn fake_quant_grad(
             dscale: vec![0.0; scale.len()],
         };
     }
-    let g = (1.0 / (w.len() as f64 * bits.grad_p()).sqrt()) as f32;
+    let g = (1.0 / (w.len() as f64 * grad_p(bits)).sqrt()) as f32;
     // Rows are independent (each row's scale gradient is summed in order within the row), so
     // they run in parallel with the same result.
     let cols = cols.max(1);

@@ -7,50 +7,15 @@ use paretoqc_runtime::kernels::native::Native;
 use paretoqc_runtime::kernels::reference::Reference;
 use paretoqc_runtime::kernels::{linear_with, Activations, Kernels, QuantizedRows, QuantizedX};
 use paretoqc_runtime::model::{level, row_factor, Matrix, PackedMatrix};
+use paretoqc_runtime::role::{Kind, Role};
+use paretoqc_runtime::testgen::Lcg;
 use pqc::codegen::x86::{compile_kernels, GemvShape};
 use std::collections::BTreeMap;
 
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next() % 2_000_001) as f32 / 1_000_000.0 - 1.0
-    }
-}
-
 fn random_matrix(format: Format, rows: usize, cols: usize, rng: &mut Lcg) -> PackedMatrix {
-    let (lo, hi) = format.code_range();
-    let mut codes = vec![];
-    for _ in 0..rows {
-        let row: Vec<i8> = (0..cols)
-            .map(|_| {
-                let span = (hi as i32 - lo as i32 + 1) as u64;
-                let c = (lo as i32 + (rng.next() % span) as i32) as i8;
-                if format == Format::Bin1 && c == 0 {
-                    1
-                } else {
-                    c
-                }
-            })
-            .collect();
-        format.pack_row(&row, &mut codes);
-    }
-    let factor = (0..rows)
-        .map(|_| row_factor(format, 0.01 + rng.f32().abs()))
-        .collect();
-    PackedMatrix {
-        format,
-        rows,
-        cols,
-        codes,
-        factor,
-    }
+    rng.packed(format, rows, cols, |r| {
+        row_factor(format, 0.01 + r.f32().abs())
+    })
 }
 
 /// This CPU's kernels (AVX-512 VNNI int8 dot products where present), then AVX2-only kernels.
@@ -171,11 +136,11 @@ fn load(
 ) -> Native {
     let so = dir.join("kernels.so");
     std::fs::write(&so, &k.shared_object).unwrap();
-    let symbols: BTreeMap<String, String> = k
+    let symbols: BTreeMap<Role, String> = k
         .symbols
         .iter()
-        .filter(|(role, _)| keep(role))
-        .map(|(r, s)| (r.clone(), s.clone()))
+        .filter(|(role, _)| keep(&role.to_string()))
+        .map(|(r, s)| (*r, s.clone()))
         .collect();
     Native::load(&so, &symbols, &k.cpu).expect("kernels load")
 }
@@ -184,7 +149,7 @@ fn check_gemm_against_reference(cpu: &str) {
     let shapes = every_format(&TAIL_SHAPES);
     let k = compile_kernels(&shapes, cpu, true, None).expect("kernels compile");
     assert!(
-        k.symbols.keys().any(|r| r.starts_with("gemm.")),
+        k.symbols.keys().any(|r| r.kind == Kind::Gemm),
         "{:?}",
         k.symbols
     );
@@ -298,9 +263,10 @@ fn check_gemm_against_reference(cpu: &str) {
     }
 }
 
-/// `Native::load` refuses a role it does not know, naming it.
+/// `Native::load` refuses a role of the manifest that the library's table lacks, naming it (a
+/// role that does not parse is refused when the manifest is read: `runtime::role`).
 #[test]
-fn unknown_kernel_roles_are_refused() {
+fn roles_missing_from_the_table_are_refused() {
     let shape = GemvShape {
         format: Format::Int2,
         rows: 2,
@@ -310,11 +276,17 @@ fn unknown_kernel_roles_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let so = dir.path().join("kernels.so");
     std::fs::write(&so, &k.shared_object).unwrap();
+    // A role the library's table lacks (this shape has no matrix-matrix kernel at 2 bits on
+    // AVX2) is refused, whatever symbol the manifest gives it.
     let mut symbols = k.symbols.clone();
-    symbols.insert("gemx.2.2x64".into(), "pqc_gemm_q2_2x64".into());
+    symbols.insert(
+        Role::matrix(Kind::Gemm, Format::Int2, 2, 64),
+        "pqc_gemv_q2_2x64".into(),
+    );
     let e = Native::load(&so, &symbols, &k.cpu).err().expect("refused");
     assert!(
-        e.to_string().contains("unknown kernel role `gemx.2.2x64`"),
+        e.to_string()
+            .contains("`gemm.2.2x64` is not in the kernel table"),
         "{e}"
     );
 }

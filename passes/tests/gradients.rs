@@ -8,15 +8,8 @@ use pqc::tensor::Tensor;
 
 /// Deterministic values in [-1, 1).
 fn random(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
+    let mut rng = paretoqc_runtime::testgen::Lcg(seed);
+    (0..n).map(|_| rng.f64()).collect()
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {

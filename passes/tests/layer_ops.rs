@@ -6,6 +6,7 @@
 
 use paretoqc_runtime::kernels::native::Native;
 use paretoqc_runtime::kernels::{ops, HeadAttention, Kernels};
+use paretoqc_runtime::testgen::Lcg;
 use pqc::codegen::x86::{compile_kernels, layer_ops_module, LayerShapes};
 
 const TINY: LayerShapes = LayerShapes {
@@ -33,20 +34,6 @@ const ODD: LayerShapes = LayerShapes {
     intermediate: 70,
     rms_norm_eps: 1e-5,
 };
-
-struct Lcg(u64);
-impl Lcg {
-    fn f32(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) % 2_000_001) as f32 / 1_000_000.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.f32() * scale).collect()
-    }
-}
 
 fn assert_close(what: &str, want: &[f32], got: &[f32], rel: f32) {
     assert_eq!(want.len(), got.len(), "{what}: lengths");

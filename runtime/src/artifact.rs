@@ -6,7 +6,9 @@ use crate::error::ArtifactError;
 use crate::kernels::native::Native;
 use crate::kernels::reference::Reference;
 use crate::kernels::Kernels;
-use crate::manifest::{FileSum, Manifest, FORMAT_VERSION, KERNELS, MANIFEST, TOKENIZER, WEIGHTS};
+use crate::manifest::{
+    Arch, FileSum, Manifest, FORMAT_VERSION, KERNELS, MANIFEST, TOKENIZER, WEIGHTS,
+};
 use crate::model::Model;
 use std::path::{Path, PathBuf};
 
@@ -133,13 +135,20 @@ fn load_kernels(
     m: &Manifest,
     model: &Model,
 ) -> Result<Box<dyn Kernels>, ArtifactError> {
-    match m.target.arch.as_str() {
-        "portable" if m.kernels.is_empty() => Ok(Box::new(Reference)),
-        "portable" => Err(ArtifactError::file(
+    match m.target.arch {
+        Arch::Portable if m.kernels.is_empty() => Ok(Box::new(Reference)),
+        Arch::Portable => Err(ArtifactError::file(
             dir.join(MANIFEST),
             "a portable artifact lists no kernels",
         )),
-        "x86" => {
+        Arch::Ptx => Err(ArtifactError::file(
+            dir.join(MANIFEST),
+            format!(
+                "a PTX artifact (for an NVIDIA {} GPU) runs on a GPU runtime, which this build does not have yet; compile with --target x86 or portable for the CPU",
+                m.target.cpu
+            ),
+        )),
+        Arch::X86 => {
             if !m.files.contains_key(KERNELS) {
                 return Err(ArtifactError::file(
                     dir.join(MANIFEST),
@@ -153,10 +162,6 @@ fn load_kernels(
                 Some(model),
             )?))
         }
-        other => Err(ArtifactError::file(
-            dir.join(MANIFEST),
-            format!("unknown target `{other}`"),
-        )),
     }
 }
 

@@ -353,24 +353,7 @@ mod tests {
 
     /// A deterministic stream of codes in the format's range.
     fn codes(f: Format, n: usize, seed: u64) -> Vec<i8> {
-        let (lo, hi) = f.code_range();
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let span = (hi as i32 - lo as i32 + 1) as u64;
-                let c = (lo as i32 + ((s >> 33) % span) as i32) as i8;
-                if f == Format::Bin1 && c == 0 {
-                    1
-                } else {
-                    c
-                }
-            })
-            .collect()
+        crate::testgen::Lcg(seed).code_row(f, n)
     }
 
     #[test]

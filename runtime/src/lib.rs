@@ -6,20 +6,26 @@
 //! - `model`, `kernels`, `decoder`: weights in memory, matrix kernels, prefill/decode with a KV cache.
 //! - `sample`, `generate`: choosing tokens and streaming text.
 //! - `limits`, `fsio`, `trust`: checks on every input, regular files only, signed artifacts.
+//! - `gpu_layout`: the GPU weight layout of a packed projection and its reference decoder.
+//! - `testgen`: seeded test data for the tests and benchmarks of every crate.
 
 pub mod artifact;
+pub mod bits;
 pub mod cli;
 pub mod decoder;
 pub mod error;
 pub mod format;
 pub mod fsio;
 pub mod generate;
+pub mod gpu_layout;
 pub mod kernels;
 pub mod limits;
 pub mod manifest;
 pub mod model;
+pub mod role;
 pub mod sample;
 pub mod score;
+pub mod testgen;
 pub mod trust;
 
 pub use artifact::Artifact;

@@ -1,6 +1,8 @@
 //! `manifest.json`: what an artifact holds and needs. The compiler writes it last (the artifact
 //! folder is renamed into place only when complete); the runtime reads it first.
 
+use crate::bits::Bits;
+use crate::role::Role;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -22,19 +24,31 @@ pub struct Manifest {
     /// How the output projection (lm_head, or the tied embedding) is stored: "f32", "int8"
     /// (per-row absmax codes in `lm_head.qweight`) or "int4" (per-row 4-bit codes there); a tied
     /// embedding's rows are then read from them.
-    #[serde(default = "f32_head")]
-    pub lm_head: String,
+    #[serde(default)]
+    pub lm_head: HeadStorage,
     /// Activations of the packed products: "f32" (exact path), or "int8" (dynamic per-token).
-    #[serde(default = "f32_head")]
-    pub activations: String,
+    #[serde(default)]
+    pub activations: ActivationKind,
     /// Projection module -> bit width ("1", "1.58", "2", "3", "4" or "16").
-    pub projections: BTreeMap<String, String>,
+    pub projections: BTreeMap<String, Bits>,
     /// Kernel symbols in `kernels.so`, by role (`gemv.<bits>.<rows>x<cols>`, `gemv_i8.…`, and
     /// the matrix-matrix `gemm.…`/`gemm_i8.…`, which older artifacts lack); empty for the portable
     /// target.
-    pub kernels: BTreeMap<String, String>,
+    pub kernels: BTreeMap<Role, String>,
     /// File name -> checksum, for every other file of the artifact.
     pub files: BTreeMap<String, FileSum>,
+    /// How the GPU kernels are launched (PTX artifacts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<Launch>,
+}
+
+/// The launch shape of the GPU decode kernels: a grid of ceil(rows / `rows_per_block`) thread
+/// blocks of `threads_per_block` threads (one warp per row); activations in fp16, zero past the
+/// row length up to whole 64-weight blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launch {
+    pub threads_per_block: u32,
+    pub rows_per_block: u32,
 }
 
 impl Manifest {
@@ -93,8 +107,65 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn f32_head() -> String {
-    "f32".into()
+/// How an artifact stores the output projection (`Manifest::lm_head`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadStorage {
+    /// Dense f32 (`lm_head.weight`, or the tied embedding).
+    #[default]
+    F32,
+    /// Per-row absmax 8-bit codes in `lm_head.qweight`.
+    Int8,
+    /// Per-row 4-bit codes with a searched clip in `lm_head.qweight`.
+    Int4,
+}
+
+impl HeadStorage {
+    /// The name on the command line and in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadStorage::F32 => "f32",
+            HeadStorage::Int8 => "int8",
+            HeadStorage::Int4 => "int4",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<HeadStorage, String> {
+        match s {
+            "f32" => Ok(HeadStorage::F32),
+            "int8" => Ok(HeadStorage::Int8),
+            "int4" => Ok(HeadStorage::Int4),
+            other => Err(format!("unknown head storage `{other}` (f32, int8, int4)")),
+        }
+    }
+}
+
+/// Activations of the packed products (`Manifest::activations`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationKind {
+    /// f32, exactly as the interpreter computes.
+    #[default]
+    F32,
+    /// Dynamic per-token 8-bit activations with integer dot products.
+    Int8,
+}
+
+impl ActivationKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ActivationKind::F32 => "f32",
+            ActivationKind::Int8 => "int8",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<ActivationKind, String> {
+        match s {
+            "f32" => Ok(ActivationKind::F32),
+            "int8" => Ok(ActivationKind::Int8),
+            other => Err(format!("unknown activations `{other}` (f32, int8)")),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -114,10 +185,32 @@ pub struct ModelConfig {
     pub eos_token_id: Option<u32>,
 }
 
+/// What an artifact's code runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Generated kernels in kernels.so for an x86-64 CPU.
+    X86,
+    /// The runtime's own Rust kernels, on any CPU.
+    Portable,
+    /// PTX kernels (`kernels.ptx`) for an NVIDIA GPU; `Target::cpu` names the GPU (`sm_90`).
+    Ptx,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86 => "x86",
+            Arch::Portable => "portable",
+            Arch::Ptx => "ptx",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     /// `x86` (generated kernels in kernels.so) or `portable` (the runtime's Rust kernels).
-    pub arch: String,
+    pub arch: Arch,
     /// The CPU the kernels were generated for: `native` resolved to a name, `x86-64-v3`, ...
     pub cpu: String,
     /// CPU features the kernels use; the runtime refuses a CPU that lacks one.

@@ -1,9 +1,10 @@
 //! The model as the runtime holds it: per layer, the norms and seven projections, each either a
 //! dense f32 matrix or packed codes with per-row scales, read from `weights.safetensors`.
 
+use crate::bits::Bits;
 use crate::error::ArtifactError;
 use crate::format::Format;
-use crate::manifest::{Manifest, ModelConfig};
+use crate::manifest::{ActivationKind, HeadStorage, Manifest, ModelConfig};
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 
@@ -88,7 +89,7 @@ pub struct Model {
     /// The output projection; `None` when tied to the embedding.
     pub lm_head: Option<Matrix>,
     /// How activations enter the packed products.
-    pub activations: crate::kernels::Activations,
+    pub activations: ActivationKind,
 }
 
 /// The seven projections of a block, as (module suffix, field order of `Layer`).
@@ -170,19 +171,14 @@ impl Reader<'_> {
     fn matrix(
         &self,
         module: &str,
-        bits: &str,
+        format: Option<Format>,
         rows: usize,
         cols: usize,
     ) -> Result<Matrix, ArtifactError> {
-        if bits == "16" {
+        let Some(format) = format else {
             let w = self.f32s(&format!("{module}.weight"), &[rows, cols])?;
             return Ok(Matrix::Dense { w, rows, cols });
-        }
-        let format = Format::from_name(bits).ok_or_else(|| {
-            self.err(format!(
-                "{module}: unknown bit width `{bits}` in the manifest"
-            ))
-        })?;
+        };
         let codes = self
             .tensor(
                 &format!("{module}.qweight"),
@@ -241,9 +237,9 @@ impl Model {
                 let bits = manifest
                     .projections
                     .get(&module)
-                    .map(String::as_str)
-                    .unwrap_or("16");
-                mats.push(r.matrix(&module, bits, rows, cols)?);
+                    .copied()
+                    .unwrap_or(Bits::Full);
+                mats.push(r.matrix(&module, bits.format(), rows, cols)?);
             }
             let mut m = mats.into_iter();
             let mut next = || m.next().expect("seven projections");
@@ -260,16 +256,13 @@ impl Model {
                 down: next(),
             });
         }
-        let head_bits = match manifest.lm_head.as_str() {
-            "f32" => None,
-            "int8" => Some("8"),
-            "int4" => Some("4"),
-            other => {
-                return Err(r.err(format!("unknown lm_head storage `{other}` in the manifest")))
-            }
+        let head_format = match manifest.lm_head {
+            HeadStorage::F32 => None,
+            HeadStorage::Int8 => Some(Format::Int8),
+            HeadStorage::Int4 => Some(Format::Int4),
         };
-        let lm_head = if let Some(bits) = head_bits {
-            Some(r.matrix("lm_head", bits, c.vocab_size, h)?)
+        let lm_head = if head_format.is_some() {
+            Some(r.matrix("lm_head", head_format, c.vocab_size, h)?)
         } else if c.tie_word_embeddings {
             None
         } else {
@@ -280,16 +273,12 @@ impl Model {
                 cols: h,
             })
         };
-        let embed = if head_bits.is_some() && c.tie_word_embeddings {
+        let embed = if head_format.is_some() && c.tie_word_embeddings {
             Vec::new()
         } else {
             r.f32s("model.embed_tokens.weight", &[c.vocab_size, h])?
         };
-        let activations = match manifest.activations.as_str() {
-            "f32" => crate::kernels::Activations::F32,
-            "int8" => crate::kernels::Activations::Int8,
-            other => return Err(r.err(format!("unknown activations `{other}` in the manifest"))),
-        };
+        let activations = manifest.activations;
         let norm = r.f32s("model.norm.weight", &[h])?;
         r.check_all_read()?;
         Ok(Model {

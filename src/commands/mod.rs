@@ -1,7 +1,6 @@
 //! One file per command. Shared helpers for loading a model with a spinner live here.
 
 pub mod bench;
-pub mod bench_llama;
 pub mod compile;
 pub mod convert;
 pub mod diff;

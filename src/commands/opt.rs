@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use pqc::opt::{opt, OptOptions};
-use pqc::pass::{PrintIr, PASS_NAMES};
+use pqc::pipeline::{PrintIr, PASS_NAMES};
 use std::path::PathBuf;
 
 /// Run a pass pipeline on a .pqir file and print the result.
@@ -15,6 +15,20 @@ pub struct Args {
     /// The pipeline: pass names separated by commas, options in braces (`a,b{k=v}`).
     #[arg(long, default_value = "")]
     pub passes: String,
+    #[command(flatten)]
+    pub ir: IrPrintArgs,
+    /// Skip the verifier between passes (it runs by default).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Write the result here instead of standard output.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+}
+
+/// When to print the IR and whether to time the passes: the same options for `opt` and
+/// `compile`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct IrPrintArgs {
     /// Print the IR after every pass (to stderr).
     #[arg(long)]
     pub print_ir_after_all: bool,
@@ -27,18 +41,26 @@ pub struct Args {
     /// Print the time of each pass (to stderr).
     #[arg(long)]
     pub timing: bool,
-    /// Skip the verifier between passes (it runs by default).
-    #[arg(long)]
-    pub no_verify: bool,
-    /// Write the result here instead of standard output.
-    #[arg(short, long)]
-    pub out: Option<PathBuf>,
+}
+
+impl IrPrintArgs {
+    pub fn print_ir(&self) -> PrintIr {
+        if self.print_ir_after_all {
+            PrintIr::AfterAll
+        } else if self.print_ir_after_change {
+            PrintIr::AfterChange
+        } else if !self.print_ir_after.is_empty() {
+            PrintIr::After(self.print_ir_after.clone())
+        } else {
+            PrintIr::Never
+        }
+    }
 }
 
 fn pass_list() -> String {
     let mut s = String::from("Passes:\n");
     for (name, what) in PASS_NAMES {
-        s.push_str(&format!("  {name:<12} {what}\n"));
+        s.push_str(&format!("  {name:<16} {what}\n"));
     }
     s.push_str("\nExample: paretoqc opt g.pqir --passes 'add-loss{keep_logits=true},dce' --print-ir-after-all");
     s
@@ -46,19 +68,10 @@ fn pass_list() -> String {
 
 pub fn run(args: Args) -> Result<()> {
     let text = super::read_text(&args.input)?;
-    let print_ir = if args.print_ir_after_all {
-        PrintIr::AfterAll
-    } else if args.print_ir_after_change {
-        PrintIr::AfterChange
-    } else if !args.print_ir_after.is_empty() {
-        PrintIr::After(args.print_ir_after.clone())
-    } else {
-        PrintIr::Never
-    };
     let options = OptOptions {
         pipeline: args.passes.clone(),
-        print_ir,
-        timing: args.timing,
+        print_ir: args.ir.print_ir(),
+        timing: args.ir.timing,
         verify_each: !args.no_verify,
     };
     let out = opt(&text, &options, &mut std::io::stderr())

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct QuantArgs {
     /// Quantize every projection weight to this width: 1, 1.58, 2, 3, 4 (16 = none).
-    #[arg(long, conflicts_with = "plan")]
-    pub bits: Option<String>,
+    #[arg(long, conflicts_with = "plan", value_parser = Bits::parse)]
+    pub bits: Option<Bits>,
     /// A JSON plan: {"model.layers.0.self_attn.q_proj": 2, ...}; layers not named stay 16-bit.
     #[arg(long)]
     pub plan: Option<PathBuf>,
@@ -19,10 +19,8 @@ pub struct QuantArgs {
 impl QuantArgs {
     /// The quantization asked for, if any.
     pub fn spec(&self) -> Result<Option<QuantSpec>> {
-        if let Some(b) = &self.bits {
-            return Ok(Some(QuantSpec::Uniform(
-                Bits::parse(b).map_err(|m| anyhow::anyhow!("--bits: {m}"))?,
-            )));
+        if let Some(b) = self.bits {
+            return Ok(Some(QuantSpec::Uniform(b)));
         }
         if let Some(p) = &self.plan {
             let text = super::read_text(p)?;

@@ -4,6 +4,7 @@ pub mod graph;
 pub mod op;
 pub mod parse;
 pub mod print;
+pub mod quantized;
 pub mod types;
 pub mod verify;
 

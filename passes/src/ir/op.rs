@@ -397,15 +397,7 @@ fn infer_fake_quant(w: &TensorType, scale: &TensorType) -> Result<TensorType, St
 
 /// The runtime's packed format of a quantized bit width (`Full` has none).
 pub fn packed_format(bits: Bits) -> Option<paretoqc_runtime::format::Format> {
-    use paretoqc_runtime::format::Format;
-    match bits {
-        Bits::One => Some(Format::Bin1),
-        Bits::Ternary => Some(Format::Ternary),
-        Bits::Two => Some(Format::Int2),
-        Bits::Three => Some(Format::Int3),
-        Bits::Four => Some(Format::Int4),
-        Bits::Full => None,
-    }
+    bits.format()
 }
 
 fn infer_packed_linear(

@@ -239,21 +239,15 @@ mod tests {
         }
     }
 
-    /// A fixed pseudo-random table (xorshift), so failures reproduce.
+    /// A fixed pseudo-random table (seeded), so failures reproduce.
     fn random_items(seed: u64, n: usize, k: usize) -> Vec<Vec<Choice>> {
-        let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut rng = paretoqc_runtime::testgen::Lcg(seed);
         (0..n)
             .map(|_| {
                 (0..k)
                     .map(|_| Choice {
-                        bytes: 10 + next() % 90,
-                        cost: (next() % 1000) as f64 / 100.0,
+                        bytes: 10 + rng.draw() % 90,
+                        cost: (rng.draw() % 1000) as f64 / 100.0,
                     })
                     .collect()
             })

@@ -14,7 +14,7 @@ use super::tokens::Sequence;
 use crate::import::Weights;
 use crate::interp::{self, kernels, InterpError, Value};
 use crate::ir::{Graph, Op};
-use crate::pass::PassManager;
+use crate::pipeline::PassManager;
 use crate::tensor::Tensor;
 
 /// A model ready to score sequences.

@@ -89,9 +89,13 @@ fn layer_graphs(
     let fp = build_layer_graph(cfg, l).map_err(|m| PassError::failed("blockwise", m))?;
     let mut quant = fp.clone();
     lower(&mut quant, weights, spec)?;
-    let mut train = quant.clone();
+    let mut train = crate::module::Module::from_graph(quant.clone());
     AddMseLoss.run(&mut train)?;
-    Ok(LayerGraphs { fp, quant, train })
+    Ok(LayerGraphs {
+        fp,
+        quant,
+        train: train.graph,
+    })
 }
 
 /// Runs a layer graph over all calibration blocks, a few blocks at a time.

@@ -6,7 +6,8 @@
 //! student.
 
 use super::add_loss::{logits_output, new_input};
-use crate::ir::{DType, Graph, Op, TensorType};
+use crate::ir::{DType, Op, TensorType};
+use crate::module::Module;
 use crate::pass::{Changed, Pass, PassError, PassOptions};
 
 pub struct AddDistillLoss {
@@ -36,7 +37,8 @@ impl Pass for AddDistillLoss {
         "add-distill-loss"
     }
 
-    fn run(&mut self, g: &mut Graph) -> Result<Changed, PassError> {
+    fn run(&mut self, m: &mut Module) -> Result<Changed, PassError> {
+        let g = &mut m.graph;
         let fail = |m: String| PassError::failed("add-distill-loss", m);
         let (logits, ty) = logits_output(g, "add-distill-loss")?;
         let targets = new_input(

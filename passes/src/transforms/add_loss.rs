@@ -3,6 +3,7 @@
 //! logits stay as a second output. This is how `eval` and `train` score a model.
 
 use crate::ir::{DType, Graph, NodeId, Op, TensorType};
+use crate::module::Module;
 use crate::pass::{bool_option, Changed, Pass, PassError, PassOptions};
 
 pub struct AddLoss {
@@ -27,7 +28,8 @@ impl Pass for AddLoss {
         "add-loss"
     }
 
-    fn run(&mut self, g: &mut Graph) -> Result<Changed, PassError> {
+    fn run(&mut self, m: &mut Module) -> Result<Changed, PassError> {
+        let g = &mut m.graph;
         let fail = |m: String| PassError::failed("add-loss", m);
         let (logits, ty) = logits_output(g, "add-loss")?;
         let targets = new_input(

@@ -6,7 +6,8 @@
 //! channels of very large values in a LLaMA residual stream do not drown the rest).
 
 use super::add_loss::{new_input, single_output};
-use crate::ir::{DType, Graph, Op, TensorType};
+use crate::ir::{DType, Op, TensorType};
+use crate::module::Module;
 use crate::pass::{Changed, Pass, PassError};
 
 pub struct AddMseLoss;
@@ -16,7 +17,8 @@ impl Pass for AddMseLoss {
         "add-mse-loss"
     }
 
-    fn run(&mut self, g: &mut Graph) -> Result<Changed, PassError> {
+    fn run(&mut self, m: &mut Module) -> Result<Changed, PassError> {
+        let g = &mut m.graph;
         let fail = |m: String| PassError::failed("add-mse-loss", m);
         let out = single_output(g, "add-mse-loss", "an f32 tensor")?;
         let ty = g.node(out).ty.clone();

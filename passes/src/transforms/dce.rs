@@ -2,6 +2,7 @@
 //! signature. Unused params go, so a graph carries only the weights it reads.
 
 use crate::ir::{Graph, NodeId, Op};
+use crate::module::Module;
 use crate::pass::{Changed, Pass, PassError};
 use std::collections::HashSet;
 
@@ -12,7 +13,8 @@ impl Pass for Dce {
         "dce"
     }
 
-    fn run(&mut self, g: &mut Graph) -> Result<Changed, PassError> {
+    fn run(&mut self, m: &mut Module) -> Result<Changed, PassError> {
+        let g = &mut m.graph;
         let live = live_nodes(g);
         let order = g
             .topo_order()

@@ -4,20 +4,17 @@
 //! `weight_clip_val`, [rows, 1]) stays the per-row scale. The latent weight `@W` and the
 //! `fake_quant` go. Width-16 projections are plain `linear`s and stay as they are.
 //!
-//! This pass only rewrites the graph; the codes' values come from `pack::pack_values`.
+//! On a module with tensors the pass also computes the codes (`pack::pack_values`) into the
+//! module's packed tensors; the latent weights stay in its tensors, unread by the graph.
 
 use crate::ir::op::packed_format;
 use crate::ir::{DType, Dim, Graph, NodeId, Op, Stage, TensorType};
+use crate::module::Module;
+use crate::pack::codes_name;
 use crate::pass::{Changed, Pass, PassError};
 use crate::quant::Bits;
 
 pub struct PackWeights;
-
-/// The name of a packed weight's codes: `model.layers.0.mlp.up_proj.weight` ->
-/// `model.layers.0.mlp.up_proj.qweight`.
-pub fn codes_name(weight: &str) -> Option<String> {
-    Some(format!("{}.qweight", weight.strip_suffix(".weight")?))
-}
 
 /// A `linear` whose weight is a fake-quantized param: what this pass rewrites.
 struct Site {
@@ -38,7 +35,13 @@ impl Pass for PackWeights {
         Some(Stage::Packed)
     }
 
-    fn run(&mut self, g: &mut Graph) -> Result<Changed, PassError> {
+    fn run(&mut self, m: &mut Module) -> Result<Changed, PassError> {
+        if m.has_values() {
+            let packed = crate::pack::pack_values(&m.graph, &m.weights)
+                .map_err(|e| PassError::failed("pack-weights", e))?;
+            m.packed.extend(packed);
+        }
+        let g = &mut m.graph;
         let sites = find_sites(g)?;
         for site in &sites {
             rewrite(g, site)?;

@@ -7,6 +7,7 @@
 
 use super::qat_lower::QatLower;
 use crate::ir::{Graph, Stage};
+use crate::module::Module;
 use crate::pass::{Changed, Pass, PassError, PassOptions};
 use crate::search::budget::Budget;
 use crate::search::costs::CostTable;
@@ -106,9 +107,9 @@ impl Pass for ParetoSearch {
         Some(Stage::Qat)
     }
 
-    fn run(&mut self, g: &mut Graph) -> Result<Changed, PassError> {
-        let plan = self.plan_for(g)?;
-        let changed = QatLower::with_plan(plan.clone(), None).run(g)?;
+    fn run(&mut self, m: &mut Module) -> Result<Changed, PassError> {
+        let plan = self.plan_for(&m.graph)?;
+        let changed = QatLower::with_plan(plan.clone(), None).run(m)?;
         self.chosen = Some(plan);
         Ok(changed)
     }

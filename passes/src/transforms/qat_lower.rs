@@ -5,12 +5,17 @@
 //!
 //! The bit width is one for the model (`bits=`) or per module from a plan (`QatLower::with_plan`,
 //! what `--plan plan.json` builds). Width 16 leaves a module alone. This pass only rewrites the
-//! graph: the scales' values come from the checkpoint or from `qat::init_missing_scales`.
+//! graph: the scales' values come from the checkpoint or, on a module with tensors, from
+//! `qat::init_missing_scales` (the reference's rule) within the pass.
 
 use crate::import::llama::{clip_val_name, PROJECTIONS};
+use crate::import::Weights;
+use crate::ir::quantized::QuantizedWeight;
 use crate::ir::{Graph, NodeId, Op, Stage, TensorType};
+use crate::module::Module;
 use crate::pass::{Changed, Pass, PassError, PassOptions};
-use crate::quant::Bits;
+use crate::quant::{init_scales, Bits};
+use crate::tensor::Tensor;
 use std::collections::BTreeMap;
 
 pub struct QatLower {
@@ -59,7 +64,18 @@ impl Pass for QatLower {
         Some(Stage::Qat)
     }
 
-    fn run(&mut self, g: &mut Graph) -> Result<Changed, PassError> {
+    fn run(&mut self, m: &mut Module) -> Result<Changed, PassError> {
+        let changed = self.lower_graph(&mut m.graph)?;
+        if m.has_values() {
+            init_missing_scales(&m.graph, &mut m.weights)?;
+        }
+        Ok(changed)
+    }
+}
+
+impl QatLower {
+    /// The rewrite alone: a `fake_quant` on each projection that the width or plan quantizes.
+    fn lower_graph(&self, g: &mut Graph) -> Result<Changed, PassError> {
         let weights: Vec<(String, NodeId)> =
             g.params().map(|(n, id)| (n.to_string(), id)).collect();
         self.check_plan(&weights)?;
@@ -125,6 +141,40 @@ fn insert_fake_quant(g: &mut Graph, name: &str, w: NodeId, bits: Bits) -> Result
     let q = g.add(Op::FakeQuant { bits }, &[w, scale]).map_err(fail)?;
     for u in users {
         g.replace_operand(u, w, q);
+    }
+    Ok(())
+}
+
+/// The `fake_quant` nodes of the graph whose operands are named weights.
+pub fn quantized_weights(g: &Graph) -> Result<Vec<QuantizedWeight>, PassError> {
+    crate::ir::quantized::quantized_weights(g).map_err(|m| PassError::failed("qat-lower", m))
+}
+
+pub fn weight<'a>(weights: &'a Weights, name: &str) -> Result<&'a Tensor, PassError> {
+    weights
+        .get(name)
+        .ok_or_else(|| PassError::failed("qat-lower", format!("no value for weight {name}")))
+}
+
+/// Every `fake_quant`'s scale gets the reference's initial value if the weights lack it.
+pub fn init_missing_scales(g: &Graph, weights: &mut Weights) -> Result<(), PassError> {
+    for q in quantized_weights(g)? {
+        let w = weight(weights, &q.weight)?;
+        let rows = w.shape[0];
+        match weights.get(&q.scale) {
+            Some(t) if t.shape == [rows, 1] => {}
+            Some(t) => {
+                let msg = format!(
+                    "scale {} has shape {:?}, expected [{rows}, 1]",
+                    q.scale, t.shape
+                );
+                return Err(PassError::failed("qat-lower", msg));
+            }
+            None => {
+                let scales = init_scales(q.bits, &w.data, w.row_len());
+                weights.insert(q.scale, Tensor::new(vec![rows, 1], scales));
+            }
+        }
     }
     Ok(())
 }

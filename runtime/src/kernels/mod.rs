@@ -182,13 +182,9 @@ impl QuantizedRows {
     }
 }
 
-/// How activations enter packed matrix products.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activations {
-    F32,
-    /// Dynamic per-token int8 (the 8-bit output head stays f32).
-    Int8,
-}
+/// How activations enter packed matrix products: f32, or dynamic per-token int8 (the 8-bit
+/// output head stays f32). The manifest's `activations`.
+pub use crate::manifest::ActivationKind as Activations;
 
 /// `y[t, :] = x[t, :] · Wᵀ` for the `tokens` rows of `x`, f32 activations.
 pub fn linear(k: &dyn Kernels, m: &Matrix, x: &[f32], tokens: usize, y: &mut [f32]) {

@@ -55,11 +55,6 @@ pub type GemmI8Fn = unsafe extern "C" fn(
     u64,
 );
 
-/// The role name of a gemv kernel in the manifest.
-pub fn gemv_role(bits: &str, rows: usize, cols: usize) -> String {
-    format!("gemv.{bits}.{rows}x{cols}")
-}
-
 /// A rank-1 f32 memref descriptor as MLIR's C interface (`_mlir_ciface_*`) takes it by pointer.
 #[repr(C)]
 pub struct MemRef1 {
@@ -132,7 +127,7 @@ impl Native {
     /// also that each entry's shape is one of the model's.
     pub fn load_for(
         path: &Path,
-        symbols: &std::collections::BTreeMap<String, String>,
+        symbols: &std::collections::BTreeMap<crate::role::Role, String>,
         cpu: &str,
         model: Option<&Model>,
     ) -> Result<Native, ArtifactError> {
@@ -216,7 +211,7 @@ impl Native {
     /// `load_for` without a model: kernels generated for a benchmark or a test.
     pub fn load(
         path: &Path,
-        symbols: &std::collections::BTreeMap<String, String>,
+        symbols: &std::collections::BTreeMap<crate::role::Role, String>,
         cpu: &str,
     ) -> Result<Native, ArtifactError> {
         Native::load_for(path, symbols, cpu, None)

@@ -11,8 +11,8 @@
 //! symbol, so a manifest cannot map a role to another function (`system`, or another role's
 //! kernel). The compiler (`pqc::codegen::x86`) writes the table with this layout.
 
-use crate::format::Format;
 use crate::model::{Matrix, Model};
+pub use crate::role::{bits_code, Kind, Role};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{c_char, c_void};
 
@@ -54,106 +54,6 @@ pub struct RawEntry {
     pub rows: u64,
     pub cols: u64,
     pub function: *const c_void,
-}
-
-/// What a role is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    Gemv,
-    GemvI8,
-    Gemm,
-    GemmI8,
-    RmsNorm,
-    AddRmsNorm,
-    Rope,
-    SiluMul,
-    Attention,
-}
-
-/// A role parsed: its kind, width (matrix kernels) and the two numbers of its shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Role {
-    pub kind: Kind,
-    pub format: Option<Format>,
-    pub a: usize,
-    pub b: usize,
-}
-
-/// The bit width of a format in hundredths, as the table records it.
-pub fn bits_code(format: Format) -> u32 {
-    match format {
-        Format::Bin1 => 100,
-        Format::Ternary => 158,
-        Format::Int2 => 200,
-        Format::Int3 => 300,
-        Format::Int4 => 400,
-        Format::Int8 => 800,
-    }
-}
-
-fn number(s: &str) -> Option<usize> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
-    {
-        return None;
-    }
-    s.parse().ok()
-}
-
-fn pair(s: &str) -> Option<(usize, usize)> {
-    let (a, b) = s.split_once('x')?;
-    Some((number(a)?, number(b)?))
-}
-
-impl Role {
-    /// `gemv.<bits>.<rows>x<cols>` (and `gemv_i8`, `gemm`, `gemm_i8`), `rms_norm.<n>`,
-    /// `add_rms_norm.<n>`, `rope.<width>x<head_dim>`, `silu_mul.<n>`,
-    /// `attention.<head_dim>x<kv_width>`.
-    pub fn parse(role: &str) -> Option<Role> {
-        let (op, rest) = role.split_once('.')?;
-        let matrix = |kind| {
-            let (bits, shape) = rest.rsplit_once('.')?;
-            let (a, b) = pair(shape)?;
-            Some(Role {
-                kind,
-                format: Some(Format::from_name(bits)?),
-                a,
-                b,
-            })
-        };
-        let one = |kind| {
-            Some(Role {
-                kind,
-                format: None,
-                a: number(rest)?,
-                b: 1,
-            })
-        };
-        let two = |kind| {
-            let (a, b) = pair(rest)?;
-            Some(Role {
-                kind,
-                format: None,
-                a,
-                b,
-            })
-        };
-        match op {
-            "gemv" => matrix(Kind::Gemv),
-            "gemv_i8" => matrix(Kind::GemvI8),
-            "gemm" => matrix(Kind::Gemm),
-            "gemm_i8" => matrix(Kind::GemmI8),
-            "rms_norm" => one(Kind::RmsNorm),
-            "add_rms_norm" => one(Kind::AddRmsNorm),
-            "silu_mul" => one(Kind::SiluMul),
-            "rope" => two(Kind::Rope),
-            "attention" => two(Kind::Attention),
-            _ => None,
-        }
-    }
-
-    fn bits(&self) -> u32 {
-        self.format.map_or(0, bits_code)
-    }
 }
 
 /// One entry of the table, copied out of the library.
@@ -261,10 +161,10 @@ fn shape_allowed(role: &Role, model: &Model) -> bool {
 /// Without a model (kernels generated for a benchmark or a test) shapes are not checked.
 pub fn resolve(
     entries: &[Entry],
-    manifest_kernels: &BTreeMap<String, String>,
+    manifest_kernels: &BTreeMap<Role, String>,
     model: Option<&Model>,
 ) -> Result<Vec<(Role, *const c_void)>, String> {
-    let mut by_role: BTreeMap<&str, (&Entry, Role)> = BTreeMap::new();
+    let mut by_role: BTreeMap<Role, &Entry> = BTreeMap::new();
     let mut symbols = BTreeSet::new();
     for e in entries {
         let role = Role::parse(&e.role)
@@ -290,7 +190,7 @@ pub fn resolve(
                 e.role
             ));
         }
-        if by_role.insert(e.role.as_str(), (e, role)).is_some() || !symbols.insert(&e.symbol) {
+        if by_role.insert(role, e).is_some() || !symbols.insert(&e.symbol) {
             return Err(format!(
                 "kernel table: role `{}` or symbol `{}` appears twice",
                 e.role, e.symbol
@@ -299,10 +199,7 @@ pub fn resolve(
     }
     let mut out = Vec::with_capacity(manifest_kernels.len());
     for (role, symbol) in manifest_kernels {
-        if Role::parse(role).is_none() {
-            return Err(format!("unknown kernel role `{role}`"));
-        }
-        let (e, parsed) = by_role.get(role.as_str()).ok_or_else(|| {
+        let e = by_role.get(role).ok_or_else(|| {
             format!("the manifest's kernel role `{role}` is not in the kernel table")
         })?;
         if e.symbol != *symbol {
@@ -311,7 +208,7 @@ pub fn resolve(
                 e.symbol
             ));
         }
-        out.push((*parsed, e.function));
+        out.push((*role, e.function));
     }
     Ok(out)
 }
@@ -357,11 +254,14 @@ mod tests {
         ]
     }
 
-    fn manifest(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
+    /// The manifest's `kernels` object, read as the manifest reads it (a role that does not
+    /// parse is refused there).
+    fn manifest(pairs: &[(&str, &str)]) -> Result<BTreeMap<Role, String>, String> {
+        let json: serde_json::Map<String, serde_json::Value> = pairs
             .iter()
-            .map(|(r, s)| (r.to_string(), s.to_string()))
-            .collect()
+            .map(|(r, s)| (r.to_string(), serde_json::Value::from(*s)))
+            .collect();
+        serde_json::from_value(json.into()).map_err(|e| e.to_string())
     }
 
     fn check(
@@ -371,7 +271,7 @@ mod tests {
         let t = table(entries);
         // SAFETY: the table and its names are live statics and a Vec of this test.
         let read = unsafe { read(&t) }?;
-        resolve(&read, &manifest(m), None)
+        resolve(&read, &manifest(m)?, None)
     }
 
     #[test]

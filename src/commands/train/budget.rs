@@ -9,7 +9,7 @@
 //! stops at the next step boundary, evaluates and writes the model.
 //!
 //! Departures from the ParetoQ paper (which trains every parameter with cross-entropy on
-//! billions of tokens): with `--rotate` the residual stream is first rotated by a random
+//! billions of tokens): unless `--no-rotate`, the residual stream is first rotated by a random
 //! orthogonal matrix (`pqc::rotate`; the same model, and the head untied), which 2-bit rows with
 //! one scale each need on SmolLM2; each scale starts at the least-squares scale of its row
 //! (`quant::mse_scale`) instead of max |w| (2-bit, ternary) or max |w| / Qp (3, 4 bits); the
@@ -21,12 +21,13 @@
 //! the data alone. `docs/qat-smollm2.md` has what each of these measured.
 
 use super::checkpoint::{load_checkpoint, save_checkpoint};
+use super::stage::{BlockPlan, Stage, StageReport, StageState};
 use super::{load_blocks, run_key, Args, Recipe, Summary};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use pqc::import::Weights;
 use pqc::interp::grad;
-use pqc::pass::PassManager;
+use pqc::pipeline::PassManager;
 use pqc::train::blockwise::{BlockConfig, Streams};
 use pqc::train::optim::{cosine_lr, AdamW, AdamWConfig};
 use pqc::train::{data, mean_loss, train_step, Objective};
@@ -76,46 +77,6 @@ pub struct RecipeKey {
     ce_weight: f64,
 }
 
-#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Copy)]
-pub enum Stage {
-    Block,
-    Distill,
-}
-
-/// Where a staged run stands; stored in each checkpoint.
-#[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
-pub struct StageState {
-    pub stage: Stage,
-    /// Stage 1: the next layer to train.
-    pub layer: usize,
-    /// The plan, once each stage has fixed it.
-    pub block_steps: Option<u64>,
-    pub distill_steps: Option<u64>,
-    /// Seconds spent before this process started (earlier runs of a resumed one).
-    pub elapsed: f64,
-    pub reports: Vec<StageReport>,
-}
-
-/// One line of the run's record: a trained layer, or the distillation stage.
-#[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
-pub struct StageReport {
-    pub stage: String,
-    pub steps: u64,
-    pub seconds: f64,
-    pub loss_first: f64,
-    pub loss_last: f64,
-    /// Stage 1: the layer's output error on the calibration set before and after.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mse_before: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mse_after: Option<f64>,
-    /// Held-out perplexity at the end of the stage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heldout_ppl: Option<f64>,
-}
-
-const DISTILL_LR: f64 = 5e-5;
-
 /// Time left in the budget, or infinity without one.
 struct Clock {
     start: Instant,
@@ -142,7 +103,9 @@ pub fn run(args: &Args) -> Result<()> {
     if args.time_budget.is_none() && (args.block_steps.is_none() || args.steps.is_none()) {
         bail!("--recipe block-kd needs --time-budget, or both --block-steps and --steps");
     }
-    let lr = args.lr.unwrap_or(DISTILL_LR);
+    // Stage 2 moves every layer at once, from a start that stage 1 has already fitted: half of
+    // stage 1's rate (2-bit SmolLM2's best hour used 2e-4 and 1e-4).
+    let lr = args.lr.unwrap_or(args.block_lr / 2.0);
     let process_start = Instant::now();
     let mut m = super::super::load(&args.model)?;
     if args.rotate {
@@ -187,6 +150,7 @@ pub fn run(args: &Args) -> Result<()> {
         stage: Stage::Block,
         layer: 0,
         block_steps: args.block_steps,
+        block_plan: None,
         distill_steps: args.steps,
         elapsed: 0.0,
         reports: vec![],
@@ -237,27 +201,30 @@ pub fn run(args: &Args) -> Result<()> {
                 let share = args.block_share * (clock.left() - reserve).max(0.0);
                 let s = ((share / layers as f64 - pass) / t).max(0.0) as u64;
                 println!(
-                    "stage 1 plan: {s} steps per layer ({t:.3} s per step, {pass:.1} s per layer for its calibration passes, {share:.0} s for {layers} layers)"
+                    "stage 1 plan: {s} steps per layer ({t:.3} s per step, {pass:.1} s per layer for its calibration passes, {share:.0} s for {layers} layers; planned again after each layer)"
                 );
+                state.block_plan = Some(BlockPlan {
+                    deadline: clock.elapsed() + share,
+                    pass,
+                });
                 s
             }
         };
+        let mut block_steps = block_steps;
         state.block_steps = Some(block_steps);
         if block_steps > 0 {
             streams.advance_to(cfg, &spec, &mut m.weights, &teacher, state.layer)?;
-            let bar = stage_bar(
-                layers as u64 * block_steps,
-                state.layer as u64 * block_steps,
-            );
-            let bc = BlockConfig {
-                steps: block_steps,
-                batch: args.block_batch,
-                lr: args.block_lr,
-                warmup: block_steps / 20,
-                seed: args.seed,
-                input: args.block_input.into(),
-            };
+            let bar = stage_bar(layers as u64, state.layer as u64);
+            let mut last_save_secs = 0.0;
             while state.layer < layers {
+                let bc = BlockConfig {
+                    steps: block_steps,
+                    batch: args.block_batch,
+                    lr: args.block_lr,
+                    warmup: block_steps / 20,
+                    seed: args.seed,
+                    input: args.block_input.into(),
+                };
                 // A layer starts only if one more (as long as the slowest so far) still fits.
                 let layer_secs = state.reports.iter().map(|r| r.seconds).fold(0.0, f64::max);
                 if clock.left() < reserve + layer_secs {
@@ -272,9 +239,8 @@ pub fn run(args: &Args) -> Result<()> {
                     &teacher,
                     &bc,
                     &mut |step, loss| {
-                        bar.set_position(l as u64 * block_steps + step);
                         bar.set_message(format!(
-                            "stage 1 block-wise: layer {}/{layers}  mse {loss:.3e}  left {}",
+                            "stage 1 block-wise: layer {}/{layers} step {step}/{block_steps}  mse {loss:.3e}  left {}",
                             l + 1,
                             fmt_left(clock.left())
                         ));
@@ -299,7 +265,17 @@ pub fn run(args: &Args) -> Result<()> {
                     )
                 });
                 state.layer += 1;
+                bar.set_position(state.layer as u64);
+                if let Some(plan) = state.block_plan {
+                    // The layer's time with its checkpoint (about as long as the next one's).
+                    let took = t0.elapsed().as_secs_f64() + last_save_secs;
+                    block_steps =
+                        plan.next_steps(clock.elapsed(), layers - state.layer, took, block_steps);
+                    state.block_steps = Some(block_steps);
+                }
+                let t_save = Instant::now();
                 save(&m.weights, &opt, &losses, &state)?;
+                last_save_secs = t_save.elapsed().as_secs_f64();
                 if args.stop_after_layer == Some(state.layer) {
                     bar.finish_and_clear();
                     println!(

@@ -17,7 +17,7 @@ pub struct CheckpointState {
     pub losses: Vec<f64>,
     /// Where a staged recipe stands (absent for the plain recipe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stage: Option<super::budget::StageState>,
+    pub stage: Option<super::stage::StageState>,
 }
 
 /// Writes `DIR/checkpoint/` (params, optimizer moments, state) crash-safely: a new folder is
@@ -29,7 +29,7 @@ pub fn save_checkpoint(
     weights: &Weights,
     opt: &AdamW,
     losses: &[f64],
-    stage: Option<super::budget::StageState>,
+    stage: Option<super::stage::StageState>,
 ) -> Result<()> {
     let tensors = |w: &Weights| -> Result<Vec<u8>> {
         crate::output::safetensors_bytes(

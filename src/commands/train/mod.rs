@@ -14,13 +14,16 @@
 
 mod budget;
 mod checkpoint;
+mod stage;
 
 use super::quant_args::{apply, QuantArgs};
 use anyhow::{bail, Context, Result};
 use checkpoint::{load_checkpoint, save_checkpoint};
 use indicatif::{ProgressBar, ProgressStyle};
 use pqc::import::{Model, Weights};
-use pqc::pass::PassManager;
+use pqc::pipeline::PassManager;
+use pqc::qat::QuantSpec;
+use pqc::quant::Bits;
 use pqc::train::optim::{cosine_lr, AdamW, AdamWConfig};
 use pqc::train::{data, mean_loss, train_step, Objective};
 use serde::{Deserialize, Serialize};
@@ -69,7 +72,10 @@ full-precision layer's output (mean squared error) from the quantized model's ac
 on --calib-blocks blocks, --block-steps steps per layer; (2) the whole model learns the
 full-precision model's next-token distribution (KL divergence, mixed with cross-entropy by
 --ce-weight) for --steps steps. With --time-budget, --block-share of it goes to stage 1 and
-the step counts are set from the measured step times; either count can be given instead.")]
+the step counts are set from the measured step times; either count can be given instead.
+The residual stream is rotated first (--no-rotate keeps it). Defaults are the settings of the
+measured one-hour 2-bit SmolLM2 run (docs/qat-smollm2.md), with the learning rates scaled to
+the width: finer grids want smaller steps.")]
 pub struct Args {
     /// Model folder or .gguf file to start from.
     pub model: PathBuf,
@@ -96,18 +102,23 @@ pub struct Args {
     /// Optimizer steps (end to end; block-kd: of stage 2).
     #[arg(long)]
     pub steps: Option<u64>,
-    /// Tokens per block (each block gives seq-len - 1 predictions).
-    #[arg(long, default_value_t = 128)]
+    /// Tokens per block (each block gives seq-len - 1 predictions) [default: 128; block-kd:
+    /// 256].
+    #[arg(long = "seq-len", value_name = "SEQ_LEN")]
+    seq_len_arg: Option<usize>,
+    #[arg(skip)]
     pub seq_len: usize,
     /// Blocks per step.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
-    /// Peak learning rate (the reference uses 2e-5 for 1B models; small models want more).
-    /// block-kd's stage 2 defaults to 5e-5.
+    /// Peak learning rate (the reference uses 2e-5 for 1B models; small models want more)
+    /// [default: 2e-5; block-kd's stage 2: half of --block-lr].
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Linear warmup steps before the cosine decay.
-    #[arg(long, default_value_t = 0)]
+    /// Linear warmup steps before the cosine decay [default: 0; block-kd: 10].
+    #[arg(long = "warmup", value_name = "WARMUP")]
+    warmup_arg: Option<u64>,
+    #[arg(skip)]
     pub warmup: u64,
     /// block-kd: share of cross-entropy on the data in the distillation loss (0: pure KL).
     #[arg(long, default_value_t = 0.0)]
@@ -116,23 +127,30 @@ pub struct Args {
     #[arg(long)]
     pub block_steps: Option<u64>,
     /// block-kd: share of --time-budget for stage 1.
-    #[arg(long, default_value_t = 0.35)]
+    #[arg(long, default_value_t = 0.25)]
     pub block_share: f64,
     /// block-kd: calibration blocks (of --seq-len tokens) for stage 1.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 96)]
     pub calib_blocks: usize,
     /// block-kd: blocks per step in stage 1.
     #[arg(long, default_value_t = 4)]
     pub block_batch: usize,
-    /// block-kd: rotate the residual stream by a random orthogonal matrix first (same model,
-    /// weights with fewer outlier columns; the output head is untied from the embedding).
+    /// block-kd (on by default): rotate the residual stream by a random orthogonal matrix
+    /// first (same model, weights with fewer outlier columns; the output head is untied from
+    /// the embedding).
     #[arg(long)]
     pub rotate: bool,
+    /// block-kd: do not rotate (keeps the output head tied to the embedding).
+    #[arg(long, conflicts_with = "rotate")]
+    pub no_rotate: bool,
     /// block-kd: which activations each layer trains on in stage 1.
-    #[arg(long, value_enum, default_value = "fp")]
+    #[arg(long, value_enum, default_value = "quant")]
     pub block_input: BlockInputArg,
-    /// block-kd: peak learning rate of stage 1.
-    #[arg(long, default_value_t = 1e-4)]
+    /// block-kd: peak learning rate of stage 1 [default by the finest width trained: 2e-4 at
+    /// 1, 1.58 and 2 bits, 1e-4 at 3, 5e-5 at 4].
+    #[arg(long = "block-lr", value_name = "BLOCK_LR")]
+    block_lr_arg: Option<f64>,
+    #[arg(skip)]
     pub block_lr: f64,
     /// Measure held-out perplexity every N steps (0: only at the start and the end).
     #[arg(long, default_value_t = 0)]
@@ -196,7 +214,7 @@ struct Summary {
     heldout_ppl_end: f64,
     heldout_history: Vec<(u64, f64)>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    stages: Vec<budget::StageReport>,
+    stages: Vec<stage::StageReport>,
     l1_change_pooled: f64,
     l1_change_by_projection: Vec<(String, f64)>,
     peak_step_memory_mb: f64,
@@ -243,13 +261,46 @@ fn check_args(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Stage 1's peak learning rate at a width. AdamW moves each weight by about the learning rate
+/// per step whatever its gradient, while each added bit makes the grid finer: on SmolLM2 the
+/// best stage-1 rate fell by about half per added bit (`docs/qat-smollm2.md`).
+fn block_lr_for(bits: Bits) -> f64 {
+    match bits {
+        Bits::One | Bits::Ternary | Bits::Two => 2e-4,
+        Bits::Three => 1e-4,
+        Bits::Four | Bits::Full => 5e-5,
+    }
+}
+
+/// Fills the settings whose defaults depend on the recipe (and, for the learning rates, on the
+/// finest width being trained).
+fn resolve(mut args: Args, recipe: Recipe) -> Result<Args> {
+    let kd = recipe == Recipe::BlockKd;
+    args.seq_len = args.seq_len_arg.unwrap_or(if kd { 256 } else { 128 });
+    args.warmup = args.warmup_arg.unwrap_or(if kd { 10 } else { 0 });
+    args.rotate = kd && !args.no_rotate;
+    args.block_lr = match args.block_lr_arg {
+        Some(lr) => lr,
+        None => {
+            let finest = match args.quant.spec()? {
+                Some(QuantSpec::Uniform(b)) => Some(b),
+                Some(QuantSpec::Plan(p)) => p.values().copied().filter(|&b| b != Bits::Full).max(),
+                None => None,
+            };
+            block_lr_for(finest.unwrap_or(Bits::Two))
+        }
+    };
+    Ok(args)
+}
+
 pub fn run(args: Args) -> Result<()> {
-    check_args(&args)?;
     let recipe = args.recipe.unwrap_or(if args.time_budget.is_some() {
         Recipe::BlockKd
     } else {
         Recipe::Paretoq
     });
+    let args = resolve(args, recipe)?;
+    check_args(&args)?;
     match recipe {
         Recipe::BlockKd => budget::run(&args),
         Recipe::Paretoq => run_paretoq(&args),

@@ -12,11 +12,12 @@
 //! (`0x3727C5AC : f32`), so no decimal round trip can change a constant.
 
 use paretoqc_runtime::manifest::ModelConfig;
+use paretoqc_runtime::role::{Kind, Role};
 
 /// One generated op: the role the manifest records, and the function's name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerOp {
-    pub role: String,
+    pub role: Role,
     pub function: String,
 }
 
@@ -55,18 +56,18 @@ impl LayerShapes {
 pub fn layer_ops_module(s: &LayerShapes) -> (String, Vec<LayerOp>) {
     let mut ops = Vec::new();
     let mut text = String::from("module {\n");
-    let mut add = |role: String, function: String, body: String| {
+    let mut add = |role: Role, function: String, body: String| {
         text.push_str(&body);
         ops.push(LayerOp { role, function });
     };
     let h = s.hidden;
     add(
-        format!("rms_norm.{h}"),
+        Role::op(Kind::RmsNorm, h),
         format!("pqc_rms_norm_{h}"),
         rms_norm(h, s.rms_norm_eps),
     );
     add(
-        format!("add_rms_norm.{h}"),
+        Role::op(Kind::AddRmsNorm, h),
         format!("pqc_add_rms_norm_{h}"),
         add_rms_norm(h, s.rms_norm_eps),
     );
@@ -75,20 +76,20 @@ pub fn layer_ops_module(s: &LayerShapes) -> (String, Vec<LayerOp>) {
     for w in widths {
         let d = s.head_dim;
         add(
-            format!("rope.{w}x{d}"),
+            Role::op2(Kind::Rope, w, d),
             format!("pqc_rope_{w}x{d}"),
             rope(w, d),
         );
     }
     let n = s.intermediate;
     add(
-        format!("silu_mul.{n}"),
+        Role::op(Kind::SiluMul, n),
         format!("pqc_silu_mul_{n}"),
         silu_mul(n),
     );
     let (d, kvw) = (s.head_dim, s.kv_width);
     add(
-        format!("attention.{d}x{kvw}"),
+        Role::op2(Kind::Attention, d, kvw),
         format!("pqc_attention_{d}x{kvw}"),
         attention(d, kvw),
     );

@@ -18,12 +18,12 @@
 //! (`gemv_int8.rs`), then one integer dot product per token (`vpdpbusd` with VNNI); the integer
 //! sums, and so the outputs, equal the matrix-vector kernel's exactly.
 
-use super::gemv::{
-    accumulate_segments, block_loop, declare, err, segment_widths, zeroed_accumulators, Emitter,
-    GemvShape, Isa, Result, RowLoop, Segment,
+use super::decode::{accumulate_segments, segment_widths, Segment};
+use super::emit::{
+    declare, err, zeroed_accumulators, CodegenError, Emitter, GemvShape, Int8Act, Isa, Result,
 };
-use super::gemv_int8::{level_map, row_output};
-use super::{CodegenError, Int8Act};
+use super::int8::{level_map, row_output};
+use super::loops::{block_loop, RowLoop};
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::types::{BasicMetadataTypeEnum, VectorType};
@@ -33,6 +33,7 @@ use inkwell::values::{
 use inkwell::AddressSpace;
 use inkwell::IntPredicate;
 use paretoqc_runtime::format::{Format, BLOCK};
+use paretoqc_runtime::role::{Kind as RoleKind, Role};
 
 /// `pqc_gemm_q2_576x576`.
 pub fn symbol(shape: &GemvShape) -> String {
@@ -620,14 +621,14 @@ fn has_gemm_i8(format: Format, int8: Int8Act) -> bool {
 }
 
 /// The manifest roles (-> symbols) of the matrix-matrix kernels `add_gemms` emits for `shape`.
-pub fn roles(shape: &GemvShape, (isa, int8): (Isa, Int8Act)) -> Vec<(String, String)> {
-    let (bits, r, c) = (shape.format.name(), shape.rows, shape.cols);
+pub fn roles(shape: &GemvShape, (isa, int8): (Isa, Int8Act)) -> Vec<(Role, String)> {
+    let (f, r, c) = (shape.format, shape.rows, shape.cols);
     let mut out = vec![];
     if has_gemm_f32(shape.format, isa) {
-        out.push((format!("gemm.{bits}.{r}x{c}"), symbol(shape)));
+        out.push((Role::matrix(RoleKind::Gemm, f, r, c), symbol(shape)));
     }
     if has_gemm_i8(shape.format, int8) {
-        out.push((format!("gemm_i8.{bits}.{r}x{c}"), symbol_i8(shape)));
+        out.push((Role::matrix(RoleKind::GemmI8, f, r, c), symbol_i8(shape)));
     }
     out
 }

@@ -22,11 +22,9 @@
 //! digits' `vpmaddubsw` pair sums are added in 16-bit lanes (at most 5 · 4 · 2 · 127 = 5,080)
 //! and widened once per step into one `<8 x i32>` accumulator.
 
-use super::gemv::{
-    emit_loop, err, intrinsic, prefetch_ahead, prefetch_distance, Emitter, GemvShape, Result,
-    ROW_GROUP,
-};
-use super::gemv_int8::{code_ptr, reduce_lanes, RowScheme};
+use super::emit::{err, intrinsic, Emitter, GemvShape, Result};
+use super::int8::{code_ptr, reduce_lanes, RowScheme};
+use super::loops::{emit_loop, prefetch_ahead, prefetch_distance, ROW_GROUP};
 use inkwell::types::VectorType;
 use inkwell::values::{
     BasicMetadataValueEnum, BasicValue, FunctionValue, IntValue, PointerValue, VectorValue,

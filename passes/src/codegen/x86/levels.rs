@@ -8,7 +8,7 @@
 //! instruction instead of mask, convert and subtract. AVX2's `vpermps` has 8 entries, too few
 //! for 4-bit codes, so there the level is `(idx & mask) as f32 − o`.
 
-use super::gemv::{err, intrinsic, masked_load, Emitter, Isa, Result};
+use super::emit::{err, intrinsic, masked_load, Emitter, Isa, Result};
 use inkwell::types::VectorType;
 use inkwell::values::{BasicMetadataValueEnum, BasicValue, PointerValue, VectorValue};
 use paretoqc_runtime::format::{Format, BLOCK, TERNARY_BYTES, TRITS};

@@ -4,16 +4,21 @@
 //! with LLVM's x86 target machine and links it into `kernels.so` with the system C compiler driver (`cc -shared -nostdlib ... -lm`: the only
 //! calls out are libm's `expf`, which LLVM emits for `math.exp`).
 
+mod decode;
+mod emit;
 pub mod gemm;
 pub mod gemv;
 pub mod gemv_int8;
 mod gemv_tables;
 mod gemv_ternary;
+mod int8;
 mod levels;
+mod loops;
 mod table;
+mod tables;
 
 pub use crate::codegen::mlir::layer_ops::{layer_ops_module, LayerOp, LayerShapes};
-pub use gemv::{GemvShape, Isa};
+pub use emit::{CodegenError, GemvShape, Int8Act, Isa};
 
 use inkwell::context::Context;
 use inkwell::module::Module;
@@ -22,6 +27,7 @@ use inkwell::targets::{
     CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine,
 };
 use inkwell::OptimizationLevel;
+use paretoqc_runtime::role::{Kind, Role};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -39,24 +45,12 @@ const CHECKED_FEATURES: &[&str] = &[
     "avx512vnni",
 ];
 
-#[derive(Debug, thiserror::Error)]
-pub enum CodegenError {
-    #[error("unknown --cpu `{0}` (native, x86-64-v3, x86-64-v4)")]
-    UnknownCpu(String),
-    #[error("LLVM: {0}")]
-    Llvm(String),
-    #[error("MLIR: {0}")]
-    Mlir(String),
-    #[error("linking kernels.so: {0}")]
-    Link(String),
-}
-
 /// The generated library and what the manifest records about it (the library's kernel table,
 /// `table.rs`, holds the same roles and symbols).
 pub struct Kernels {
     pub shared_object: Vec<u8>,
     /// Role (`gemv.<bits>.<rows>x<cols>`) -> symbol.
-    pub symbols: BTreeMap<String, String>,
+    pub symbols: BTreeMap<Role, String>,
     pub cpu: String,
     pub features: Vec<String>,
     /// The IR on the way (for `compile --emit-ir`).
@@ -133,16 +127,6 @@ impl Cpu {
     }
 }
 
-/// Which activation kernels to generate besides the f32 ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Int8Act {
-    No,
-    /// Integer dot products with AVX2 `vpmaddubsw`.
-    Avx2,
-    /// Integer dot products with AVX-512 VNNI `vpdpbusd`.
-    Vnni,
-}
-
 /// The module of gemv kernels for these shapes (deduplicated), before optimisation: the f32
 /// kernel of each (for `isa`), and the int8-activation kernel of each sub-8-bit shape when
 /// asked.
@@ -157,8 +141,12 @@ pub fn gemv_module<'ctx>(
     unique.sort();
     unique.dedup();
     for s in unique {
-        gemv::emit_gemv(ctx, &module, s, isa).map_err(CodegenError::Llvm)?;
-        if int8 != Int8Act::No && gemv_int8::level_map(s.format).is_some() {
+        if gemv_tables::uses_tables(s.format, isa) {
+            gemv_tables::emit_gemv_tables(ctx, &module, s, isa).map_err(CodegenError::Llvm)?;
+        } else {
+            gemv::emit_gemv(ctx, &module, s, isa).map_err(CodegenError::Llvm)?;
+        }
+        if int8 != Int8Act::No && int8::level_map(s.format).is_some() {
             gemv_int8::emit_gemv_i8(ctx, &module, s, int8 == Int8Act::Vnni)
                 .map_err(CodegenError::Llvm)?;
         }
@@ -198,15 +186,15 @@ pub fn compile_kernels(
     };
     let mut symbols = BTreeMap::new();
     for s in shapes {
-        let (bits, r, c) = (s.format.name(), s.rows, s.cols);
-        symbols.insert(format!("gemv.{bits}.{r}x{c}"), s.symbol());
-        if int8 != Int8Act::No && gemv_int8::level_map(s.format).is_some() {
-            symbols.insert(format!("gemv_i8.{bits}.{r}x{c}"), gemv_int8::symbol(s));
+        let (f, r, c) = (s.format, s.rows, s.cols);
+        symbols.insert(Role::matrix(Kind::Gemv, f, r, c), s.symbol());
+        if int8 != Int8Act::No && int8::level_map(s.format).is_some() {
+            symbols.insert(Role::matrix(Kind::GemvI8, f, r, c), gemv_int8::symbol(s));
         }
         symbols.extend(gemm::roles(s, (isa, int8)));
     }
     for op in layer_ops {
-        symbols.insert(op.role.clone(), op.symbol());
+        symbols.insert(op.role, op.symbol());
     }
     // The one symbol the runtime looks up: every kernel by role, with its shape and signature.
     table::emit_table(&ctx, &module, &symbols)?;

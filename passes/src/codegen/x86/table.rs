@@ -3,14 +3,13 @@
 //! (role, symbol, width, shape, signature version, function pointer). The runtime resolves
 //! kernels only through it.
 
-use super::CodegenError;
+use super::emit::CodegenError;
 use inkwell::context::Context;
 use inkwell::module::{Linkage, Module};
 use inkwell::values::{BasicValueEnum, PointerValue};
 use inkwell::AddressSpace;
 use paretoqc_runtime::kernels::table::{
-    bits_code, RawEntry, RawTable, Role, SIGNATURE_VERSION, TABLE_MAGIC, TABLE_SYMBOL,
-    TABLE_VERSION,
+    RawEntry, RawTable, Role, SIGNATURE_VERSION, TABLE_MAGIC, TABLE_SYMBOL, TABLE_VERSION,
 };
 use std::collections::BTreeMap;
 
@@ -28,7 +27,7 @@ fn c_string<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, s: &str) -> Pointer
 pub fn emit_table<'ctx>(
     ctx: &'ctx Context,
     module: &Module<'ctx>,
-    symbols: &BTreeMap<String, String>,
+    symbols: &BTreeMap<Role, String>,
 ) -> Result<(), CodegenError> {
     let ptr = ctx.ptr_type(AddressSpace::default());
     let (i32t, i64t) = (ctx.i32_type(), ctx.i64_type());
@@ -46,19 +45,16 @@ pub fn emit_table<'ctx>(
     );
     let mut entries = Vec::with_capacity(symbols.len());
     for (role, symbol) in symbols {
-        let parsed = Role::parse(role)
-            .ok_or_else(|| CodegenError::Llvm(format!("kernel role `{role}` does not parse")))?;
         let function = module.get_function(symbol).ok_or_else(|| {
             CodegenError::Llvm(format!("kernel `{symbol}` ({role}) is not in the module"))
         })?;
         let fields: [BasicValueEnum; 7] = [
-            c_string(ctx, module, role).into(),
+            c_string(ctx, module, &role.to_string()).into(),
             c_string(ctx, module, symbol).into(),
-            i32t.const_int(parsed.format.map_or(0, bits_code) as u64, false)
-                .into(),
+            i32t.const_int(role.bits() as u64, false).into(),
             i32t.const_int(SIGNATURE_VERSION as u64, false).into(),
-            i64t.const_int(parsed.a as u64, false).into(),
-            i64t.const_int(parsed.b as u64, false).into(),
+            i64t.const_int(role.a as u64, false).into(),
+            i64t.const_int(role.b as u64, false).into(),
             function.as_global_value().as_pointer_value().into(),
         ];
         entries.push(entry_ty.const_named_struct(&fields));
