@@ -9,7 +9,7 @@
 //! pair with the matching `half2` of x adds them to the unit's fp16 sum (at most 16 products of
 //! small levels), which the lane adds to its f32 sum. The warp's lanes are summed by butterfly
 //! shuffles and lane 0 stores the row. x must be zero past `cols` up to whole 64-weight blocks
-//! (the padded codes then add 0).
+//! (the padded codes then add 0) and 32-byte aligned: a unit's activations are one vector load.
 
 use super::{err, Result};
 use crate::codegen::x86::GemvShape;
@@ -165,6 +165,15 @@ pub fn emit<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, shape: GemvShape) -
     let first_weight = b
         .build_int_mul(unit, e.i32c(per_word0), "w0")
         .map_err(err)?;
+    // The unit's activations in one vector load (32 bytes at 1 to 3 bits, 16 at 4: whole
+    // `v4.b32` loads; x is allocated 256-byte aligned), its pairs taken out by shuffles.
+    let xv_type = f16t.vec_type(per_word0 as u32);
+    let xp = e.gep(f16t, p[3], first_weight, "xp")?;
+    let xv = b.build_load(xv_type, xp, "xv").map_err(err)?;
+    if let Some(i) = xv.as_instruction_value() {
+        i.set_alignment(2 * per_word0 as u32).map_err(err)?;
+    }
+    let xv = xv.into_vector_value();
     let mut sum = h2.const_zero();
     for j in 0..per_word0 / 2 {
         let mut u = i32t.const_zero();
@@ -192,14 +201,10 @@ pub fn emit<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, shape: GemvShape) -
         let args: [BasicMetadataValueEnum; 3] =
             [code.into(), splat(m as f64).into(), splat(-o as f64).into()];
         let level = call_vec(&e, fma, &args, "level")?;
-        let xi = b
-            .build_int_add(first_weight, e.i32c(2 * j), "xi")
+        let pick = inkwell::types::VectorType::const_vector(&[e.i32c(2 * j), e.i32c(2 * j + 1)]);
+        let x = b
+            .build_shuffle_vector(xv, xv_type.get_undef(), pick, "x2")
             .map_err(err)?;
-        let xp = e.gep(f16t, p[3], xi, "xp")?;
-        let x = b.build_load(h2, xp, "x2").map_err(err)?;
-        if let Some(i) = x.as_instruction_value() {
-            i.set_alignment(4).map_err(err)?;
-        }
         let args: [BasicMetadataValueEnum; 3] = [level.into(), x.into(), sum.into()];
         sum = call_vec(&e, fma, &args, "sum")?;
     }
