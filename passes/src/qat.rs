@@ -89,7 +89,8 @@ pub fn lower_with(
     let mut m = Module::with_weights(std::mem::take(g), std::mem::take(weights));
     let result = pass.run(&mut m);
     (*g, *weights) = (m.graph, m.weights);
-    // A graph whose tensors are all missing still gets its scales checked against them.
+    // With no tensors at all the pass only rewrote the graph (a module without values); the
+    // scales still need their weights, so this reports the first one missing by name.
     if result.is_ok() && weights.is_empty() {
         init_missing_scales(g, weights)?;
     }
