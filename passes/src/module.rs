@@ -54,9 +54,8 @@ pub struct Module {
     pub weights: Weights,
     /// Codes of packed projections (`pack-weights`) and of a packed output head (`pack-head`).
     pub packed: Packed,
-    /// How the output projection is stored, and the dense tensor its codes replace.
+    /// How the output projection is stored (`pack-head`).
     pub head: HeadStorage,
-    pub head_replaces: Option<String>,
     pub model: Option<ModelInfo>,
     /// Filled by `codegen`.
     pub code: Option<GeneratedCode>,

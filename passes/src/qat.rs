@@ -8,7 +8,7 @@ use crate::module::Module;
 use crate::pass::{Pass, PassError};
 use crate::quant::{fake_quant, init_scales, Bits};
 use crate::tensor::Tensor;
-use crate::transforms::qat_lower::{init_missing_scales, quantized_weights, weight, QatLower};
+use crate::transforms::qat_lower::{quantized_weights, weight, QatLower};
 use std::collections::BTreeMap;
 
 /// Which bit width each projection gets.
@@ -89,11 +89,6 @@ pub fn lower_with(
     let mut m = Module::with_weights(std::mem::take(g), std::mem::take(weights));
     let result = pass.run(&mut m);
     (*g, *weights) = (m.graph, m.weights);
-    // With no tensors at all the pass only rewrote the graph (a module without values); the
-    // scales still need their weights, so this reports the first one missing by name.
-    if result.is_ok() && weights.is_empty() {
-        init_missing_scales(g, weights)?;
-    }
     result.map(|_| ())
 }
 

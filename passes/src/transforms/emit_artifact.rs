@@ -9,8 +9,9 @@ use crate::module::{manifest_config, ArtifactFiles, Module};
 use crate::pack::PackedTensor;
 use crate::pass::{Changed, Pass, PassError};
 use crate::quant::Bits;
+use crate::transforms::pack_head::head_source;
 use crate::transforms::qat_lower::projection_module;
-use paretoqc_runtime::manifest::{self, FileSum, Manifest};
+use paretoqc_runtime::manifest::{self, FileSum, HeadStorage, Manifest};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -118,8 +119,12 @@ fn weights_file(m: &Module) -> Result<Vec<u8>, PassError> {
         .collect();
     names.extend(m.packed.keys().map(String::as_str));
     names.extend(scales.keys().map(String::as_str));
-    if let Some(s) = &m.head_replaces {
-        names.remove(s.as_str());
+    if m.head != HeadStorage::F32 {
+        let tied = m
+            .model
+            .as_ref()
+            .is_some_and(|i| i.config.tie_word_embeddings);
+        names.remove(head_source(tied));
     }
     let mut views = Vec::new();
     for name in names {

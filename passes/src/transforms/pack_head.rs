@@ -44,17 +44,11 @@ impl Pass for PackHead {
             HeadStorage::Int8 => PackedTensor::int8_rows,
             HeadStorage::Int4 => PackedTensor::int4_rows,
         };
-        let tied = m
+        let info = m
             .model
             .as_ref()
-            .ok_or_else(|| PassError::needs_model(NAME))?
-            .config
-            .tie_word_embeddings;
-        let source = if tied {
-            "model.embed_tokens.weight"
-        } else {
-            "lm_head.weight"
-        };
+            .ok_or_else(|| PassError::needs_model(NAME))?;
+        let source = head_source(info.config.tie_word_embeddings);
         let w = m
             .weights
             .get(source)
@@ -62,7 +56,16 @@ impl Pass for PackHead {
         m.packed
             .insert("lm_head.qweight".into(), pack(&w.data, w.row_len()));
         m.head = self.format;
-        m.head_replaces = Some(source.to_string());
         Ok(Changed::No)
+    }
+}
+
+/// The dense tensor the output head reads: the tied embedding, or `lm_head.weight`. A packed
+/// head's codes replace it in the artifact.
+pub fn head_source(tied: bool) -> &'static str {
+    if tied {
+        "model.embed_tokens.weight"
+    } else {
+        "lm_head.weight"
     }
 }

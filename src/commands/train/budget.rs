@@ -194,7 +194,7 @@ pub fn run(args: &Args) -> Result<()> {
     // Stage 1: block-wise reconstruction.
     if state.stage == Stage::Block {
         let mut streams = Streams::embed(&teacher, &calib)?;
-        let block_steps = match state.block_steps {
+        let mut block_steps = match state.block_steps {
             Some(s) => s,
             None => {
                 let (pass, t) = probe_block(&streams, cfg, &spec, &mut m.weights, &teacher, args)?;
@@ -210,7 +210,6 @@ pub fn run(args: &Args) -> Result<()> {
                 s
             }
         };
-        let mut block_steps = block_steps;
         state.block_steps = Some(block_steps);
         if block_steps > 0 {
             streams.advance_to(cfg, &spec, &mut m.weights, &teacher, state.layer)?;
