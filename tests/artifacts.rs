@@ -412,6 +412,38 @@ fn compile_runs_the_pipeline_it_prints() {
     assert!(e.contains("needs a model"), "{e}");
 }
 
+/// `pqc-gpu-check`'s work on a PTX artifact: on a GPU machine every kernel is right; elsewhere
+/// one error that says why it cannot run (no driver, no usable GPU, an older GPU).
+#[cfg(feature = "llvm")]
+fn gpu_check(art: &Path, shapes: usize) {
+    use paretoqc_runtime::gpu::{check, driver_present};
+    match check::check(art, 0) {
+        Ok(report) => {
+            assert_eq!(report.kernels.len(), shapes, "{}", check::table(&report));
+            assert!(
+                report.kernels.iter().all(|k| k.passed()),
+                "{}",
+                check::table(&report)
+            );
+        }
+        Err(e) => {
+            let message = e.to_string();
+            assert_eq!(message.lines().count(), 1, "{message}");
+            if !driver_present() {
+                assert!(
+                    message.contains("kernels.ptx") && message.contains("no CUDA driver"),
+                    "{message}"
+                );
+            } else {
+                assert!(
+                    message.contains("CUDA") || message.contains("compiled for"),
+                    "{message}"
+                );
+            }
+        }
+    }
+}
+
 /// `--target ptx` compiles every width and a mixed plan into an artifact with one decode kernel
 /// per packed shape in kernels.ptx (the manifest naming the GPU and each kernel's role); the
 /// CPU runtime refuses to run it in one line, naming the GPU, instead of failing later.
@@ -463,6 +495,7 @@ fn ptx_artifacts_hold_a_kernel_per_shape_and_the_cpu_runtime_refuses_them() {
         ]);
         assert!(e.contains("GPU") && e.contains("sm_90"), "{name}: {e}");
         assert_eq!(e.trim().lines().count(), 1, "{name}: {e}");
+        gpu_check(&art, *shapes);
     }
     let e = paretoqc_err(&[
         "compile",
@@ -689,6 +722,96 @@ fn int8_activations_are_close_not_exact() {
                 err > 1e-6 && err < 5e-2,
                 "{bits} bits on {target}: relative error {err}"
             );
+        }
+    }
+}
+
+/// `testdata/artifacts/tiny-2bit.pqc`, which the runtime's own tests run with the `pqc-run`
+/// binary (the runtime cannot build one), is what `compile` writes today. After a change of the
+/// artifact format: `PQC_BLESS_FIXTURES=1 cargo test --test artifacts runtime_fixture`.
+#[test]
+fn runtime_fixture_is_what_compile_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("tiny-2bit.pqc");
+    paretoqc(&[
+        "compile",
+        testdata("models/tiny-llama").to_str().unwrap(),
+        "--bits",
+        "2",
+        "--target",
+        "portable",
+        "-o",
+        art.to_str().unwrap(),
+    ]);
+    let fixture = testdata("artifacts/tiny-2bit.pqc");
+    let mut names: Vec<String> = std::fs::read_dir(&art)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["manifest.json", "tokenizer.json", "weights.safetensors"]
+    );
+    if std::env::var_os("PQC_BLESS_FIXTURES").is_some() {
+        std::fs::create_dir_all(&fixture).unwrap();
+        for name in &names {
+            std::fs::copy(art.join(name), fixture.join(name)).unwrap();
+        }
+    }
+    for name in &names {
+        assert!(
+            std::fs::read(art.join(name)).unwrap()
+                == std::fs::read(fixture.join(name)).unwrap_or_default(),
+            "{}/{name} is not what compile writes: rerun with PQC_BLESS_FIXTURES=1",
+            fixture.display()
+        );
+    }
+}
+
+/// Decode by a team of two threads (`runtime/src/decoder/team.rs`) gives the one-thread
+/// decode's logits bit for bit with the generated x86 kernels, f32 and int8 activations, a
+/// mixed plan and an 8-bit head included.
+#[cfg(feature = "llvm")]
+#[test]
+fn x86_decode_on_two_threads_equals_one_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"model.layers.0.self_attn.q_proj": 1, "model.layers.0.mlp.down_proj": 3,
+            "model.layers.1.mlp.up_proj": 1.58, "model.layers.1.self_attn.o_proj": 16}"#,
+    )
+    .unwrap();
+    let plan = plan.to_str().unwrap();
+    for (name, quant) in [
+        ("f32", vec!["--bits", "2"]),
+        (
+            "int8",
+            vec!["--plan", plan, "--act", "int8", "--lm-head", "int8"],
+        ),
+    ] {
+        let art = compile(dir.path(), name, &quant, "x86");
+        let art = paretoqc_runtime::Artifact::load(&art).unwrap();
+        let decode = |threads: usize| -> Vec<Vec<f32>> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut s =
+                    paretoqc_runtime::decoder::Session::new(&art.model, art.kernels.as_ref(), 16);
+                let mut all = vec![s.forward(&[1, 5, 9], false).unwrap()];
+                for id in [7u32, 300, 42, 11, 200] {
+                    all.push(s.forward(&[id], false).unwrap());
+                }
+                all
+            })
+        };
+        let (one, two) = (decode(1), decode(2));
+        for (step, (a, b)) in one.iter().zip(&two).enumerate() {
+            let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{name}, step {step}: the logits differ");
         }
     }
 }

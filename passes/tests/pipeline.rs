@@ -118,3 +118,19 @@ fn a_pipeline_without_the_artifact_or_the_code_is_refused() {
         .unwrap();
     assert!(err.to_string().contains("int4"), "{err}");
 }
+
+#[test]
+fn pass_options_never_read_a_device_or_an_endless_file() {
+    // A pipeline string names files; one naming a device must be refused at once, not read.
+    for pipeline in [
+        "pareto-search{plan=/dev/zero}",
+        "pareto-search{costs=/dev/zero,budget=1MB}",
+    ] {
+        let err = pqc::pipeline::PassManager::parse(pipeline).err();
+        let message = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("/dev/zero") && message.contains("not a regular file"),
+            "{pipeline}: {message:?}"
+        );
+    }
+}

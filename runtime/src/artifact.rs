@@ -41,6 +41,7 @@ impl Artifact {
                 "not an artifact folder (paretoqc compile writes one)",
             ));
         }
+        let path = dir.join(MANIFEST);
         let (text, manifest) = read_manifest(dir)?;
         if let Some(key) = &key {
             crate::trust::verify(dir, text.as_bytes(), &manifest, key)?;
@@ -48,18 +49,9 @@ impl Artifact {
         for (name, sum) in &manifest.files {
             check_file(&dir.join(name), sum)?;
         }
-        for required in [WEIGHTS, TOKENIZER] {
-            if !manifest.files.contains_key(required) {
-                return Err(ArtifactError::file(
-                    dir.join(MANIFEST),
-                    format!("lists no {required}"),
-                ));
-            }
-        }
-        check_cpu(&dir.join(MANIFEST), &manifest.target.features)?;
+        check_cpu(&path, &manifest.target.features)?;
         let weights_path = dir.join(WEIGHTS);
-        let bytes = map(&weights_path)?;
-        let model = Model::read(&manifest, &bytes, &weights_path)?;
+        let model = Model::read(&manifest, &map(&weights_path)?, &weights_path)?;
         let kernels = load_kernels(dir, &manifest, &model)?;
         Ok(Artifact {
             dir: dir.to_path_buf(),
@@ -76,11 +68,44 @@ impl Artifact {
     }
 }
 
-fn read_manifest(dir: &Path) -> Result<(String, Manifest), ArtifactError> {
+/// The text of `dir`'s manifest and what it says (checked, not yet against any file).
+pub fn read_manifest(dir: &Path) -> Result<(String, Manifest), ArtifactError> {
     let path = dir.join(MANIFEST);
     let text = crate::fsio::read_text_limited(&path, crate::limits::MAX_JSON_BYTES, false)
         .map_err(|e| ArtifactError::file(&path, e.to_string()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
+    let manifest = parse_manifest(dir, &text)?;
+    Ok((text, manifest))
+}
+
+/// The bytes of a file the manifest lists, checked against its size and SHA-256.
+pub fn read_listed(dir: &Path, manifest: &Manifest, name: &str) -> Result<Vec<u8>, ArtifactError> {
+    let sum = manifest
+        .files
+        .get(name)
+        .ok_or_else(|| ArtifactError::file(dir.join(MANIFEST), format!("lists no {name}")))?;
+    let path = dir.join(name);
+    check_file(&path, sum)?;
+    Ok(map(&path)?.to_vec())
+}
+
+/// The manifest and model of an artifact from the bytes of its two files, with no file system
+/// and no kernels involved (`dir` only names them in errors); file sums and the CPU are not
+/// checked. The fuzzer's way in.
+pub fn read_parts(
+    dir: &Path,
+    manifest_json: &str,
+    weights: &[u8],
+) -> Result<(Manifest, Model), ArtifactError> {
+    let manifest = parse_manifest(dir, manifest_json)?;
+    let model = Model::read(&manifest, weights, &dir.join(WEIGHTS))?;
+    Ok((manifest, model))
+}
+
+/// `manifest.json`'s text: its version first, then its fields, its checks and the files every
+/// artifact lists.
+fn parse_manifest(dir: &Path, text: &str) -> Result<Manifest, ArtifactError> {
+    let path = dir.join(MANIFEST);
+    let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| ArtifactError::file(&path, format!("not JSON: {e}")))?;
     let version = value.get("format_version").and_then(|v| v.as_u64());
     if version != Some(FORMAT_VERSION as u64) {
@@ -97,7 +122,12 @@ fn read_manifest(dir: &Path) -> Result<(String, Manifest), ArtifactError> {
     manifest
         .check()
         .map_err(|m| ArtifactError::file(&path, format!("bad manifest: {m}")))?;
-    Ok((text, manifest))
+    for required in [WEIGHTS, TOKENIZER] {
+        if !manifest.files.contains_key(required) {
+            return Err(ArtifactError::file(&path, format!("lists no {required}")));
+        }
+    }
+    Ok(manifest)
 }
 
 fn map(path: &Path) -> Result<memmap2::Mmap, ArtifactError> {

@@ -17,6 +17,7 @@ pub mod error;
 pub mod format;
 pub mod fsio;
 pub mod generate;
+pub mod gpu;
 pub mod gpu_layout;
 pub mod kernels;
 pub mod limits;
@@ -25,6 +26,7 @@ pub mod model;
 pub mod role;
 pub mod sample;
 pub mod score;
+pub mod team;
 pub mod testgen;
 pub mod trust;
 

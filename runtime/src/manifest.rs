@@ -12,6 +12,8 @@ pub const FORMAT_VERSION: u32 = 2;
 pub const MANIFEST: &str = "manifest.json";
 pub const WEIGHTS: &str = "weights.safetensors";
 pub const KERNELS: &str = "kernels.so";
+/// The kernels of a PTX artifact (`Arch::Ptx`), as PTX text.
+pub const PTX: &str = "kernels.ptx";
 pub const TOKENIZER: &str = "tokenizer.json";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,6 +69,18 @@ impl Manifest {
         }
         for name in self.files.keys() {
             check_file_name(name).map_err(|m| format!("`files`: {m}"))?;
+        }
+        if let Some(l) = self.launch {
+            // A warp per row: the block holds exactly rows_per_block warps, within CUDA's 1024.
+            if l.rows_per_block == 0
+                || l.threads_per_block != 32 * l.rows_per_block
+                || l.threads_per_block > 1024
+            {
+                return Err(format!(
+                    "`launch`: {} threads for {} rows per block (a warp of 32 threads per row, at most 1024)",
+                    l.threads_per_block, l.rows_per_block
+                ));
+            }
         }
         Ok(())
     }

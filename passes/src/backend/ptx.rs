@@ -8,10 +8,7 @@ use crate::codegen::ptx::gemv::WARPS;
 use crate::codegen::x86::GemvShape;
 use crate::module::{GeneratedCode, Module};
 use crate::pass::PassError;
-use paretoqc_runtime::manifest::{ActivationKind, Arch, Launch, Target};
-
-/// The file the PTX goes into.
-pub const PTX_FILE: &str = "kernels.ptx";
+use paretoqc_runtime::manifest::{ActivationKind, Arch, Launch, Target, PTX};
 
 pub struct Ptx {
     pub gpu: String,
@@ -42,7 +39,7 @@ impl Backend for Ptx {
                 features: vec![],
             },
             activations: ActivationKind::F32,
-            files: vec![(PTX_FILE.to_string(), k.ptx.clone().into_bytes())],
+            files: vec![(PTX.to_string(), k.ptx.clone().into_bytes())],
             symbols: k.symbols,
             ir: vec![("kernels.ll", k.llvm), ("kernels.ptx", k.ptx)],
             launch: Some(Launch {

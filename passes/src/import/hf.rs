@@ -21,9 +21,29 @@ pub fn load_folder(dir: &Path) -> Result<Model, ImportError> {
     assemble(dir, config, weights, tokenizer, format)
 }
 
+/// A model from the bytes of its files: `config.json`'s text and one safetensors file, with no
+/// file system involved (`source` only names them in errors). The fuzzer's way in.
+pub fn from_bytes(
+    source: &Path,
+    config_json: &str,
+    safetensors: &[u8],
+    tokenizer: Option<Tokenizer>,
+) -> Result<Model, ImportError> {
+    let config = parse_config(&source.join("config.json"), config_json)?;
+    let file = source.join("model.safetensors");
+    let weights = super::safetensors::decode_file(&file, safetensors)?
+        .into_iter()
+        .collect();
+    assemble(source, config, weights, tokenizer, "safetensors".into())
+}
+
 pub fn read_config(path: &Path) -> Result<LlamaConfig, ImportError> {
-    let text = read_json_text(path)?;
-    let mut json: serde_json::Value = serde_json::from_str(&text)
+    parse_config(path, &read_json_text(path)?)
+}
+
+/// `config.json`'s text as a checked config; `path` names it in errors.
+fn parse_config(path: &Path, text: &str) -> Result<LlamaConfig, ImportError> {
+    let mut json: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| ImportError::invalid(path, format!("not a LLaMA config: {e}")))?;
     lift_rope_parameters(&mut json);
     let config: LlamaConfig = serde_json::from_value(json)

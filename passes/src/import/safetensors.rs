@@ -19,8 +19,12 @@ pub fn map_file(path: &Path) -> Result<Mmap, ImportError> {
 
 /// Every tensor of a safetensors file, in the file's order, as f32.
 pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>, ImportError> {
-    let map = map_file(path)?;
-    let st = SafeTensors::deserialize(&map)
+    decode_file(path, &map_file(path)?)
+}
+
+/// Every tensor of a safetensors file's bytes, as f32; `path` names the file in errors.
+pub fn decode_file(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, ImportError> {
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| ImportError::invalid(path, format!("not a valid safetensors file: {e}")))?;
     let mut out = Vec::with_capacity(st.len());
     for (name, view) in st.iter() {

@@ -86,7 +86,9 @@ impl ParetoSearch {
 }
 
 fn read_file(path: &str) -> Result<String, PassError> {
-    std::fs::read_to_string(path)
+    // A regular file within the JSON limit: a pipeline string could name /dev/zero.
+    let limit = paretoqc_runtime::limits::MAX_JSON_BYTES;
+    paretoqc_runtime::fsio::read_text_limited(std::path::Path::new(path), limit, true)
         .map_err(|e| PassError::Pipeline(format!("pareto-search: {path}: {e}")))
 }
 

@@ -4,8 +4,11 @@
 //!
 //! Planning: the budget, less the held-out evaluations, is split by `--block-share`. Each stage's
 //! step count is set from one timed forward/backward pass of that stage (which changes nothing),
-//! when the stage starts; the plan is stored in every checkpoint, so a resumed run follows it
-//! and is bit-identical to an uninterrupted one. If the run still reaches the budget early, it
+//! when the stage starts, and planned again from the steps' real times: after every layer in
+//! stage 1, at each checkpoint in stage 2. The plan is stored in every checkpoint, so a resumed
+//! run follows the same plan up to its next re-planning, which (as in any budgeted run) depends
+//! on the steps' times; with fixed `--block-steps` and `--steps` nothing is re-planned and a
+//! resumed run is bit-identical to an uninterrupted one. If the run still reaches the budget early, it
 //! stops at the next step boundary, evaluates and writes the model.
 //!
 //! Departures from the ParetoQ paper (which trains every parameter with cross-entropy on
@@ -366,6 +369,31 @@ pub fn run(args: &Args) -> Result<()> {
             });
             state.distill_steps = Some(steps);
             provisional = false;
+        } else if !provisional
+            && args.steps.is_none()
+            && args.time_budget.is_some()
+            && args.save_every > 0
+            && done % args.save_every == 0
+            && step_times.len() > 4
+        {
+            // Planned again at each checkpoint (before it is written, so a resume from it
+            // follows the same plan) from the recent steps: a plan fixed while another process
+            // slowed the first steps would leave time unused, or overrun.
+            let recent = &step_times[step_times.len().saturating_sub(REPLAN_WINDOW)..];
+            let left = clock.left() - reserve;
+            let again = fixed_plan(done, recent, left, args, (eval_secs, param_bytes));
+            if done < steps && again.abs_diff(steps) * 50 > steps {
+                let typical = typical_step(recent);
+                bar.suspend(|| {
+                    println!(
+                        "stage 2 plan: {steps} -> {again} steps at step {done} ({typical:.2} s per step, the median of the last {}; {left:.0} s left for steps)",
+                        recent.len()
+                    )
+                });
+                steps = again.max(done + 1);
+                bar.set_length(steps);
+                state.distill_steps = Some(steps);
+            }
         }
         let tps =
             (done - first) as f64 * tokens_per_step as f64 / loop_start.elapsed().as_secs_f64();
@@ -431,6 +459,9 @@ pub fn run(args: &Args) -> Result<()> {
     };
     super::finish(args, &m, &init, summary)
 }
+
+/// Steps whose median time plans stage 2 again at each checkpoint.
+const REPLAN_WINDOW: usize = 20;
 
 /// The median time of `times` without the first (it pays for first-touch allocations) when
 /// there are others: a step slowed by another process does not shorten the plan.

@@ -64,7 +64,7 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, ImportError> {
 }
 
 /// Everything `read_gguf` does after mapping the file; errors are messages without the path.
-fn decode(bytes: &[u8]) -> Result<GgufModel, String> {
+pub fn decode(bytes: &[u8]) -> Result<GgufModel, String> {
     let file = parse(bytes)?;
     let config = read_config(&file.metadata, &file.tensors)?;
     config.check_limits()?;

@@ -693,3 +693,23 @@ fn unsupported_tokenizers_and_architectures() {
     w.set("tokenizer.ggml.bos_token_id", Kv::U32(5000));
     assert!(err(&w.bytes()).contains("past the end of the 261-token vocabulary"));
 }
+
+// -- The fuzzer's seed --------------------------------------------------------------------
+
+/// `fuzz/corpus/gguf/tiny.gguf` is this writer's tiny model, so the GGUF fuzz target starts from
+/// a file every check accepts. `PQC_BLESS_FUZZ_SEEDS=1` writes it again after a change here.
+#[test]
+fn fuzz_seed_is_the_tiny_model() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gguf/tiny.gguf");
+    let bytes = tiny_model().bytes();
+    if std::env::var_os("PQC_BLESS_FUZZ_SEEDS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let committed = std::fs::read(&path).unwrap_or_default();
+    assert!(
+        committed == bytes,
+        "{} is not the tiny model of these tests: rerun them with PQC_BLESS_FUZZ_SEEDS=1",
+        path.display()
+    );
+}

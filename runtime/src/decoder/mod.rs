@@ -8,6 +8,8 @@ use crate::kernels::{linear_from, ops, HeadAttention, Kernels, LinearInput};
 use crate::model::{Layer, Model};
 use rayon::prelude::*;
 
+mod team;
+
 pub struct Session<'a> {
     model: &'a Model,
     kernels: &'a dyn Kernels,
@@ -74,6 +76,11 @@ impl<'a> Session<'a> {
             None => &self.model.norm,
         };
         self.kernels.rms_norm(&x, first_norm, eps, &mut hn);
+        if t == 1 && self.team_size() > 1 {
+            if let Some(logits) = self.decode_team(&x, &hn) {
+                return Ok(logits);
+            }
+        }
         for l in 0..c.num_hidden_layers {
             let next_norm = match self.model.layers.get(l + 1) {
                 Some(next) => &next.input_norm,
