@@ -4,8 +4,9 @@
 use pqc_fuzz::Target;
 use std::path::Path;
 
-/// Seeds that are refused on purpose: the IR test files of errors the parser catches, and
-/// passes that need what a graph alone lacks (tensor values, an LLVM build, options).
+/// Seeds that are refused on purpose: the IR test files of errors the parser catches, passes
+/// that need what a graph alone lacks (tensor values, an LLVM build, options), and the inputs
+/// the campaign found (`found-*`, each a crash until its fix; docs/reliability.md lists them).
 const REFUSED: &[(&str, &str)] = &[
     ("ir", "fake_quant_wrong_quantizer.pqir"),
     ("ir", "undefined_value.pqir"),
@@ -16,6 +17,7 @@ const REFUSED: &[(&str, &str)] = &[
     ("pipeline", "pareto-search"),
     ("pipeline", "compile-tied-f32"),
     ("pipeline", "compile-untied-bf16"),
+    ("plan", "found-bpw-overflow"),
 ];
 
 #[test]

@@ -3,6 +3,7 @@
 
 use crate::format::Format;
 use crate::model::PackedMatrix;
+use crate::Artifact;
 
 /// A seeded stream of numbers (not for anything but test data).
 pub struct Lcg(pub u64);
@@ -77,4 +78,28 @@ impl Lcg {
             factor,
         }
     }
+}
+
+/// The logits of a 3-token prompt and then of 5 tokens one at a time (the decode path) on a
+/// pool of `threads` threads: what the thread-count tests compare bit for bit.
+pub fn decode_logits(art: &Artifact, threads: usize) -> Vec<Vec<f32>> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool");
+    pool.install(|| {
+        let mut s = crate::decoder::Session::new(&art.model, art.kernels.as_ref(), 16);
+        let mut all = vec![s.forward(&[1, 5, 9], false).expect("the prompt runs")];
+        for id in [7u32, 300, 42, 11, 200] {
+            all.push(s.forward(&[id], false).expect("a decode step runs"));
+        }
+        all
+    })
+}
+
+/// The index of the first step whose logits differ in any bit, if one does.
+pub fn first_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| {
+        x.len() != y.len() || x.iter().zip(y).any(|(p, q)| p.to_bits() != q.to_bits())
+    })
 }

@@ -10,6 +10,9 @@ pub enum Budget {
     BitsPerWeight(f64),
 }
 
+/// No projection weight is stored wider than f32.
+const MAX_BITS_PER_WEIGHT: f64 = 32.0;
+
 const UNITS: [(&str, f64); 4] = [("GB", 1e9), ("MB", BYTES_PER_MB), ("KB", 1e3), ("B", 1.0)];
 
 impl Budget {
@@ -22,6 +25,9 @@ impl Budget {
         let lower = t.to_ascii_lowercase();
         if let Some(num) = lower.strip_suffix("bpw") {
             let v = parse_positive(num).ok_or_else(|| bad("not a positive number of bits"))?;
+            if v > MAX_BITS_PER_WEIGHT {
+                return Err(bad("more than 32 bits per weight (f32 is 32)"));
+            }
             return Ok(Budget::BitsPerWeight(v));
         }
         for (unit, scale) in UNITS {
@@ -90,6 +96,7 @@ mod tests {
             ("-3MB", "not a positive size"),
             ("abcMB", "not a positive size"),
             ("0bpw", "not a positive number of bits"),
+            ("2e200bpw", "more than 32 bits"),
             ("30 apples", "no unit"),
         ] {
             let err = Budget::parse(text).unwrap_err();

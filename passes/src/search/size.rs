@@ -159,7 +159,8 @@ impl SizeModel {
 
     /// Total bytes of a model whose projections average `bpw` bits per weight.
     pub fn bytes_at_bits_per_weight(&self, bpw: f64) -> u64 {
-        self.other_bytes + (bpw * self.projection_weights() as f64 / 8.0).floor() as u64
+        let projection_bytes = (bpw * self.projection_weights() as f64 / 8.0).floor() as u64;
+        self.other_bytes.saturating_add(projection_bytes)
     }
 }
 

@@ -123,7 +123,8 @@ impl Session<'_> {
                     gemv(k, m, &input, out, mine, act);
                 }
                 barrier.wait(); // 1
-                                // SAFETY: written before barrier 1; next written after barrier 6.
+
+                // SAFETY: written before barrier 1; next written after barrier 6.
                 let all = unsafe { s_qkv.all() };
                 q_rot.copy_from_slice(&all[..qw]);
                 k_rot.copy_from_slice(&all[qw..qw + kvw]);
@@ -141,7 +142,8 @@ impl Session<'_> {
                         .copy_from_slice(&all[qw + kvw + cols.start..qw + kvw + cols.end]);
                 }
                 barrier.wait(); // 2
-                                // SAFETY: the cache is written only in step 2, before barrier 2.
+
+                // SAFETY: the cache is written only in step 2, before barrier 2.
                 let (keys, values) = unsafe { (keys.all(), values.all()) };
                 let group = heads / kvh;
                 for hd in share(heads, me, n) {
@@ -159,7 +161,8 @@ impl Session<'_> {
                     });
                 }
                 barrier.wait(); // 3
-                                // SAFETY: written before barrier 3; next written after barrier 2 of the next layer.
+
+                // SAFETY: written before barrier 3; next written after barrier 2 of the next layer.
                 let input = Input::new(unsafe { s_attn.all() }, act);
                 let mine = row_share(h, ROW_GROUP, me, n);
                 // SAFETY: this thread's rows of o; read after barrier 4.
@@ -172,7 +175,8 @@ impl Session<'_> {
                     act,
                 );
                 barrier.wait(); // 4
-                                // SAFETY: written before barrier 4; next written after barrier 3 of the next layer.
+
+                // SAFETY: written before barrier 4; next written after barrier 3 of the next layer.
                 k.add_rms_norm(
                     &mut x,
                     unsafe { s_o.all() },
@@ -187,7 +191,8 @@ impl Session<'_> {
                 gemv(k, &layer.gate, &input, g, mine.clone(), act);
                 gemv(k, &layer.up, &input, u, mine, act);
                 barrier.wait(); // 5
-                                // SAFETY: written before barrier 5; next written after barrier 4 of the next layer.
+
+                // SAFETY: written before barrier 5; next written after barrier 4 of the next layer.
                 silu.copy_from_slice(unsafe { s_gate.all() });
                 k.silu_mul(&mut silu, unsafe { s_up.all() }, inter);
                 let input = Input::new(&silu, act);

@@ -506,7 +506,7 @@ fn probe_block(
     teacher: &Weights,
     args: &Args,
 ) -> Result<(f64, f64)> {
-    const PROBE_STEPS: u64 = 4;
+    const PROBE_STEPS: u64 = 8;
     let saved: Vec<(String, pqc::tensor::Tensor)> = weights
         .iter()
         .filter(|(n, _)| n.starts_with("model.layers.0."))
@@ -531,12 +531,21 @@ fn probe_block(
         probe.train_layer(cfg, spec, weights, teacher, &bc, &mut |_, _| {})?;
         Ok(t.elapsed().as_secs_f64())
     };
+    // The first pass pays for first-touch allocations and cold caches: timed alone it read
+    // longer than the pass with steps once (a 1-bit run planned 24,535 steps per layer).
+    time(0)?;
     let pass = time(0)?;
     let with_steps = time(PROBE_STEPS)?;
     for (n, t) in saved {
         weights.insert(n, t);
     }
-    let step = ((with_steps - pass) / PROBE_STEPS as f64).max(1e-3);
+    // A step runs its batch forward and backward through the layer, so it costs at least twice
+    // one forward of `batch` blocks; the pass runs at most four forwards of every block.
+    let blocks = (streams.fp.rows() / streams.seq_len.max(1)).max(1) as f64;
+    let floor = pass * args.block_batch as f64 / (2.0 * blocks);
+    let step = ((with_steps - pass) / PROBE_STEPS as f64)
+        .max(floor)
+        .max(1e-3);
     Ok((pass, step))
 }
 
