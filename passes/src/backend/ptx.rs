@@ -41,7 +41,7 @@ impl Backend for Ptx {
             activations: ActivationKind::F32,
             files: vec![(PTX.to_string(), k.ptx.clone().into_bytes())],
             symbols: k.symbols,
-            ir: vec![("kernels.ll", k.llvm), ("kernels.ptx", k.ptx)],
+            ir: vec![("kernels.ll", k.llvm), (PTX, k.ptx)],
             launch: Some(Launch {
                 threads_per_block: 32 * WARPS,
                 rows_per_block: WARPS,
