@@ -380,6 +380,179 @@ fn bad_input_is_a_clear_error() {
     assert!(e.contains("empty.txt"), "{e}");
 }
 
+/// The mixed points' plans, in order.
+fn plans_of(frontier: &Value) -> Vec<Value> {
+    frontier["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["bits_per_module"].clone())
+        .collect()
+}
+
+/// `--objective latency`: the kernels are timed into latency.json, every plan keeps to its
+/// time budget, the written table gives the same plans again, and a table that makes 1-bit
+/// kernels slow takes the fastest plan off 1 bit, where the smallest plan is all 1-bit (the
+/// times, not the sizes, decide).
+#[cfg(feature = "llvm")]
+#[test]
+fn latency_objective_plans_within_time_budgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let costs = ["--costs", "testdata/search/tiny-costs.json"];
+    let latency = [
+        "--objective",
+        "latency",
+        "--act",
+        "int8",
+        "--lm-head",
+        "int8",
+    ];
+    let out = dir.path().join("fast");
+    let (stdout, _) = ok(&with(
+        &small(&out),
+        &[&costs[..], &latency[..], &["--points", "4"]].concat(),
+    ));
+    assert!(stdout.contains("ms/token"), "{stdout}");
+    let frontier = read_json(&out.join("frontier.json"));
+    assert!(frontier["objective"]
+        .as_str()
+        .unwrap()
+        .starts_with("latency"));
+    let table = read_json(&out.join("latency.json"));
+    let kernels = table["kernels"].as_array().unwrap();
+    // The tiny model's projection shapes, each at each of the six widths.
+    let shapes: std::collections::BTreeSet<(u64, u64)> = kernels
+        .iter()
+        .map(|k| (k["rows"].as_u64().unwrap(), k["cols"].as_u64().unwrap()))
+        .collect();
+    assert!(
+        !shapes.is_empty() && kernels.len() == 6 * shapes.len(),
+        "{table}"
+    );
+    assert!(kernels.iter().all(|k| k["ns"].as_f64().unwrap() > 0.0));
+    assert!(table["other_ns"].as_f64().unwrap() > 0.0);
+    let points = frontier["points"].as_array().unwrap();
+    assert!(points.len() >= 2);
+    for p in points {
+        let (t, b) = (
+            p["predicted_ms"].as_f64().unwrap(),
+            p["budget_ms"].as_f64().unwrap(),
+        );
+        assert!(t <= b + 1e-9, "{p}");
+        assert!(out.join(p["plan_file"].as_str().unwrap()).exists(), "{p}");
+    }
+
+    // The same table read back gives the same plans.
+    let again = dir.path().join("again");
+    let table_path = out.join("latency.json");
+    ok(&with(
+        &small(&again),
+        &[
+            &costs[..],
+            &["--objective", "latency", "--points", "4"],
+            &["--latency-table", s(&table_path)],
+        ]
+        .concat(),
+    ));
+    assert_eq!(
+        plans_of(&read_json(&again.join("frontier.json"))),
+        plans_of(&frontier)
+    );
+
+    // 1-bit kernels a million times slower: the fastest plan, all 1-bit by size, takes no 1 bit.
+    let mut slow = table.clone();
+    for k in slow["kernels"].as_array_mut().unwrap() {
+        if k["bits"] == "1" {
+            k["ns"] = serde_json::json!(k["ns"].as_f64().unwrap() * 1e6);
+        }
+    }
+    let slow_path = dir.path().join("slow.json");
+    std::fs::write(&slow_path, slow.to_string()).unwrap();
+    let slowed = dir.path().join("slowed");
+    ok(&with(
+        &small(&slowed),
+        &[
+            &costs[..],
+            &["--objective", "latency", "--points", "4"],
+            &["--latency-table", s(&slow_path)],
+        ]
+        .concat(),
+    ));
+    let f = read_json(&slowed.join("frontier.json"));
+    let fastest = &f["points"][0];
+    let ones = fastest["bits_per_module"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|b| **b == 1)
+        .count();
+    assert_eq!(ones, 0, "{fastest}");
+    assert!(fastest["predicted_ms"].as_f64().unwrap() < 1.0, "{fastest}");
+
+    // Bad input.
+    let never = dir.path().join("never");
+    let mut partial = table.clone();
+    partial["kernels"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["bits"] != "3");
+    let partial_path = dir.path().join("partial.json");
+    std::fs::write(&partial_path, partial.to_string()).unwrap();
+    let mut negative = table.clone();
+    negative["kernels"][0]["ns"] = serde_json::json!(-1.0);
+    let negative_path = dir.path().join("negative.json");
+    std::fs::write(&negative_path, negative.to_string()).unwrap();
+    let base = small(&never);
+    // The small settings and the fixed costs, then `extra`.
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v = base.clone();
+        v.extend(costs.iter().chain(extra).map(|a| a.to_string()));
+        v
+    };
+    let by_table = |path: &Path, extra: &[&str]| {
+        let flags = ["--objective", "latency", "--latency-table", s(path)];
+        args(&[&flags[..], extra].concat())
+    };
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            args(&[&latency[..], &["--budget", "30MB"]].concat()),
+            vec!["budget `30MB`", "no unit", "4ms"],
+        ),
+        (
+            args(&[&latency[..], &["--budget", "1ns"]].concat()),
+            vec!["below the fastest possible model"],
+        ),
+        (
+            args(&["--latency-table", s(&table_path)]),
+            vec!["--latency-table goes with --objective latency"],
+        ),
+        (
+            args(&["--act", "int8"]),
+            vec!["--act goes with --objective latency"],
+        ),
+        (
+            by_table(&table_path, &["--act", "f32"]),
+            vec!["latency.json", "`act` is int8, but --act is f32"],
+        ),
+        (
+            by_table(&partial_path, &[]),
+            vec!["partial.json", "at 3 bits"],
+        ),
+        (
+            by_table(&negative_path, &[]),
+            vec!["negative.json", "kernels[0].ns"],
+        ),
+    ];
+    for (args, wants) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let e = err(&args);
+        for want in wants {
+            assert!(e.contains(want), "{args:?}: expected `{want}` in: {e}");
+        }
+        assert!(!never.exists(), "{args:?} left {}", never.display());
+    }
+}
+
 /// `--tasks` scores every verified point on the zero-shot tasks (the tiny fixture here) and
 /// frontier.json carries the accuracies (acc, acc_norm per task, and the averages).
 #[test]

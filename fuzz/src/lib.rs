@@ -15,6 +15,8 @@ use pqc::pipeline::PassManager;
 use pqc::search::budget::Budget;
 use pqc::search::costs::CostTable;
 use pqc::search::frontier::Planner;
+use pqc::search::latency::{parse_time, LatencyTable};
+use pqc::search::resource::{plan_amount, Latency};
 use pqc::search::size::SizeModel;
 use pqc::transforms::qat_lower::QatLower;
 use std::path::Path;
@@ -31,7 +33,8 @@ pub enum Target {
     Ir,
     /// A pass pipeline string, then the pipeline on a tiny model graph.
     Pipeline,
-    /// A size budget (first line), then a plan or a cost table (JSON), applied to a tiny model.
+    /// A size or time budget (first line), then a plan, a cost table or a latency table (JSON),
+    /// applied to a tiny model.
     Plan,
     /// An artifact: `manifest.json` and `weights.safetensors` (split), without its kernels.
     Artifact,
@@ -159,7 +162,8 @@ fn pipeline(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The first line is a budget; the rest a plan (module -> bits) or a cost table.
+/// The first line is a budget (a size, or a time for a latency table); the rest a plan (module
+/// -> bits), a latency table or a cost table.
 fn plan(data: &[u8]) -> Result<(), String> {
     let text = text(data)?;
     let (budget, json) = text.split_once('\n').unwrap_or((text, ""));
@@ -172,8 +176,11 @@ fn plan(data: &[u8]) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         return Ok(());
     }
-    let costs = CostTable::from_json(json, "fuzz-costs.json")?;
     let sizes = SizeModel::from_graph(g).expect("the tiny graph has a size model");
+    if let Ok(table) = LatencyTable::from_json(json, "fuzz-latency.json") {
+        return plan_by_time(budget, table, &sizes);
+    }
+    let costs = CostTable::from_json(json, "fuzz-costs.json")?;
     for budget in budgets? {
         let bytes = budget.bytes(&sizes);
         let planner = Planner::new(&sizes, &costs, None, bytes).map_err(|e| e.to_string())?;
@@ -183,6 +190,38 @@ fn plan(data: &[u8]) -> Result<(), String> {
             "the plan for {budget} does not fit it"
         );
     }
+    Ok(())
+}
+
+/// A latency table: plans over the widths it times for every projection shape (each width costs
+/// 1 / bits), which must keep to the time budget.
+fn plan_by_time(budget: &str, table: LatencyTable, sizes: &SizeModel) -> Result<(), String> {
+    let ns = parse_time(budget)?;
+    let widths: Vec<pqc::quant::Bits> = pqc::quant::Bits::ALL
+        .iter()
+        .copied()
+        .filter(|&b| table.missing(sizes, &[b]).is_empty())
+        .collect();
+    let mut costs = CostTable::default();
+    for p in &sizes.projections {
+        for &b in &widths {
+            costs.set(&p.module, b, 1.0 / b.nominal());
+        }
+    }
+    let planner = Planner::with_resource(
+        sizes,
+        Box::new(Latency(table.clone())),
+        &costs,
+        Some(&widths),
+        ns,
+    )
+    .map_err(|e| e.to_string())?;
+    let point = planner.plan_within(ns).map_err(|e| e.to_string())?;
+    let spent = plan_amount(&Latency(table), sizes, &point.plan)?;
+    assert!(
+        spent <= ns && spent == point.spent,
+        "the plan for {budget} does not fit it"
+    );
     Ok(())
 }
 

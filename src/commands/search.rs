@@ -1,19 +1,25 @@
 //! `paretoqc search MODEL --data FILE --out DIR`: a bit width per projection for each size
-//! budget, and the measured frontier.
+//! budget (or time budget), and the measured frontier.
 //!
 //! Stages, each timed: (1) load the model and cut the text into calibration and held-out tokens
 //! (disjoint); (2) sensitivities: the second-order estimate of each module's loss increase at
 //! each width, cached by a hash of the weights, calibration ids and settings
 //! (`sensitivity.rs`); (3) check: the single-module loss increase measured for a seeded sample of
 //! (module, width) pairs, and its rank correlation with the estimate; (4) the knapsack for every
-//! budget (`pqc::search::frontier`); (5) verification: every chosen plan and every uniform model
-//! is quantized (PTQ, ParetoQ's initial scales) and its held-out perplexity measured; no point is
-//! reported from the estimate alone; (6) `frontier.json`, `plan-<size>MB.json` per point,
-//! `costs.json` (the table the plans were solved on) and `frontier.svg`, written atomically.
+//! budget (`pqc::search::frontier`), in bytes, or with `--objective latency` in nanoseconds per
+//! decoded token from kernels timed on this CPU (`latency.rs`); (5) verification: every chosen
+//! plan and every uniform model is quantized (PTQ, ParetoQ's initial scales) and its held-out
+//! perplexity measured; no point is reported from the estimate alone; (6) `frontier.json`,
+//! `plan-<size>MB.json` (or `plan-<time>us.json`) per point, `costs.json` (the table the plans
+//! were solved on), `latency.json` (with `--objective latency`) and `frontier.svg`, written
+//! atomically.
 
+mod latency;
 mod plot;
 mod report;
 mod sensitivity;
+#[cfg(feature = "llvm")]
+mod timing;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,7 +31,9 @@ use pqc::quant::Bits;
 use pqc::search::budget::Budget;
 use pqc::search::costs::CostTable;
 use pqc::search::frontier::{evenly_spaced, Plan, PlannedPoint, Planner};
-use pqc::search::size::{SizeModel, BYTES_PER_MB};
+use pqc::search::latency::{parse_time, LatencyTable};
+use pqc::search::resource::{least_amount, plan_amount, uniform_amount, Latency, Resource};
+use pqc::search::size::SizeModel;
 use pqc::search::trained::{Candidates, TrainedSet};
 use pqc::transforms::pareto_search::{ParetoSearch, PlanSource};
 use std::path::{Path, PathBuf};
@@ -36,7 +44,9 @@ use std::time::Instant;
 #[command(
     after_help = "Examples:\n  paretoqc search testdata/models/tiny-llama --data testdata/text/austen-sample.txt \
 --calib-tokens 2048 --heldout-tokens 2048 --ctx 128 --points 6 --out runs/tiny-search\n  \
-paretoqc search model.gguf --data wiki.txt --budget 2.5bpw --out runs/one-plan"
+paretoqc search model.gguf --data wiki.txt --budget 2.5bpw --out runs/one-plan\n  \
+# budgets in time per decoded token on this CPU, for an artifact compiled with --act int8 --lm-head int8:\n  \
+paretoqc search model.gguf --data wiki.txt --objective latency --act int8 --lm-head int8 --points 8 --out runs/fast"
 )]
 pub struct Args {
     /// Model folder or .gguf file.
@@ -61,12 +71,14 @@ pub struct Args {
     #[arg(long, requires = "trained")]
     pub rotate_seed: Option<u64>,
     /// Budgets for the frontier: sizes of the whole model (30MB, 1.2GB, 800KB) or bits per
-    /// projection weight (2.5bpw), comma-separated.
+    /// projection weight (2.5bpw), comma-separated; with --objective latency, times per decoded
+    /// token (4ms, 3.5ms, 800us).
     #[arg(long, conflicts_with_all = ["points", "budget"])]
     pub budgets: Option<String>,
-    /// Number of budgets evenly spaced from the smallest possible model to the uniform model of
-    /// the largest width below 16. With --points or --budgets, the size of each uniform model is
-    /// a budget too, so each has a mixed plan of its size to compare with.
+    /// Number of budgets evenly spaced from the smallest (or fastest) possible model to the
+    /// uniform model of the largest width below 16 (latency: the slowest uniform model below
+    /// 16; with one width below 16, the 16-bit model). With --points or --budgets, the size (or time) of each uniform model is a budget
+    /// too, so each has a mixed plan of its size to compare with.
     #[arg(long, default_value_t = 10, conflicts_with = "budget")]
     pub points: usize,
     /// One budget: pick one plan, verify it and write just that plan.
@@ -112,6 +124,43 @@ pub struct Args {
     /// With --tasks: the folder with <task>/<variant>/requests.jsonl.gz (made by scripts/get-data).
     #[arg(long, default_value = "data/tasks")]
     pub task_dir: PathBuf,
+    /// What a budget limits: `size`, the bytes of the artifact, or `latency`, the time a decoded
+    /// token spends in the projections and the output head on this CPU (each projection shape's
+    /// generated kernel timed at each width, cold; written to latency.json).
+    #[arg(long, value_enum, default_value = "size")]
+    pub objective: Objective,
+    /// --objective latency: read the times from this table (an earlier search's latency.json)
+    /// instead of timing the kernels.
+    #[arg(long)]
+    pub latency_table: Option<PathBuf>,
+    /// --objective latency: threads of each timed product [default: 1].
+    #[arg(long)]
+    pub latency_threads: Option<usize>,
+    /// --objective latency: the activations of the timed kernels, as `compile --act` [default:
+    /// f32].
+    #[arg(long, value_parser = ["f32", "int8"])]
+    pub act: Option<String>,
+    /// --objective latency: how the timed output head is stored, as `compile --lm-head`
+    /// [default: f32].
+    #[arg(long, value_parser = ["f32", "int8", "int4"])]
+    pub lm_head: Option<String>,
+    /// --objective latency: the CPU to generate the timed kernels for, as `compile --cpu`
+    /// [default: native].
+    #[arg(long)]
+    pub cpu: Option<String>,
+}
+
+/// What the budgets of a search limit.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum Objective {
+    Size,
+    Latency,
+}
+
+/// Budgets as given: sizes, or times per token in nanoseconds (--objective latency).
+enum Budgets {
+    Sizes(Vec<Budget>),
+    Times(Vec<u64>),
 }
 
 /// What the user asked for, checked before any model is loaded.
@@ -121,7 +170,7 @@ struct Request {
     trained: Vec<(Bits, PathBuf)>,
     /// Zero-shot tasks, loaded (empty without --tasks).
     tasks: Vec<pqc::tasks::LoadedTask>,
-    budgets: Option<Vec<Budget>>,
+    budgets: Option<(Budgets, Vec<String>)>,
     single: bool,
 }
 
@@ -136,14 +185,25 @@ fn parse_request(args: &Args) -> Result<Request> {
     };
     let single = args.budget.is_some();
     let budgets = match (&args.budget, &args.budgets) {
-        (Some(b), _) => Some(vec![
-            Budget::parse(b).map_err(|m| anyhow::anyhow!("--budget: {m}"))?
-        ]),
-        (None, Some(list)) => {
-            Some(Budget::parse_list(list).map_err(|m| anyhow::anyhow!("--budgets: {m}"))?)
-        }
+        (Some(b), _) => Some(parse_budgets(b, args.objective, "--budget")?),
+        (None, Some(list)) => Some(parse_budgets(list, args.objective, "--budgets")?),
         (None, None) => None,
     };
+    if args.objective == Objective::Size {
+        let given = [
+            ("--latency-table", args.latency_table.is_some()),
+            ("--latency-threads", args.latency_threads.is_some()),
+            ("--act", args.act.is_some()),
+            ("--lm-head", args.lm_head.is_some()),
+            ("--cpu", args.cpu.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+            bail!("{flag} goes with --objective latency");
+        }
+    }
+    if args.latency_threads == Some(0) {
+        bail!("--latency-threads must be at least 1");
+    }
     if budgets.is_none() && args.points == 0 {
         bail!("--points must be at least 1");
     }
@@ -169,6 +229,30 @@ fn parse_request(args: &Args) -> Result<Request> {
         budgets,
         single,
     })
+}
+
+/// A comma-separated list of budgets of the objective, and their texts (for messages).
+fn parse_budgets(text: &str, objective: Objective, flag: &str) -> Result<(Budgets, Vec<String>)> {
+    if flag == "--budget" && text.contains(',') {
+        bail!("--budget `{text}`: one budget; --budgets takes a comma-separated list");
+    }
+    let texts: Vec<String> = text.split(',').map(|t| t.trim().to_string()).collect();
+    let budgets = match objective {
+        Objective::Size => {
+            Budgets::Sizes(Budget::parse_list(text).map_err(|m| anyhow::anyhow!("{flag}: {m}"))?)
+        }
+        Objective::Latency => Budgets::Times(
+            texts
+                .iter()
+                .map(|t| {
+                    parse_time(t).map_err(|m| {
+                        anyhow::anyhow!("{flag}: {m} (--objective latency budgets are times)")
+                    })
+                })
+                .collect::<Result<_>>()?,
+        ),
+    };
+    Ok((budgets, texts))
 }
 
 /// `--trained 2=DIR,3=DIR`: widths below 16, each once, folders that exist; sorted by width.
@@ -338,7 +422,14 @@ pub fn run(args: Args) -> Result<()> {
     let (m, tokens) = stages.time("load", || load(&args))?;
     let (candidates, trained_key) = stages.time("trained", || trained_candidates(&m, &request))?;
     let sizes = SizeModel::from_graph(&m.graph).map_err(anyhow::Error::msg)?;
-    let budgets = budgets_in_bytes(&request, &sizes, args.points)?;
+    let latency = match args.objective {
+        Objective::Size => None,
+        Objective::Latency => Some(stages.time("latency", || {
+            latency::table(&args, &m, &sizes, &request.widths)
+        })?),
+    };
+    let resource = resource_of(&sizes, latency.as_ref());
+    let budgets = budgets_in(&request, &sizes, &*resource, args.points)?;
     let (costs, measured) = match &args.costs {
         Some(path) => (read_costs(path)?, None),
         None => {
@@ -349,7 +440,13 @@ pub fn run(args: Args) -> Result<()> {
     };
     let max_budget = budgets.iter().copied().max().unwrap_or(0);
     let points = stages.time("knapsack", || {
-        let planner = Planner::new(&sizes, &costs, Some(&request.widths), max_budget)?;
+        let planner = Planner::with_resource(
+            &sizes,
+            resource_of(&sizes, latency.as_ref()),
+            &costs,
+            Some(&request.widths),
+            max_budget,
+        )?;
         Ok(planner.frontier(&budgets)?)
     })?;
     let uniform = if request.single {
@@ -367,6 +464,7 @@ pub fn run(args: Args) -> Result<()> {
             &tokens,
             &args,
             &request.tasks,
+            &*resource,
         )
     })?;
     let out = report::Report {
@@ -377,6 +475,7 @@ pub fn run(args: Args) -> Result<()> {
         sensitivity: measured.as_ref(),
         verified: &verified,
         stages: &stages,
+        latency: latency.as_ref(),
     };
     out.print();
     crate::output::write_dir(&args.out, |dir| out.write(dir, !request.single))?;
@@ -454,55 +553,84 @@ fn read_costs(path: &Path) -> Result<CostTable> {
         .map_err(anyhow::Error::msg)
 }
 
-/// The budgets in bytes: as given, or --points evenly spaced from the smallest model to the
-/// uniform model of the largest width below 16; for a frontier, each uniform model's size is
-/// added, so each uniform model has a mixed plan of its size to compare with. A budget below the
-/// smallest model is an error.
-fn budgets_in_bytes(request: &Request, sizes: &SizeModel, points: usize) -> Result<Vec<u64>> {
-    let smallest_width = request.widths[0];
-    let smallest = sizes.uniform_size(smallest_width).total_bytes;
-    let given: Vec<u64> = match &request.budgets {
-        Some(list) => list.iter().map(|b| b.bytes(sizes)).collect(),
+/// What the knapsack counts: bytes, or nanoseconds per token from the latency table.
+fn resource_of(sizes: &SizeModel, latency: Option<&LatencyTable>) -> Box<dyn Resource> {
+    match latency {
+        Some(t) => Box::new(Latency(t.clone())),
+        None => Box::new(sizes.clone()),
+    }
+}
+
+/// The budgets in the objective's unit (bytes, or nanoseconds per token): as given, or --points
+/// evenly spaced from the least any plan spends to the uniform model below 16 bits that spends
+/// most; for a frontier, each uniform model's amount is added, so each uniform model has a mixed
+/// plan of its size (or time) to compare with. A budget below the least is an error.
+fn budgets_in(
+    request: &Request,
+    sizes: &SizeModel,
+    r: &dyn Resource,
+    points: usize,
+) -> Result<Vec<u64>> {
+    let uniform = |b: Bits| uniform_amount(r, sizes, b).map_err(anyhow::Error::msg);
+    let least = least_amount(r, sizes, &request.widths).map_err(anyhow::Error::msg)?;
+    let below_16: Vec<Bits> = request
+        .widths
+        .iter()
+        .copied()
+        .filter(|&b| b != Bits::Full)
+        .collect();
+    let (given, texts): (Vec<u64>, Vec<String>) = match &request.budgets {
+        Some((Budgets::Sizes(list), texts)) => {
+            (list.iter().map(|b| b.bytes(sizes)).collect(), texts.clone())
+        }
+        Some((Budgets::Times(list), texts)) => (list.clone(), texts.clone()),
         None => {
-            let top = request
-                .widths
-                .iter()
-                .rev()
-                .find(|&&b| b != Bits::Full)
-                .copied();
-            let largest = sizes
-                .uniform_size(top.unwrap_or(smallest_width))
-                .total_bytes;
-            evenly_spaced(smallest, largest, points)
+            let mut top = least;
+            for &b in &below_16 {
+                top = top.max(uniform(b)?);
+            }
+            // One width below 16 (`--trained` with one model): up to the 16-bit model.
+            if top == least && request.widths.contains(&Bits::Full) {
+                top = uniform(Bits::Full)?;
+            }
+            let v = evenly_spaced(least, top, points);
+            let n = v.len();
+            (v, vec![String::new(); n])
         }
     };
-    for (b, text) in given.iter().zip(budget_texts(request, given.len())) {
-        if *b < smallest {
+    for (b, text) in given.iter().zip(texts) {
+        if *b < least {
+            let width = request.widths[0];
+            let (what, hint) = match request.budgets {
+                Some((Budgets::Times(_), _)) => (
+                    "fastest",
+                    "each projection at its fastest width".to_string(),
+                ),
+                _ => (
+                    "smallest",
+                    format!(
+                        "every projection at {width} bits, {:.3} bits per projection weight",
+                        sizes.uniform_size(width).bits_per_projection_weight()
+                    ),
+                ),
+            };
             bail!(
-                "budget {text} ({:.3} MB) is below the smallest possible model: {:.3} MB (every projection at {} bits, {:.3} bits per projection weight)",
-                *b as f64 / BYTES_PER_MB,
-                smallest as f64 / BYTES_PER_MB,
-                smallest_width,
-                sizes.uniform_size(smallest_width).bits_per_projection_weight()
+                "budget {text} ({}) is below the {what} possible model: {} ({hint})",
+                r.show(*b),
+                r.show(least),
             );
         }
     }
     if request.single {
         return Ok(given);
     }
-    let uniform = request.widths.iter().filter(|&&b| b != Bits::Full);
     let mut budgets = given;
-    budgets.extend(uniform.map(|&b| sizes.uniform_size(b).total_bytes));
+    for &b in &below_16 {
+        budgets.push(uniform(b)?);
+    }
     budgets.sort_unstable();
     budgets.dedup();
     Ok(budgets)
-}
-
-fn budget_texts(request: &Request, n: usize) -> Vec<String> {
-    match &request.budgets {
-        Some(list) => list.iter().map(ToString::to_string).collect(),
-        None => vec![String::new(); n],
-    }
 }
 
 /// A point measured on the held-out text.
@@ -513,6 +641,8 @@ pub struct Verified {
     pub uniform: Option<Bits>,
     pub plan: Plan,
     pub size: pqc::search::size::ModelSize,
+    /// What the plan spends of the objective: bytes, or nanoseconds per token.
+    pub amount: u64,
     pub estimated_delta_loss: f64,
     pub perplexity: f64,
     pub mean_nll: f64,
@@ -532,6 +662,7 @@ fn verify(
     tokens: &Tokens,
     args: &Args,
     tasks: &[pqc::tasks::LoadedTask],
+    r: &dyn Resource,
 ) -> Result<Vec<Verified>> {
     let mut todo: Vec<(String, Plan, Option<PlannedPoint>, Option<Bits>)> =
         vec![("full precision".into(), Plan::new(), None, Some(Bits::Full))];
@@ -573,6 +704,7 @@ fn verify(
             .map_or_else(|| f64::NAN, |p| p.estimated_delta_loss);
         out.push(Verified {
             size: sizes.plan_size(&plan),
+            amount: plan_amount(r, sizes, &plan).map_err(anyhow::Error::msg)?,
             planned,
             uniform,
             plan,

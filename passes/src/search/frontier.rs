@@ -4,7 +4,8 @@
 
 use super::costs::CostTable;
 use super::knapsack::{Choice, Knapsack};
-use super::size::{ModelSize, SizeModel, BYTES_PER_MB};
+use super::resource::Resource;
+use super::size::{ModelSize, SizeModel};
 use super::SearchError;
 use crate::quant::Bits;
 use std::collections::BTreeMap;
@@ -19,16 +20,20 @@ pub const MAX_GRID_CELLS: usize = 1 << 19;
 /// A plan chosen for a budget, before it is measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlannedPoint {
-    pub budget_bytes: u64,
+    /// In the planner's resource: bytes of the whole model, or nanoseconds per token.
+    pub budget: u64,
+    /// What the plan spends of that resource, the rest of the model included.
+    pub spent: u64,
     pub plan: Plan,
     pub size: ModelSize,
     /// Sum of the modules' costs (estimated loss increase, nats per token).
     pub estimated_delta_loss: f64,
 }
 
-/// The solved knapsack for one model and cost table.
+/// The solved knapsack for one model, cost table and resource.
 pub struct Planner {
     sizes: SizeModel,
+    resource: Box<dyn Resource>,
     /// The widths each projection may take, in the order of `sizes.projections`.
     widths: Vec<Vec<Bits>>,
     knapsack: Knapsack,
@@ -43,6 +48,17 @@ impl Planner {
         costs: &CostTable,
         widths: Option<&[Bits]>,
         max_bytes: u64,
+    ) -> Result<Planner, SearchError> {
+        Planner::with_resource(sizes, Box::new(sizes.clone()), costs, widths, max_bytes)
+    }
+
+    /// As `new`, with budgets in `resource` (e.g. nanoseconds per token) instead of bytes.
+    pub fn with_resource(
+        sizes: &SizeModel,
+        resource: Box<dyn Resource>,
+        costs: &CostTable,
+        widths: Option<&[Bits]>,
+        max_budget: u64,
     ) -> Result<Planner, SearchError> {
         check_modules(sizes, costs)?;
         let mut per_module = vec![];
@@ -65,35 +81,37 @@ impl Planner {
                         bits: b,
                     })?;
                 choices.push(Choice {
-                    bytes: p.bytes(b),
+                    bytes: resource.projection(p, b).map_err(SearchError::Resource)?,
                     cost,
                 });
             }
             per_module.push(allowed);
             items.push(choices);
         }
-        let knapsack = Knapsack::solve(items, max_bytes, MAX_GRID_CELLS)
+        let knapsack = Knapsack::solve(items, max_budget, MAX_GRID_CELLS)
             .map_err(|e| SearchError::Costs(e.to_string()))?;
         Ok(Planner {
             sizes: sizes.clone(),
+            resource,
             widths: per_module,
             knapsack,
         })
     }
 
-    /// The smallest model any plan gives.
-    pub fn smallest_bytes(&self) -> u64 {
-        self.sizes.other_bytes + self.knapsack.min_bytes()
+    /// The least any plan spends (the smallest model, or the fastest).
+    pub fn smallest(&self) -> u64 {
+        self.resource.other() + self.knapsack.min_bytes()
     }
 
-    /// The least-cost plan whose model fits in `budget_bytes`.
-    pub fn plan_within(&self, budget_bytes: u64) -> Result<PlannedPoint, SearchError> {
-        let projection_budget = budget_bytes.checked_sub(self.sizes.other_bytes);
+    /// The least-cost plan that spends at most `budget`.
+    pub fn plan_within(&self, budget: u64) -> Result<PlannedPoint, SearchError> {
+        let projection_budget = budget.checked_sub(self.resource.other());
         let selection = projection_budget
             .and_then(|b| self.knapsack.best_within(b))
-            .ok_or(SearchError::BudgetTooSmall {
-                budget_mb: budget_bytes as f64 / BYTES_PER_MB,
-                smallest_mb: self.smallest_bytes() as f64 / BYTES_PER_MB,
+            .ok_or_else(|| SearchError::BudgetTooSmall {
+                budget: self.resource.show(budget),
+                least: self.resource.show(self.smallest()),
+                what: self.resource.least(),
             })?;
         let plan: Plan = self
             .sizes
@@ -104,9 +122,9 @@ impl Planner {
             .map(|(i, (p, &k))| (p.module.clone(), self.widths[i][k]))
             .collect();
         let size = self.sizes.plan_size(&plan);
-        debug_assert_eq!(size.projection_bytes, selection.bytes);
         Ok(PlannedPoint {
-            budget_bytes,
+            budget,
+            spent: self.resource.other() + selection.bytes,
             plan,
             size,
             estimated_delta_loss: selection.cost,
@@ -224,8 +242,8 @@ mod tests {
         let widths = [Bits::One, Bits::Two, Bits::Four];
         let big = s.uniform_size(Bits::Four).total_bytes;
         let p = Planner::new(&s, &costs(), Some(&widths), big).unwrap();
-        assert_eq!(p.smallest_bytes(), s.uniform_size(Bits::One).total_bytes);
-        let budgets = evenly_spaced(p.smallest_bytes(), big, 12);
+        assert_eq!(p.smallest(), s.uniform_size(Bits::One).total_bytes);
+        let budgets = evenly_spaced(p.smallest(), big, 12);
         let points = p.frontier(&budgets).unwrap();
         assert!(points.len() >= 3);
         for w in points.windows(2) {
@@ -233,7 +251,7 @@ mod tests {
             assert!(w[1].estimated_delta_loss < w[0].estimated_delta_loss);
         }
         for pt in &points {
-            assert!(pt.size.total_bytes <= pt.budget_bytes);
+            assert!(pt.size.total_bytes <= pt.budget && pt.spent == pt.size.total_bytes);
         }
         // q_proj gains most per byte, so it leaves 1 bit first.
         let second = &points[1].plan;
@@ -242,10 +260,67 @@ mod tests {
     }
 
     #[test]
+    fn latency_budgets_pick_the_fastest_loss_per_nanosecond() {
+        use crate::search::latency::{KernelTime, LatencyTable};
+        use crate::search::resource::Latency;
+        let s = sizes();
+        // down_proj is slow at 2 and 4 bits on this made-up CPU, q_proj is not.
+        let times = [
+            ((64, 64), [100.0, 110.0, 150.0]),
+            ((64, 128), [200.0, 900.0, 1000.0]),
+        ];
+        let mut kernels = vec![];
+        for ((rows, cols), ns) in times {
+            for (b, t) in [Bits::One, Bits::Two, Bits::Four].into_iter().zip(ns) {
+                kernels.push(KernelTime {
+                    rows,
+                    cols,
+                    bits: b,
+                    ns: t,
+                });
+            }
+        }
+        let table = LatencyTable {
+            cpu: "test".into(),
+            act: "int8".into(),
+            lm_head: "int8".into(),
+            threads: 1,
+            other_ns: 500.0,
+            other: "head".into(),
+            kernels,
+        };
+        let widths = [Bits::One, Bits::Two, Bits::Four];
+        let p = Planner::with_resource(
+            &s,
+            Box::new(Latency(table.clone())),
+            &costs(),
+            Some(&widths),
+            u64::MAX,
+        )
+        .unwrap();
+        assert_eq!(p.smallest(), 500 + 100 + 200);
+        // 200 ns above the fastest: q_proj's 4 bits fit, down_proj's 2 bits do not.
+        let pt = p.plan_within(1000).unwrap();
+        assert_eq!(pt.plan["model.layers.0.self_attn.q_proj"], Bits::Four);
+        assert_eq!(pt.plan["model.layers.0.mlp.down_proj"], Bits::One);
+        assert_eq!(pt.spent, 500 + 150 + 200);
+        let r = Latency(table);
+        assert_eq!(
+            crate::search::resource::plan_amount(&r, &s, &pt.plan),
+            Ok(850)
+        );
+        let err = p.plan_within(799).unwrap_err().to_string();
+        assert!(
+            err.contains("0.80 us") && err.contains("fastest possible"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_budget_below_the_smallest_model_is_an_error() {
         let s = sizes();
         let p = Planner::new(&s, &costs(), Some(&[Bits::One, Bits::Two]), u64::MAX).unwrap();
-        let err = p.plan_within(p.smallest_bytes() - 1).unwrap_err();
+        let err = p.plan_within(p.smallest() - 1).unwrap_err();
         assert!(matches!(err, SearchError::BudgetTooSmall { .. }), "{err}");
         assert!(err.to_string().contains("smallest possible model"), "{err}");
         assert!(p.plan_within(100).is_err());

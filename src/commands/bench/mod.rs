@@ -134,7 +134,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Seconds per call of `f`: the best of 5 trials, each long enough to time (>= 50 ms).
-fn time_per_call(mut f: impl FnMut(usize)) -> f64 {
+pub(crate) fn time_per_call(mut f: impl FnMut(usize)) -> f64 {
     let mut calls = 1;
     loop {
         let t = Instant::now();
@@ -153,7 +153,7 @@ fn time_per_call(mut f: impl FnMut(usize)) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-fn pool(threads: usize) -> Result<rayon::ThreadPool> {
+pub(crate) fn pool(threads: usize) -> Result<rayon::ThreadPool> {
     Ok(rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?)

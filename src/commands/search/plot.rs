@@ -1,5 +1,5 @@
-//! frontier.svg: model size against held-out perplexity (log scale); the searched mixed plans as
-//! a line, the uniform models as labelled triangles, full precision as a horizontal line (its
+//! frontier.svg: model size (or, with --objective latency, the predicted time per token)
+//! against held-out perplexity (log scale); the searched mixed plans as a line, the uniform models as labelled triangles, full precision as a horizontal line (its
 //! f32 size would stretch the axis). Plotters' SVG backend writes text as <text> elements, so no
 //! system fonts are needed.
 
@@ -11,8 +11,12 @@ use pqc::quant::Bits;
 const WIDTH: u32 = 960;
 const HEIGHT: u32 = 600;
 
-fn xy(v: &Verified) -> (f64, f64) {
-    (v.size.megabytes(), v.perplexity)
+/// The x axis: MB, or milliseconds per token (`Verified::amount` in nanoseconds).
+fn xy(v: &Verified, latency: bool) -> (f64, f64) {
+    match latency {
+        true => (v.amount as f64 / 1e6, v.perplexity),
+        false => (v.size.megabytes(), v.perplexity),
+    }
 }
 
 /// The plotted ranges: sizes with a margin, perplexities padded on the log axis (more above, for
@@ -32,9 +36,10 @@ pub fn frontier_svg(
     base: &Verified,
     uniform: Vec<&Verified>,
     mixed: Vec<&Verified>,
+    latency: bool,
 ) -> Result<String> {
     let mut svg = String::new();
-    draw(&mut svg, base, &uniform, &mixed).map_err(|e| anyhow!("frontier.svg: {e}"))?;
+    draw(&mut svg, base, &uniform, &mixed, latency).map_err(|e| anyhow!("frontier.svg: {e}"))?;
     Ok(svg)
 }
 
@@ -43,23 +48,32 @@ fn draw(
     base: &Verified,
     uniform: &[&Verified],
     mixed: &[&Verified],
+    latency: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let all: Vec<(f64, f64)> = uniform.iter().chain(mixed).map(|v| xy(v)).collect();
+    let point = |v: &Verified| xy(v, latency);
+    let all: Vec<(f64, f64)> = uniform.iter().chain(mixed).map(|v| point(v)).collect();
+    let (caption, x_desc) = match latency {
+        true => (
+            "Pareto search: decode time vs held-out perplexity (PTQ)",
+            "predicted time per decoded token, ms (projections and output head, this CPU)",
+        ),
+        false => (
+            "Pareto search: size vs held-out perplexity (PTQ)",
+            "model size, MB (every tensor and scale)",
+        ),
+    };
     let ((x0, x1), (y0, y1)) = ranges(&all, base.perplexity);
     let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Pareto search: size vs held-out perplexity (PTQ)",
-            ("sans-serif", 20),
-        )
+        .caption(caption, ("sans-serif", 20))
         .margin(18)
         .x_label_area_size(48)
         .y_label_area_size(70)
         .build_cartesian_2d(x0..x1, (y0..y1).log_scale())?;
     chart
         .configure_mesh()
-        .x_desc("model size, MB (every tensor and scale)")
+        .x_desc(x_desc)
         .y_desc("held-out perplexity (log scale)")
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
@@ -67,16 +81,20 @@ fn draw(
     let red = RGBColor(214, 39, 40);
     chart
         .draw_series(LineSeries::new(
-            mixed.iter().map(|v| xy(v)),
+            mixed.iter().map(|v| point(v)),
             blue.stroke_width(2),
         ))?
         .label("mixed plans (search)")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2)));
-    chart.draw_series(mixed.iter().map(|v| Circle::new(xy(v), 4, blue.filled())))?;
+    chart.draw_series(
+        mixed
+            .iter()
+            .map(|v| Circle::new(point(v), 4, blue.filled())),
+    )?;
     chart
         .draw_series(uniform.iter().map(|v| {
             let label = format!("{}-bit", v.uniform.unwrap_or(Bits::Full));
-            EmptyElement::at(xy(v))
+            EmptyElement::at(point(v))
                 + TriangleMarker::new((0, 0), 7, red.filled())
                 + Text::new(label, (8, -20), ("sans-serif", 15).into_font().color(&red))
         }))?
@@ -88,10 +106,10 @@ fn draw(
             [(x0, base.perplexity), (x1, base.perplexity)],
             grey,
         ))?
-        .label(format!(
-            "full precision ({:.3} MB, f32)",
-            base.size.megabytes()
-        ))
+        .label(match latency {
+            true => format!("full precision ({:.3} ms, f32)", base.amount as f64 / 1e6),
+            false => format!("full precision ({:.3} MB, f32)", base.size.megabytes()),
+        })
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
     chart
         .configure_series_labels()

@@ -9,6 +9,7 @@ use pqc::search::costs::CostTable;
 use pqc::search::frontier::{
     best_within, dominating_uniform, larger_uniform_not_beaten, Measured, Plan,
 };
+use pqc::search::latency::{show_ns, LatencyTable};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +23,9 @@ pub struct Report<'a> {
     /// The full-precision model first, then uniform models, then mixed points.
     pub verified: &'a [Verified],
     pub stages: &'a Stages,
+    /// With --objective latency: the times the plans were solved on (`Verified::amount` is then
+    /// nanoseconds per token, and comparisons are by time instead of size).
+    pub latency: Option<&'a LatencyTable>,
 }
 
 /// A bit width as a JSON number, the way plan files write it (1, 1.58, 2, 3, 4, 16).
@@ -40,9 +44,12 @@ pub fn plan_json(plan: &Plan) -> Value {
     )
 }
 
-/// The file name of a mixed point's plan.
-pub fn plan_file(v: &Verified) -> String {
-    format!("plan-{:.3}MB.json", v.size.megabytes())
+/// The file name of a mixed point's plan: by size, or by time per token with a latency objective.
+pub fn plan_file(v: &Verified, latency: bool) -> String {
+    match latency {
+        true => format!("plan-{:.3}us.json", v.amount as f64 / 1e3),
+        false => format!("plan-{:.3}MB.json", v.size.megabytes()),
+    }
 }
 
 /// How many modules take each width ("2": 150, ...).
@@ -63,6 +70,14 @@ fn counts_text(plan: &Plan) -> String {
 }
 
 impl Report<'_> {
+    /// What `v` spends of the objective, as users read it.
+    fn show(&self, v: &Verified) -> String {
+        match self.latency {
+            Some(_) => show_ns(v.amount as f64),
+            None => format!("{:.3} MB", v.size.megabytes()),
+        }
+    }
+
     fn base(&self) -> &Verified {
         &self.verified[0]
     }
@@ -75,9 +90,11 @@ impl Report<'_> {
         self.verified.iter().filter(|v| v.planned.is_some())
     }
 
+    /// A point as the comparisons see it: its amount of the objective (bytes or nanoseconds)
+    /// and its perplexity.
     fn measured(v: &Verified) -> Measured {
         Measured {
-            bytes: v.size.total_bytes,
+            bytes: v.amount,
             perplexity: v.perplexity,
         }
     }
@@ -95,7 +112,7 @@ impl Report<'_> {
         self.uniform()
             .map(|u| match u.plan == v.plan {
                 true => Measured {
-                    bytes: u.size.total_bytes,
+                    bytes: u.amount,
                     perplexity: f64::INFINITY,
                 },
                 false => Self::measured(u),
@@ -131,7 +148,7 @@ impl Report<'_> {
     fn best_mixed_within(&self, u: &Verified) -> Option<(&Verified, bool)> {
         let mixed: Vec<&Verified> = self.mixed().collect();
         let measured: Vec<Measured> = mixed.iter().map(|v| Self::measured(v)).collect();
-        let i = best_within(&measured, u.size.total_bytes)?;
+        let i = best_within(&measured, u.amount)?;
         Some((mixed[i], mixed[i].perplexity < u.perplexity))
     }
 
@@ -146,11 +163,20 @@ impl Report<'_> {
             "accuracy": v.accuracy,
         });
         let obj = p.as_object_mut().expect("an object");
+        if self.latency.is_some() {
+            obj.insert("predicted_ms".into(), json!(v.amount as f64 / 1e6));
+        }
         match (&v.planned, v.uniform) {
             (Some(planned), _) => {
                 obj.insert("kind".into(), json!("mixed"));
-                obj.insert("plan_file".into(), json!(plan_file(v)));
-                obj.insert("budget_mb".into(), json!(planned.budget_bytes as f64 / 1e6));
+                obj.insert(
+                    "plan_file".into(),
+                    json!(plan_file(v, self.latency.is_some())),
+                );
+                match self.latency {
+                    Some(_) => obj.insert("budget_ms".into(), json!(planned.budget as f64 / 1e6)),
+                    None => obj.insert("budget_mb".into(), json!(planned.budget as f64 / 1e6)),
+                };
                 obj.insert("estimated_delta_loss".into(), json!(v.estimated_delta_loss));
                 obj.insert(
                     "same_as_uniform".into(),
@@ -181,7 +207,7 @@ impl Report<'_> {
                 if let Some((m, beats)) = self.best_mixed_within(v) {
                     obj.insert(
                         "best_mixed_within_size".into(),
-                        json!({"size_mb": m.size.megabytes(), "perplexity": m.perplexity, "beats": beats}),
+                        json!({"size_mb": m.size.megabytes(), "predicted_ms": self.latency.map(|_| m.amount as f64 / 1e6), "perplexity": m.perplexity, "beats": beats}),
                     );
                 }
             }
@@ -217,6 +243,8 @@ impl Report<'_> {
                 None => "estimated: ½·Σ F·(Q(W)−W)², F the diagonal empirical Fisher over the calibration windows".into(),
             },
             "size_model": "packed projections (runtime Format::matrix_bytes: 64-weight blocks + an f32 scale per row); every other tensor, and 16-bit projections, as f32; 1 MB = 10^6 bytes",
+            "objective": if self.latency.is_some() { "latency: time per decoded token (latency.json), each point's predicted_ms; comparisons with uniform models are by time" } else { "size: bytes of the artifact" },
+            "latency": self.latency.map(|t| json!({"cpu": t.cpu, "act": t.act, "lm_head": t.lm_head, "threads": t.threads, "other_ns": t.other_ns, "other": t.other})),
             "full_precision": self.point_json(self.base()),
             "uniform": self.uniform().map(|v| self.point_json(v)).collect::<Vec<_>>(),
             "points": self.mixed().map(|v| self.point_json(v)).collect::<Vec<_>>(),
@@ -233,14 +261,18 @@ impl Report<'_> {
         };
         write("frontier.json", &self.frontier_json())?;
         write("costs.json", &self.costs.to_json())?;
+        if let Some(t) = self.latency {
+            write("latency.json", &t.to_json())?;
+        }
         for v in self.mixed() {
-            write(&plan_file(v), &plan_json(&v.plan))?;
+            write(&plan_file(v, self.latency.is_some()), &plan_json(&v.plan))?;
         }
         if with_plot {
             let svg = super::plot::frontier_svg(
                 self.base(),
                 self.uniform().collect(),
                 self.mixed().collect(),
+                self.latency.is_some(),
             )?;
             crate::output::write_file(&dir.join("frontier.svg"), svg.as_bytes())?;
         }
@@ -252,8 +284,18 @@ impl Report<'_> {
         if let Some(s) = self.sensitivity {
             print_sensitivity(s);
         }
+        let (axis, than) = match self.latency {
+            Some(t) => {
+                println!(
+                    "times per token: kernels for `{}`, act {}, head {}, {} thread(s); fixed: {}",
+                    t.cpu, t.act, t.lm_head, t.threads, t.other
+                );
+                ("  ms/token", "time")
+            }
+            None => ("", "size"),
+        };
         println!(
-            "{:<8} {:>10} {:>7} {:>10} {:>10} {:>11}  {:<28} {:<14} beats every uniform ≥ its size",
+            "{:<8}{axis} {:>10} {:>7} {:>10} {:>10} {:>11}  {:<28} {:<14} beats every uniform ≥ its {than}",
             "kind",
             "size MB",
             "bits/w",
@@ -269,11 +311,12 @@ impl Report<'_> {
         for u in self.uniform() {
             if let Some((m, beats)) = self.best_mixed_within(u) {
                 println!(
-                    "uniform {}-bit ({:.3} MB, ppl {:.3}): best mixed point within its size {:.3} MB, ppl {:.3}: {}",
+                    "uniform {}-bit ({}, ppl {:.3}): best mixed point within its {} {}, ppl {:.3}: {}",
                     u.uniform.unwrap_or(Bits::Full),
-                    u.size.megabytes(),
+                    self.show(u),
                     u.perplexity,
-                    m.size.megabytes(),
+                    if self.latency.is_some() { "time" } else { "size" },
+                    self.show(m),
                     m.perplexity,
                     if beats { "better" } else { "not better" }
                 );
@@ -312,8 +355,12 @@ impl Report<'_> {
         } else {
             (String::new(), String::new())
         };
+        let time = match self.latency {
+            Some(_) => format!(" {:>9.3}", v.amount as f64 / 1e6),
+            None => String::new(),
+        };
         println!(
-            "{kind:<8} {:>10.3} {:>7.3} {est:>10.4} {:>10.4} {:>11.3}  {:<28} {dominated:<14} {beats}",
+            "{kind:<8}{time} {:>10.3} {:>7.3} {est:>10.4} {:>10.4} {:>11.3}  {:<28} {dominated:<14} {beats}",
             v.size.megabytes(),
             v.size.bits_per_projection_weight(),
             v.mean_nll - self.base().mean_nll,
