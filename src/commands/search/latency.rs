@@ -17,24 +17,6 @@ use pqc::search::size::SizeModel;
 #[cfg(feature = "llvm")]
 use super::timing::measure;
 
-/// What the timed kernels are generated and run with: the flags, or their defaults.
-#[cfg_attr(not(feature = "llvm"), allow(dead_code))]
-pub(super) struct Settings {
-    pub act: String,
-    pub lm_head: String,
-    pub cpu: String,
-    pub threads: usize,
-}
-
-fn settings(args: &Args) -> Settings {
-    Settings {
-        act: args.act.clone().unwrap_or_else(|| "f32".into()),
-        lm_head: args.lm_head.clone().unwrap_or_else(|| "f32".into()),
-        cpu: args.cpu.clone().unwrap_or_else(|| "native".into()),
-        threads: args.latency_threads.unwrap_or(1),
-    }
-}
-
 /// The widths to time: the search's and 16 bits (the full-precision point).
 fn with_full(widths: &[Bits]) -> Vec<Bits> {
     let mut w = widths.to_vec();
@@ -95,12 +77,12 @@ pub fn table(args: &Args, m: &Model, sizes: &SizeModel, widths: &[Bits]) -> Resu
             }
             t
         }
-        None => measure(&settings(args), m, sizes, &widths)?,
+        None => measure(args, m, sizes, &widths)?,
     };
     Ok(t)
 }
 
 #[cfg(not(feature = "llvm"))]
-fn measure(_: &Settings, _: &Model, _: &SizeModel, _: &[Bits]) -> Result<LatencyTable> {
+fn measure(_: &Args, _: &Model, _: &SizeModel, _: &[Bits]) -> Result<LatencyTable> {
     bail!("--objective latency times generated kernels: build with `--features llvm`, or give --latency-table")
 }

@@ -2,7 +2,7 @@
 //! (shape, width) generated as `compile` would, loaded, and timed cold (`latency.rs` has the
 //! method).
 
-use super::latency::Settings;
+use super::Args;
 use anyhow::Result;
 use paretoqc_runtime::format::Format;
 use paretoqc_runtime::kernels::{linear_with, Activations, Kernels};
@@ -15,6 +15,23 @@ use pqc::search::size::{format_of, SizeModel};
 /// The copies of a matrix that one timing rotates over fill this many bytes.
 const ROTATION_BYTES: usize = 256 << 20;
 
+/// What the timed kernels are generated and run with: the flags, or their defaults.
+struct Settings {
+    act: String,
+    lm_head: String,
+    cpu: String,
+    threads: usize,
+}
+
+fn settings(args: &Args) -> Settings {
+    Settings {
+        act: args.act.clone().unwrap_or_else(|| "f32".into()),
+        lm_head: args.lm_head.clone().unwrap_or_else(|| "f32".into()),
+        cpu: args.cpu.clone().unwrap_or_else(|| "native".into()),
+        threads: args.latency_threads.unwrap_or(1),
+    }
+}
+
 /// How the output head is stored, as `compile --lm-head` names it.
 fn head_format(lm_head: &str) -> Option<Format> {
     match lm_head {
@@ -24,13 +41,16 @@ fn head_format(lm_head: &str) -> Option<Format> {
     }
 }
 
+/// The latency table of `sizes`' projection shapes at `widths` (16 bits included by the caller)
+/// and of the output head, measured on this CPU with the settings of `args`.
 pub(super) fn measure(
-    args: &Settings,
+    args: &Args,
     m: &Model,
     sizes: &SizeModel,
     widths: &[Bits],
 ) -> Result<LatencyTable> {
     use pqc::codegen::x86::{compile_kernels, GemvShape};
+    let args = &settings(args);
     let (vocab, hidden) = (m.config.vocab_size, m.config.hidden_size);
     let head = head_format(&args.lm_head);
     let mut gemv: Vec<GemvShape> = vec![];
