@@ -9,6 +9,7 @@ use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 
 /// A `rows x cols` matrix that multiplies activations: y = x · Wᵀ.
+#[derive(Clone)]
 pub enum Matrix {
     Dense {
         w: Vec<f32>,
@@ -18,6 +19,7 @@ pub enum Matrix {
     Packed(PackedMatrix),
 }
 
+#[derive(Clone)]
 pub struct PackedMatrix {
     pub format: Format,
     pub rows: usize,

@@ -6,7 +6,7 @@ use super::Args;
 use anyhow::Result;
 use paretoqc_runtime::format::Format;
 use paretoqc_runtime::kernels::{linear_with, Activations, Kernels};
-use paretoqc_runtime::model::{Matrix, PackedMatrix};
+use paretoqc_runtime::model::Matrix;
 use pqc::import::Model;
 use pqc::quant::Bits;
 use pqc::search::latency::{shapes, KernelTime, LatencyTable};
@@ -138,34 +138,13 @@ fn cold_ns(
             Matrix::Dense { w, rows, cols }
         }
     };
-    let bytes = match format {
-        Some(f) => f.matrix_bytes(rows, cols),
-        None => rows * cols * 4,
-    };
     // One copy of a matrix over 256 MiB is cold already; small ones need many.
-    let copies = (ROTATION_BYTES / bytes.max(1)).clamp(1, 1 << 20);
-    let mats: Vec<Matrix> = (0..copies).map(|_| copy(&one)).collect();
+    let copies = (ROTATION_BYTES / one.bytes().max(1)).clamp(1, 1 << 20);
+    let mats: Vec<Matrix> = vec![one; copies];
     let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
     let mut y = vec![0.0f32; rows];
     let secs = crate::commands::bench::time_per_call(|i| {
         linear_with(k, &mats[i % copies], &x, 1, &mut y, act)
     });
     secs * 1e9
-}
-
-fn copy(m: &Matrix) -> Matrix {
-    match m {
-        Matrix::Dense { w, rows, cols } => Matrix::Dense {
-            w: w.clone(),
-            rows: *rows,
-            cols: *cols,
-        },
-        Matrix::Packed(p) => Matrix::Packed(PackedMatrix {
-            format: p.format,
-            rows: p.rows,
-            cols: p.cols,
-            codes: p.codes.clone(),
-            factor: p.factor.clone(),
-        }),
-    }
 }
