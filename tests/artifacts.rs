@@ -77,6 +77,60 @@ fn compiled_logits_match_the_interpreter_for_every_width_and_a_plan() {
     }
 }
 
+/// A model trained with kept columns (`train --keep-columns`) compiles to an artifact that
+/// carries them, and its logits equal the interpreter's.
+#[test]
+fn kept_columns_compile_and_match_the_interpreter() {
+    let dir = tempfile::tempdir().unwrap();
+    let trained = dir.path().join("trained");
+    let model = testdata("models/tiny-llama");
+    let data = testdata("text/austen-sample.txt");
+    let out = paretoqc(&[
+        "train",
+        model.to_str().unwrap(),
+        "--bits",
+        "2",
+        "--data",
+        data.to_str().unwrap(),
+        "--recipe",
+        "block-kd",
+        "--seq-len",
+        "64",
+        "--calib-blocks",
+        "8",
+        "--block-steps",
+        "3",
+        "--steps",
+        "3",
+        "--keep-columns",
+        "2",
+        "--out",
+        trained.to_str().unwrap(),
+    ]);
+    assert!(out.contains("kept columns: layers."), "{out}");
+    let quant = ["--bits", "2"];
+    let want = logits(dir.path(), &trained, &quant, "kept-interp");
+    for target in targets() {
+        let art = dir.path().join(format!("kept-{target}.pqc"));
+        let a = art.to_str().unwrap();
+        paretoqc(&[
+            "compile",
+            trained.to_str().unwrap(),
+            "--bits",
+            "2",
+            "--target",
+            target,
+            "-o",
+            a,
+        ]);
+        let names = read_st(&art.join("weights.safetensors"));
+        assert!(names.keys().any(|n| n.ends_with("down_proj.keep_delta")));
+        let got = logits(dir.path(), &art, &[], &format!("kept-{target}"));
+        let err = rel_err(&got, &want);
+        assert!(err < 1e-4, "{target}: relative error {err}");
+    }
+}
+
 #[test]
 fn run_generates_text_and_reports_speed() {
     let dir = tempfile::tempdir().unwrap();

@@ -338,9 +338,26 @@ fn run_block_kd(out: &str, extra: &[&str]) -> String {
 #[test]
 fn block_kd_resumes_bit_identically_in_both_stages() {
     let dir = tempfile::tempdir().unwrap();
-    let steps = ["--block-steps", "4", "--steps", "4", "--save-every", "2"];
+    // With kept columns (the tiny model has no massive activations: a low ratio picks some).
+    let steps = [
+        "--block-steps",
+        "4",
+        "--steps",
+        "4",
+        "--save-every",
+        "2",
+        "--keep-columns",
+        "2",
+    ];
     let full = dir.path().join("full");
     let stdout = run_block_kd(full.to_str().unwrap(), &steps);
+    assert!(stdout.contains("kept columns: layers."), "{stdout}");
+    assert!(
+        read_st(&full.join("model.safetensors"))
+            .keys()
+            .any(|n| n.ends_with(".keep_delta")),
+        "the model holds no kept columns"
+    );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(full.join("training.json")).unwrap()).unwrap();
     let stages = summary["stages"].as_array().unwrap();

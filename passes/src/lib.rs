@@ -10,6 +10,7 @@ pub mod eval;
 pub mod import;
 pub mod interp;
 pub mod ir;
+pub mod keep;
 pub mod module;
 pub mod opt;
 pub mod pack;

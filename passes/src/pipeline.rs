@@ -32,6 +32,10 @@ pub const PASS_NAMES: &[(&str, &str)] = &[
         "puts fake_quant on the seven projections of each block (option bits=1|1.58|2|3|4|16)",
     ),
     (
+        "keep-columns",
+        "adds the f32 correction of a module's kept columns (tensors keep_select, keep_delta) to its quantized product; qat-lower does this itself",
+    ),
+    (
         "pareto-search",
         "lowers each projection at its width from a plan (plan=FILE), or from the least-cost plan within a budget (costs=FILE,budget=30MB|2.5bpw)",
     ),
@@ -81,6 +85,10 @@ pub fn create_pass(spec: &PassSpec) -> Result<Box<dyn Pass>, PassError> {
         "qat-lower" => Ok(Box::new(transforms::qat_lower::QatLower::from_options(
             &spec.options,
         )?)),
+        "keep-columns" => {
+            no_options(spec)?;
+            Ok(Box::new(transforms::keep_columns::KeepColumns))
+        }
         "pack-weights" => {
             no_options(spec)?;
             Ok(Box::new(transforms::pack_weights::PackWeights))

@@ -34,6 +34,33 @@ impl QuantSpec {
         }
     }
 
+    /// The part of the spec that layer `layer` uses: a plan keeps only the modules of that layer
+    /// (block-wise reconstruction lowers one layer's graph at a time, which has no other
+    /// projections for the plan to name).
+    pub fn for_layer(&self, layer: usize) -> QuantSpec {
+        match self {
+            QuantSpec::Uniform(b) => QuantSpec::Uniform(*b),
+            QuantSpec::Plan(p) => {
+                let prefix = format!("model.layers.{layer}.");
+                QuantSpec::Plan(
+                    p.iter()
+                        .filter(|(m, _)| m.starts_with(&prefix))
+                        .map(|(m, b)| (m.clone(), *b))
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    /// The width of one projection module (None: it stays full precision).
+    pub fn bits_of(&self, module: &str) -> Option<Bits> {
+        let b = match self {
+            QuantSpec::Uniform(b) => Some(*b),
+            QuantSpec::Plan(p) => p.get(module).copied(),
+        };
+        b.filter(|&b| b != Bits::Full)
+    }
+
     /// A short description for reports ("2-bit", "plan of 210 layers").
     pub fn describe(&self) -> String {
         match self {
@@ -79,6 +106,19 @@ pub fn lower(g: &mut Graph, weights: &mut Weights, spec: &QuantSpec) -> Result<(
     lower_with(g, weights, &mut spec.pass())
 }
 
+/// Adds the corrections of the kept columns that `weights` hold (`crate::keep`) to the lowered
+/// graph; nothing when they hold none.
+pub fn keep_columns(g: &mut Graph, weights: &mut Weights) -> Result<(), PassError> {
+    if crate::keep::kept_modules(weights).is_empty() {
+        return Ok(());
+    }
+    lower_with(
+        g,
+        weights,
+        &mut crate::transforms::keep_columns::KeepColumns,
+    )
+}
+
 /// `lower` through any pass that inserts `fake_quant` (`qat-lower`, `pareto-search`): the pass
 /// runs on a module of the graph and its tensors, so it sets the scales itself.
 pub fn lower_with(
@@ -116,11 +156,48 @@ pub fn materialize(g: &Graph, weights: &Weights) -> Result<Weights, PassError> {
 pub fn materialize_in_place(g: &Graph, weights: &mut Weights) -> Result<(), PassError> {
     for q in quantized_weights(g)? {
         let (w, s) = (weight(weights, &q.weight)?, weight(weights, &q.scale)?);
-        let values = fake_quant(q.bits, &w.data, &s.data, w.row_len());
+        let mut values = fake_quant(q.bits, &w.data, &s.data, w.row_len());
         let shape = w.shape.clone();
+        if let Some(module) = q.weight.strip_suffix(".weight") {
+            fold_kept_columns(weights, module, &mut values, shape[shape.len() - 1])?;
+        }
         weights.insert(q.weight, Tensor::new(shape, values));
         weights.remove(&q.scale);
     }
+    Ok(())
+}
+
+/// Adds a module's kept-column correction (`crate::keep`) into its Q(W) `values` and drops the
+/// correction's tensors: the materialized matrix is then the one the graph computes with.
+fn fold_kept_columns(
+    weights: &mut Weights,
+    module: &str,
+    values: &mut [f32],
+    cols: usize,
+) -> Result<(), PassError> {
+    let (sel, delta) = (
+        crate::keep::select_name(module),
+        crate::keep::delta_name(module),
+    );
+    let (Some(s), Some(d)) = (weights.get(&sel), weights.get(&delta)) else {
+        return Ok(());
+    };
+    let fail = |m: String| PassError::failed("keep-columns", format!("{sel}: {m}"));
+    let picked = crate::keep::selected_columns(s).map_err(fail)?;
+    let k = picked.len();
+    if s.row_len() != cols || d.shape != [values.len() / cols.max(1), k] {
+        return Err(fail(format!(
+            "shapes {:?} and {:?} do not fit the weight",
+            s.shape, d.shape
+        )));
+    }
+    for (r, row) in values.chunks_mut(cols).enumerate() {
+        for (i, &c) in picked.iter().enumerate() {
+            row[c] += d.data[r * k + i];
+        }
+    }
+    weights.remove(&sel);
+    weights.remove(&delta);
     Ok(())
 }
 

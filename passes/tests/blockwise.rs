@@ -162,3 +162,150 @@ fn rotating_the_residual_stream_keeps_the_logits() {
     .unwrap();
     assert!(pqc::rotate::rotate_residual(&mut lowered, 3).is_err());
 }
+
+/// A plan trains block-wise too: each layer's graph is lowered with that layer's part of the
+/// plan, a module the plan leaves out stays full precision, and every other layer still learns.
+#[test]
+fn reconstruction_follows_a_mixed_plan() {
+    let mut m = tiny();
+    let teacher = m.weights.clone();
+    let mut plan = std::collections::BTreeMap::new();
+    for l in 0..m.config.num_hidden_layers {
+        for p in pqc::import::llama::PROJECTIONS {
+            plan.insert(format!("model.layers.{l}.{p}"), Bits::Two);
+        }
+    }
+    let kept = "model.layers.1.mlp.down_proj";
+    plan.remove(kept);
+    let spec = QuantSpec::Plan(plan);
+    lower(&mut m.graph, &mut m.weights, &spec).unwrap();
+    let blocks = calibration(m.config.vocab_size);
+    let mut streams = Streams::embed(&teacher, &blocks).unwrap();
+    let bc = BlockConfig {
+        steps: 25,
+        batch: 4,
+        lr: 1e-3,
+        warmup: 2,
+        seed: 0,
+        input: BlockInput::Quantized,
+    };
+    for l in 0..m.config.num_hidden_layers {
+        let r = streams
+            .train_layer(
+                &m.config,
+                &spec,
+                &mut m.weights,
+                &teacher,
+                &bc,
+                &mut |_, _| {},
+            )
+            .unwrap();
+        assert!(
+            r.mse_after < 0.9 * r.mse_before,
+            "layer {l}: mse {} -> {}",
+            r.mse_before,
+            r.mse_after
+        );
+    }
+    // The module left out of the plan has no scale: it was never quantized.
+    assert!(m
+        .weights
+        .keys()
+        .any(|k| k.starts_with("model.layers.0.mlp.down_proj.")
+            && k != "model.layers.0.mlp.down_proj.weight"));
+    assert!(!m
+        .weights
+        .keys()
+        .any(|k| k.starts_with(kept) && k != &format!("{kept}.weight")));
+}
+
+/// Kept columns (`pqc::keep`): the quantized model with the correction computes what the
+/// materialized matrix with exact kept columns computes; the kept columns start exact; stage 1
+/// trains the correction and leaves the selection alone.
+#[test]
+fn kept_columns_start_exact_and_train() {
+    let mut m = tiny();
+    let teacher = m.weights.clone();
+    let blocks = calibration(m.config.vocab_size);
+    // The tiny model has no massive activations: a low ratio still picks columns.
+    let columns = pqc::keep::find_columns(&m.config, &teacher, &blocks, 2.0, 2).unwrap();
+    assert!(!columns.is_empty(), "no column above 2x the mean RMS");
+    for (module, cols) in &columns {
+        assert!(module.ends_with("mlp.down_proj") && !cols.is_empty() && cols.len() <= 2);
+    }
+    let spec = QuantSpec::Uniform(Bits::Two);
+    lower(&mut m.graph, &mut m.weights, &spec).unwrap();
+    pqc::keep::add_columns(&mut m.weights, &columns, &|_| Some(Bits::Two)).unwrap();
+    pqc::qat::keep_columns(&mut m.graph, &mut m.weights).unwrap();
+    // Materialized: Q(W) with the kept columns folded in, which are then W's own.
+    let dense = pqc::qat::materialize(&m.graph, &m.weights).unwrap();
+    for (module, cols) in &columns {
+        let (w, q) = (
+            &teacher[&format!("{module}.weight")],
+            &dense[&format!("{module}.weight")],
+        );
+        let k = w.row_len();
+        for r in 0..w.rows() {
+            for &c in cols {
+                let (a, b) = (w.data[r * k + c], q.data[r * k + c]);
+                assert!(
+                    (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+                    "{module}[{r},{c}]: {a} vs {b}"
+                );
+            }
+        }
+        assert!(!dense.contains_key(&pqc::keep::delta_name(module)));
+    }
+    let ids: Vec<i32> = (0..24)
+        .map(|t| (t * 7 % m.config.vocab_size) as i32)
+        .collect();
+    let run = |g: &pqc::ir::Graph, w: &pqc::import::Weights| {
+        pqc::interp::run(g, w, vec![pqc::interp::Value::ids(ids.clone())])
+            .unwrap()
+            .remove(0)
+            .into_f32()
+            .unwrap()
+            .data
+    };
+    let (a, b) = (run(&m.graph, &m.weights), run(&tiny().graph, &dense));
+    let scale = a.iter().fold(0.0f32, |x, v| x.max(v.abs()));
+    let err = a
+        .iter()
+        .zip(&b)
+        .fold(0.0f32, |x, (p, q)| x.max((p - q).abs()));
+    assert!(
+        err <= 1e-5 * scale,
+        "max |diff| {err} of max |logit| {scale}"
+    );
+    // Stage 1 on every layer: the correction moves, the selection does not.
+    let before = m.weights.clone();
+    let mut streams = Streams::embed(&teacher, &blocks).unwrap();
+    let bc = BlockConfig {
+        steps: 5,
+        batch: 4,
+        lr: 1e-3,
+        warmup: 0,
+        seed: 0,
+        input: BlockInput::Quantized,
+    };
+    for _ in 0..m.config.num_hidden_layers {
+        streams
+            .train_layer(
+                &m.config,
+                &spec,
+                &mut m.weights,
+                &teacher,
+                &bc,
+                &mut |_, _| {},
+            )
+            .unwrap();
+    }
+    for module in columns.keys() {
+        let (s, d) = (
+            pqc::keep::select_name(module),
+            pqc::keep::delta_name(module),
+        );
+        assert_eq!(m.weights[&s], before[&s], "{s} moved");
+        assert_ne!(m.weights[&d], before[&d], "{d} did not move");
+    }
+}

@@ -70,6 +70,32 @@ pub fn row_factor(format: Format, alpha: f32) -> f32 {
     }
 }
 
+/// The kept columns of a quantized matrix: for the input channels `cols`, an f32 correction
+/// `delta` `[rows, cols.len()]` added to the packed product (`y += delta · x[cols]`). Training
+/// keeps them for the channels that carry massive activations (`pqc::keep`); the artifact
+/// stores them as `<module>.keep_select` (one-hot `[k, cols]`) and `<module>.keep_delta`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kept {
+    pub cols: Vec<usize>,
+    pub delta: Vec<f32>,
+}
+
+impl Kept {
+    /// Adds the correction to `y`, the rows `first..first + y.len()` of one token's output,
+    /// from that token's input `x`.
+    pub fn add(&self, x: &[f32], y: &mut [f32], first: usize) {
+        let k = self.cols.len();
+        for (i, out) in y.iter_mut().enumerate() {
+            let d = &self.delta[(first + i) * k..(first + i + 1) * k];
+            *out += d
+                .iter()
+                .zip(&self.cols)
+                .map(|(w, &c)| w * x[c])
+                .sum::<f32>();
+        }
+    }
+}
+
 pub struct Layer {
     pub input_norm: Vec<f32>,
     pub post_attention_norm: Vec<f32>,
@@ -80,6 +106,8 @@ pub struct Layer {
     pub gate: Matrix,
     pub up: Matrix,
     pub down: Matrix,
+    /// `down`'s kept columns, if it has any.
+    pub down_kept: Option<Kept>,
 }
 
 pub struct Model {
@@ -147,6 +175,41 @@ impl Reader<'_> {
             )));
         }
         Ok(values)
+    }
+
+    /// A module's kept columns, if its tensors are there: the one-hot selection `[k, cols]` and
+    /// the correction `[rows, k]`.
+    fn kept(&self, module: &str, rows: usize, cols: usize) -> Result<Option<Kept>, ArtifactError> {
+        let sel = format!("{module}.keep_select");
+        let Ok(view) = self.st.tensor(&sel) else {
+            return Ok(None);
+        };
+        let k = match view.shape() {
+            [k, c] if *c == cols && (1..=cols).contains(k) => *k,
+            other => {
+                return Err(self.err(format!(
+                    "tensor `{sel}` is {other:?}, expected [k, {cols}] with 1 <= k <= {cols}"
+                )))
+            }
+        };
+        let select = self.f32s(&sel, &[k, cols])?;
+        let mut picked = Vec::with_capacity(k);
+        for (i, row) in select.chunks_exact(cols).enumerate() {
+            let ones: Vec<usize> = (0..cols).filter(|&c| row[c] != 0.0).collect();
+            match ones[..] {
+                [c] if row[c] == 1.0 => picked.push(c),
+                _ => {
+                    return Err(self.err(format!(
+                        "tensor `{sel}`: row {i} is not one-hot (one 1, the rest 0)"
+                    )))
+                }
+            }
+        }
+        let delta = self.f32s(&format!("{module}.keep_delta"), &[rows, k])?;
+        Ok(Some(Kept {
+            cols: picked,
+            delta,
+        }))
     }
 
     /// Refuses tensors that nothing read (the manifest describes a different model).
@@ -243,6 +306,7 @@ impl Model {
                     .unwrap_or(Bits::Full);
                 mats.push(r.matrix(&module, bits.format(), rows, cols)?);
             }
+            let down_kept = r.kept(&format!("{p}.mlp.down_proj"), h, inter)?;
             let mut m = mats.into_iter();
             let mut next = || m.next().expect("seven projections");
             layers.push(Layer {
@@ -256,6 +320,7 @@ impl Model {
                 gate: next(),
                 up: next(),
                 down: next(),
+                down_kept,
             });
         }
         let head_format = match manifest.lm_head {

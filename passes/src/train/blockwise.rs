@@ -88,7 +88,7 @@ fn layer_graphs(
 ) -> Result<LayerGraphs, PassError> {
     let fp = build_layer_graph(cfg, l).map_err(|m| PassError::failed("blockwise", m))?;
     let mut quant = fp.clone();
-    lower(&mut quant, weights, spec)?;
+    lower(&mut quant, weights, &spec.for_layer(l))?;
     let mut train = crate::module::Module::from_graph(quant.clone());
     AddMseLoss.run(&mut train)?;
     Ok(LayerGraphs {
@@ -228,7 +228,7 @@ impl Streams {
         let cw = channel_weights(&target);
         let mse_before = mse(&before, &target, &cw);
         let prefix = format!("model.layers.{l}.");
-        let wants = |n: &str| n.starts_with(&prefix);
+        let wants = |n: &str| n.starts_with(&prefix) && !crate::keep::is_frozen(n);
         let blocks = self.fp.rows() / self.seq_len.max(1);
         let order = data::shuffled(blocks, bc.seed.wrapping_add(l as u64));
         let mut opt = AdamW::default();

@@ -6,6 +6,7 @@ pub mod add_mse_loss;
 pub mod codegen;
 pub mod dce;
 pub mod emit_artifact;
+pub mod keep_columns;
 pub mod pack_head;
 pub mod pack_weights;
 pub mod pareto_search;

@@ -68,6 +68,8 @@ impl Pass for QatLower {
         let changed = self.lower_graph(&mut m.graph)?;
         if m.has_values() {
             init_missing_scales(&m.graph, &mut m.weights)?;
+            // A trained model's kept columns (`crate::keep`) belong to its quantized products.
+            super::keep_columns::KeepColumns.run(m)?;
         }
         Ok(changed)
     }

@@ -146,6 +146,14 @@ impl<'a> Session<'a> {
         k.silu_mul(&mut gate, &up, inter);
         let mut down = vec![0.0; t * c.hidden_size];
         linear_from(k, &layer.down, &LinearInput::new(&gate, t, act), &mut down);
+        if let Some(kept) = &layer.down_kept {
+            for (xt, yt) in gate
+                .chunks_exact(inter)
+                .zip(down.chunks_exact_mut(c.hidden_size))
+            {
+                kept.add(xt, yt, 0);
+            }
+        }
         k.add_rms_norm(x, &down, next_norm, eps, hn);
     }
 

@@ -198,14 +198,11 @@ impl Session<'_> {
                 let input = Input::new(&silu, act);
                 let mine = row_share(h, ROW_GROUP, me, n);
                 // SAFETY: this thread's rows of down; read after barrier 6.
-                gemv(
-                    k,
-                    &layer.down,
-                    &input,
-                    unsafe { s_down.part(mine.clone()) },
-                    mine,
-                    act,
-                );
+                let out = unsafe { s_down.part(mine.clone()) };
+                gemv(k, &layer.down, &input, out, mine.clone(), act);
+                if let Some(kept) = &layer.down_kept {
+                    kept.add(&silu, out, mine.start);
+                }
                 barrier.wait(); // 6
                 let next_norm = match model.layers.get(l + 1) {
                     Some(next) => &next.input_norm,

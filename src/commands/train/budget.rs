@@ -78,7 +78,13 @@ pub struct RecipeKey {
     block_input: super::BlockInputArg,
     rotate: bool,
     ce_weight: f64,
+    #[serde(default)]
+    keep_columns: f64,
 }
+
+/// Calibration blocks that the search for kept columns reads (massive activations show at the
+/// start of every block).
+const KEEP_PROBE_BLOCKS: usize = 8;
 
 /// Time left in the budget, or infinity without one.
 struct Clock {
@@ -98,7 +104,7 @@ impl Clock {
 
 fn is_trained(name: &str) -> bool {
     // The embedding (tied to the output head) stays full precision and frozen.
-    name != "model.embed_tokens.weight" && name != "lm_head.weight"
+    name != "model.embed_tokens.weight" && name != "lm_head.weight" && !pqc::keep::is_frozen(name)
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -120,13 +126,6 @@ pub fn run(args: &Args) -> Result<()> {
     if args.resume.is_none() {
         pqc::qat::init_scales_mse(&m.graph, &mut m.weights)?;
     }
-    let init = m.weights.clone();
-    let mut student = m.graph.clone();
-    PassManager::parse(&format!("add-distill-loss{{ce={}}}", args.ce_weight))?
-        .run(&mut student, &mut std::io::sink())?;
-    let mut scored = m.graph.clone();
-    PassManager::parse("add-loss")?.run(&mut scored, &mut std::io::sink())?;
-
     let (train, heldout) = load_blocks(&m, args)?;
     let order = data::shuffled(train.len(), args.seed);
     let calib: Vec<Vec<i32>> = order
@@ -134,6 +133,33 @@ pub fn run(args: &Args) -> Result<()> {
         .take(args.calib_blocks.min(train.len()))
         .map(|&i| train[i].clone())
         .collect();
+    if args.keep_columns > 0.0 {
+        // Found on the full-precision model, so a resumed run finds the same columns (the
+        // checkpoint then gives their trained values).
+        let probe = &calib[..calib.len().min(KEEP_PROBE_BLOCKS)];
+        let columns = pqc::keep::find_columns(&m.config, &teacher, probe, args.keep_columns, 4)?;
+        let bits_of = |module: &str| spec.bits_of(module);
+        pqc::keep::add_columns(&mut m.weights, &columns, &bits_of)?;
+        pqc::qat::keep_columns(&mut m.graph, &mut m.weights)?;
+        let list: Vec<String> = columns
+            .iter()
+            .map(|(module, cols)| format!("{} {cols:?}", module.trim_start_matches("model.")))
+            .collect();
+        println!(
+            "kept columns: {}",
+            if list.is_empty() {
+                "none".into()
+            } else {
+                list.join(", ")
+            }
+        );
+    }
+    let init = m.weights.clone();
+    let mut student = m.graph.clone();
+    PassManager::parse(&format!("add-distill-loss{{ce={}}}", args.ce_weight))?
+        .run(&mut student, &mut std::io::sink())?;
+    let mut scored = m.graph.clone();
+    PassManager::parse("add-loss")?.run(&mut scored, &mut std::io::sink())?;
     let recipe = RecipeKey {
         time_budget: args.time_budget,
         block_share: args.block_share,
@@ -145,6 +171,7 @@ pub fn run(args: &Args) -> Result<()> {
         block_input: args.block_input,
         rotate: args.rotate,
         ce_weight: args.ce_weight,
+        keep_columns: args.keep_columns,
     };
     let key = run_key(&m, args, &spec, train.len(), 0, lr, Some(recipe));
     let mut opt = AdamW::default();

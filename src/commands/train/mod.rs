@@ -143,6 +143,11 @@ pub struct Args {
     /// block-kd: do not rotate (keeps the output head tied to the embedding).
     #[arg(long, conflicts_with = "rotate")]
     pub no_rotate: bool,
+    /// block-kd: keep an f32 correction for the `down_proj` input channels whose largest value
+    /// on the calibration blocks exceeds this many times the channels' mean RMS (the massive
+    /// activations of the first token; at most 4 per module; 0: none). See docs/qat-smollm2.md.
+    #[arg(long, default_value_t = 200.0, value_name = "RATIO")]
+    pub keep_columns: f64,
     /// block-kd: which activations each layer trains on in stage 1.
     #[arg(long, value_enum, default_value = "quant")]
     pub block_input: BlockInputArg,
@@ -238,6 +243,12 @@ fn check_args(args: &Args) -> Result<()> {
         bail!(
             "--block-lr must be a number in (0, 1], got {}",
             args.block_lr
+        );
+    }
+    if !args.keep_columns.is_finite() || args.keep_columns < 0.0 {
+        bail!(
+            "--keep-columns must be a ratio >= 0 (0: none), got {}",
+            args.keep_columns
         );
     }
     if !(0.0..=1.0).contains(&args.ce_weight) {
