@@ -321,3 +321,50 @@ fn rope_parameters_of_transformers_5() {
         &["config.json", "rope_scaling", "llama3", "not supported"],
     );
 }
+
+/// A trained model's kept columns import when they fit their projection, and are refused,
+/// naming the tensor, when they do not.
+#[test]
+fn kept_columns_import_and_bad_ones_are_refused() {
+    let cfg = config();
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let module = "model.layers.0.mlp.down_proj";
+    let write = |select: Vec<f32>, k: usize, delta_rows: usize, with_delta: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        write_model(dir.path(), &cfg, |t| {
+            t.push((
+                format!("{module}.keep_select"),
+                vec![k, i],
+                f32_bytes(&select),
+            ));
+            if with_delta {
+                let d = vec![0.5; delta_rows * k];
+                t.push((
+                    format!("{module}.keep_delta"),
+                    vec![delta_rows, k],
+                    f32_bytes(&d),
+                ));
+            }
+        });
+        dir
+    };
+    let mut one_hot = vec![0.0; i];
+    one_hot[3] = 1.0;
+    let ok = write(one_hot.clone(), 1, h, true);
+    let m = load_model(ok.path()).unwrap();
+    assert_eq!(m.weights[&format!("{module}.keep_delta")].shape, vec![h, 1]);
+    let no_delta = write(one_hot.clone(), 1, h, false);
+    assert_mentions(
+        &import_error(no_delta.path()),
+        &["keep_select", "keep_delta"],
+    );
+    let wrong_rows = write(one_hot.clone(), 1, h + 1, true);
+    assert_mentions(&import_error(wrong_rows.path()), &["keep_delta", "must be"]);
+    let mut two = one_hot;
+    two[5] = 1.0;
+    let not_one_hot = write(two, 1, h, true);
+    assert_mentions(
+        &import_error(not_one_hot.path()),
+        &["keep_select", "not one-hot"],
+    );
+}

@@ -83,9 +83,24 @@ pub fn find_columns(
         return Ok(found);
     }
     let seq_len = blocks[0].len();
-    let streams = crate::train::blockwise::Streams::embed(teacher, blocks)
-        .map_err(|e| fail(e.to_string()))?;
-    let mut x = streams.fp;
+    let table = teacher
+        .get("model.embed_tokens.weight")
+        .ok_or_else(|| fail("no model.embed_tokens.weight"))?;
+    let mut data = Vec::with_capacity(blocks.len() * seq_len * table.row_len());
+    for id in blocks.iter().flatten() {
+        let id = usize::try_from(*id)
+            .ok()
+            .filter(|&i| i < table.rows())
+            .ok_or_else(|| fail(format!("token id {id} is outside the vocabulary")))?;
+        data.extend_from_slice(table.row(id));
+    }
+    if blocks.iter().any(|b| b.len() != seq_len) {
+        return Err(fail("calibration blocks must have one length"));
+    }
+    let mut x = Tensor::new(
+        vec![data.len() / table.row_len().max(1), table.row_len()],
+        data,
+    );
     for l in 0..cfg.num_hidden_layers {
         let mut g = build_layer_graph(cfg, l).map_err(fail)?;
         let module = format!("model.layers.{l}.mlp.down_proj");

@@ -3,7 +3,8 @@
 //! weights as f32 tensors and the tokenizer.
 //!
 //! Invariant: a `Model` always has exactly the weights its graph reads (plus any ParetoQ
-//! `weight_clip_val` scales), with the shapes the graph declares. Everything else is an
+//! `weight_clip_val` scales and a trained model's kept columns, `crate::keep`), with the shapes
+//! the graph declares. Everything else is an
 //! `ImportError` that names the file.
 
 pub mod config;
@@ -229,6 +230,9 @@ fn check_weights(
                 ))
             }
             None if ignorable(name) => drop.push(name.clone()),
+            None if is_kept_column_tensor(name) => {
+                check_kept_columns(source, name, weights, &known)?
+            }
             None => {
                 return Err(ImportError::invalid(
                     source,
@@ -242,6 +246,55 @@ fn check_weights(
     }
     for name in drop {
         weights.remove(&name);
+    }
+    Ok(())
+}
+
+fn is_kept_column_tensor(name: &str) -> bool {
+    name.ends_with(".keep_select") || name.ends_with(".keep_delta")
+}
+
+/// A trained model's kept columns (`crate::keep`): for a projection `[rows, cols]`, a one-hot
+/// `keep_select` `[k, cols]` and a `keep_delta` `[rows, k]`, both or neither.
+fn check_kept_columns(
+    source: &Path,
+    name: &str,
+    weights: &Weights,
+    known: &BTreeMap<String, Vec<usize>>,
+) -> Result<(), ImportError> {
+    let bad = |m: String| ImportError::invalid(source, format!("tensor `{name}`: {m}"));
+    let module = name
+        .strip_suffix(".keep_select")
+        .or_else(|| name.strip_suffix(".keep_delta"))
+        .unwrap_or(name);
+    let Some(w) = known
+        .get(&format!("{module}.weight"))
+        .filter(|s| s.len() == 2)
+    else {
+        return Err(bad(format!("`{module}` is not a projection of this model")));
+    };
+    let (rows, cols) = (w[0], w[1]);
+    let (Some(sel), Some(delta)) = (
+        weights.get(&format!("{module}.keep_select")),
+        weights.get(&format!("{module}.keep_delta")),
+    ) else {
+        return Err(bad(
+            "kept columns need both keep_select and keep_delta".into()
+        ));
+    };
+    let k = sel.shape.first().copied().unwrap_or(0);
+    if sel.shape != [k, cols] || delta.shape != [rows, k] || k == 0 || k > cols {
+        return Err(bad(format!(
+            "keep_select {:?} and keep_delta {:?} must be [k, {cols}] and [{rows}, k] with 1 <= k <= {cols}",
+            sel.shape, delta.shape
+        )));
+    }
+    for (i, row) in sel.data.chunks(cols).enumerate() {
+        if row.iter().filter(|&&v| v == 1.0).count() != 1
+            || row.iter().any(|&v| v != 0.0 && v != 1.0)
+        {
+            return Err(bad(format!("keep_select row {i} is not one-hot")));
+        }
     }
     Ok(())
 }
