@@ -23,6 +23,7 @@ use crate::ir::Op;
 use crate::pass::PassError;
 use crate::quant::{fake_quant, Bits};
 use crate::tensor::Tensor;
+use crate::train::data::embed_blocks;
 use std::collections::BTreeMap;
 
 /// The one-hot selection of a module's kept columns.
@@ -50,18 +51,11 @@ pub fn kept_modules(weights: &Weights) -> Vec<String> {
 
 /// The column indices of a one-hot selection `[k, cols]`, or why it is not one.
 pub fn selected_columns(select: &Tensor) -> Result<Vec<usize>, String> {
-    let [k, cols] = select.shape[..] else {
+    let [_, cols] = select.shape[..] else {
         return Err(format!("must be [k, cols], got {:?}", select.shape));
     };
-    let mut out = Vec::with_capacity(k);
-    for (i, row) in select.data.chunks(cols.max(1)).enumerate() {
-        let ones: Vec<usize> = (0..cols).filter(|&c| row[c] == 1.0).collect();
-        if ones.len() != 1 || row.iter().filter(|&&v| v != 0.0).count() != 1 {
-            return Err(format!("row {i} is not one-hot"));
-        }
-        out.push(ones[0]);
-    }
-    Ok(out)
+    paretoqc_runtime::model::one_hot_columns(&select.data, cols)
+        .map_err(|i| format!("row {i} is not one-hot"))
 }
 
 fn fail(m: impl Into<String>) -> PassError {
@@ -83,24 +77,7 @@ pub fn find_columns(
         return Ok(found);
     }
     let seq_len = blocks[0].len();
-    let table = teacher
-        .get("model.embed_tokens.weight")
-        .ok_or_else(|| fail("no model.embed_tokens.weight"))?;
-    let mut data = Vec::with_capacity(blocks.len() * seq_len * table.row_len());
-    for id in blocks.iter().flatten() {
-        let id = usize::try_from(*id)
-            .ok()
-            .filter(|&i| i < table.rows())
-            .ok_or_else(|| fail(format!("token id {id} is outside the vocabulary")))?;
-        data.extend_from_slice(table.row(id));
-    }
-    if blocks.iter().any(|b| b.len() != seq_len) {
-        return Err(fail("calibration blocks must have one length"));
-    }
-    let mut x = Tensor::new(
-        vec![data.len() / table.row_len().max(1), table.row_len()],
-        data,
-    );
+    let mut x = embed_blocks(teacher, blocks).map_err(|e| fail(e.to_string()))?;
     for l in 0..cfg.num_hidden_layers {
         let mut g = build_layer_graph(cfg, l).map_err(fail)?;
         let module = format!("model.layers.{l}.mlp.down_proj");

@@ -96,6 +96,19 @@ impl Kept {
     }
 }
 
+/// The column each row of a one-hot selection `[k, cols]` picks, or the first row that is not
+/// one-hot (one 1, the rest 0).
+pub fn one_hot_columns(select: &[f32], cols: usize) -> Result<Vec<usize>, usize> {
+    select
+        .chunks(cols.max(1))
+        .enumerate()
+        .map(|(i, row)| match row.iter().position(|&v| v != 0.0) {
+            Some(c) if row[c] == 1.0 && row[c + 1..].iter().all(|&v| v == 0.0) => Ok(c),
+            _ => Err(i),
+        })
+        .collect()
+}
+
 pub struct Layer {
     pub input_norm: Vec<f32>,
     pub post_attention_norm: Vec<f32>,
@@ -193,18 +206,11 @@ impl Reader<'_> {
             }
         };
         let select = self.f32s(&sel, &[k, cols])?;
-        let mut picked = Vec::with_capacity(k);
-        for (i, row) in select.chunks_exact(cols).enumerate() {
-            let ones: Vec<usize> = (0..cols).filter(|&c| row[c] != 0.0).collect();
-            match ones[..] {
-                [c] if row[c] == 1.0 => picked.push(c),
-                _ => {
-                    return Err(self.err(format!(
-                        "tensor `{sel}`: row {i} is not one-hot (one 1, the rest 0)"
-                    )))
-                }
-            }
-        }
+        let picked = one_hot_columns(&select, cols).map_err(|i| {
+            self.err(format!(
+                "tensor `{sel}`: row {i} is not one-hot (one 1, the rest 0)"
+            ))
+        })?;
         let delta = self.f32s(&format!("{module}.keep_delta"), &[rows, k])?;
         Ok(Some(Kept {
             cols: picked,

@@ -289,12 +289,7 @@ fn check_kept_columns(
             sel.shape, delta.shape
         )));
     }
-    for (i, row) in sel.data.chunks(cols).enumerate() {
-        if row.iter().filter(|&&v| v == 1.0).count() != 1
-            || row.iter().any(|&v| v != 0.0 && v != 1.0)
-        {
-            return Err(bad(format!("keep_select row {i} is not one-hot")));
-        }
-    }
+    paretoqc_runtime::model::one_hot_columns(&sel.data, cols)
+        .map_err(|i| bad(format!("keep_select row {i} is not one-hot")))?;
     Ok(())
 }

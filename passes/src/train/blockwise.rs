@@ -146,28 +146,8 @@ impl Streams {
     /// Both streams at layer 0: the embeddings of the calibration blocks (the embedding stays
     /// full precision, so they are equal).
     pub fn embed(teacher: &Weights, blocks: &[Vec<i32>]) -> Result<Streams, InterpError> {
-        let table = teacher
-            .get("model.embed_tokens.weight")
-            .ok_or_else(|| InterpError::MissingWeight("model.embed_tokens.weight".into()))?;
+        let x = data::embed_blocks(teacher, blocks)?;
         let seq_len = blocks.first().map_or(0, |b| b.len());
-        let h = table.row_len();
-        let mut data = Vec::with_capacity(blocks.len() * seq_len * h);
-        for b in blocks {
-            if b.len() != seq_len {
-                return Err(InterpError::Input(
-                    "calibration blocks must have one length".into(),
-                ));
-            }
-            for &id in b {
-                if id < 0 || id as usize >= table.rows() {
-                    return Err(InterpError::Input(format!(
-                        "token id {id} is outside the vocabulary"
-                    )));
-                }
-                data.extend_from_slice(table.row(id as usize));
-            }
-        }
-        let x = Tensor::new(vec![blocks.len() * seq_len, h], data);
         Ok(Streams {
             layer: 0,
             seq_len,

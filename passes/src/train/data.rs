@@ -68,3 +68,37 @@ pub fn batch<'a>(
         .map(|i| blocks[i].as_slice())
         .collect()
 }
+
+/// The embeddings of `blocks` (all of one length) from the model's embedding table, one row
+/// per token: `[blocks x len, hidden]`.
+pub fn embed_blocks(
+    weights: &crate::import::Weights,
+    blocks: &[Vec<i32>],
+) -> Result<crate::tensor::Tensor, crate::interp::InterpError> {
+    use crate::interp::InterpError;
+    let table = weights
+        .get("model.embed_tokens.weight")
+        .ok_or_else(|| InterpError::MissingWeight("model.embed_tokens.weight".into()))?;
+    let seq_len = blocks.first().map_or(0, |b| b.len());
+    let h = table.row_len();
+    let mut data = Vec::with_capacity(blocks.len() * seq_len * h);
+    for b in blocks {
+        if b.len() != seq_len {
+            return Err(InterpError::Input(
+                "calibration blocks must have one length".into(),
+            ));
+        }
+        for &id in b {
+            if id < 0 || id as usize >= table.rows() {
+                return Err(InterpError::Input(format!(
+                    "token id {id} is outside the vocabulary"
+                )));
+            }
+            data.extend_from_slice(table.row(id as usize));
+        }
+    }
+    Ok(crate::tensor::Tensor::new(
+        vec![blocks.len() * seq_len, h],
+        data,
+    ))
+}
