@@ -338,7 +338,8 @@ fn run_block_kd(out: &str, extra: &[&str]) -> String {
 #[test]
 fn block_kd_resumes_bit_identically_in_both_stages() {
     let dir = tempfile::tempdir().unwrap();
-    // With kept columns (the tiny model has no massive activations: a low ratio picks some).
+    // With kept columns (the tiny model has no massive activations: a low ratio picks some)
+    // and GPTQ before each layer trains.
     let steps = [
         "--block-steps",
         "4",
@@ -348,10 +349,12 @@ fn block_kd_resumes_bit_identically_in_both_stages() {
         "2",
         "--keep-columns",
         "2",
+        "--gptq",
     ];
     let full = dir.path().join("full");
     let stdout = run_block_kd(full.to_str().unwrap(), &steps);
     assert!(stdout.contains("kept columns: layers."), "{stdout}");
+    assert!(stdout.contains("rounded to nearest, GPTQ"), "{stdout}");
     assert!(
         read_st(&full.join("model.safetensors"))
             .keys()

@@ -244,6 +244,16 @@ pub fn fake_quant(bits: Bits, w: &[f32], scale: &[f32], cols: usize) -> Vec<f32>
     out
 }
 
+/// Q(w) of one weight with scale α: one element of `fake_quant`.
+#[inline]
+pub fn quantize_value(bits: Bits, w: f32, alpha: f32) -> f32 {
+    if bits == Bits::Full {
+        return w;
+    }
+    let a = floor_scale(alpha);
+    level(bits, w, w / a) * a
+}
+
 /// The integer codes of a [rows, cols] weight for packed storage (`paretoqc-spec.md` 2.4), with
 /// the scales the packed values use (floored at 1e-5 as the quantizer does). With
 /// `paretoqc_runtime::format::Format::value`, code and scale give back `fake_quant` exactly at 2,

@@ -1,6 +1,6 @@
 //! Queries on a lowered graph: the weights that pass through `fake_quant`.
 
-use super::{Graph, Op};
+use super::{Graph, NodeId, Op};
 use crate::quant::Bits;
 
 /// A weight that passes through `fake_quant`, by name.
@@ -8,6 +8,8 @@ pub struct QuantizedWeight {
     pub bits: Bits,
     pub weight: String,
     pub scale: String,
+    /// The `fake_quant` node.
+    pub node: NodeId,
 }
 
 /// The `fake_quant` nodes of the graph whose operands are named weights, in topological order.
@@ -28,6 +30,7 @@ pub fn quantized_weights(g: &Graph) -> Result<Vec<QuantizedWeight>, String> {
                 bits,
                 weight: weight.clone(),
                 scale: scale.clone(),
+                node: id,
             });
         }
     }

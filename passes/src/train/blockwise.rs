@@ -36,6 +36,8 @@ pub struct BlockConfig {
     pub seed: u64,
     /// Which stream the quantized layer reads while it trains.
     pub input: BlockInput,
+    /// Round the layer's projections with GPTQ (`super::gptq`) on that stream before training.
+    pub gptq: bool,
 }
 
 /// The activations a layer is trained on.
@@ -65,8 +67,10 @@ pub struct Streams {
 pub struct LayerReport {
     pub layer: usize,
     /// The loss (mean squared error of the quantized layer's output against the full-precision
-    /// layer's, channels weighted by `channel_weights`) over the whole calibration set, before
-    /// and after training.
+    /// layer's, channels weighted by `channel_weights`) over the whole calibration set: with
+    /// the weights rounded to nearest, then before training (after GPTQ, when it runs) and
+    /// after.
+    pub mse_rounded: f64,
     pub mse_before: f64,
     pub mse_after: f64,
     pub losses: Vec<f64>,
@@ -204,8 +208,18 @@ impl Streams {
             BlockInput::FullPrecision => &self.fp,
             BlockInput::Quantized => &self.quant,
         };
-        let before = run_layer(&gs.quant, weights, source, self.seq_len).map_err(interp)?;
         let cw = channel_weights(&target);
+        let rounded = if bc.gptq {
+            super::gptq::quantize_layer(&gs.quant, weights, source, self.seq_len)?
+        } else {
+            run_layer(&gs.quant, weights, source, self.seq_len).map_err(interp)?
+        };
+        let mse_rounded = mse(&rounded, &target, &cw);
+        let before = if bc.gptq {
+            run_layer(&gs.quant, weights, source, self.seq_len).map_err(interp)?
+        } else {
+            rounded
+        };
         let mse_before = mse(&before, &target, &cw);
         let prefix = format!("model.layers.{l}.");
         let wants = |n: &str| n.starts_with(&prefix) && !crate::keep::is_frozen(n);
@@ -241,7 +255,11 @@ impl Streams {
             losses.push(stats.loss);
             on_step(step + 1, stats.loss);
         }
-        let after = run_layer(&gs.quant, weights, source, self.seq_len).map_err(interp)?;
+        let after = if bc.steps == 0 {
+            before
+        } else {
+            run_layer(&gs.quant, weights, source, self.seq_len).map_err(interp)?
+        };
         let mse_after = mse(&after, &target, &cw);
         self.quant = match bc.input {
             BlockInput::FullPrecision => {
@@ -253,6 +271,7 @@ impl Streams {
         self.layer += 1;
         Ok(LayerReport {
             layer: l,
+            mse_rounded,
             mse_before,
             mse_after,
             losses,

@@ -4,6 +4,7 @@
 
 pub mod blockwise;
 pub mod data;
+pub mod gptq;
 pub mod optim;
 
 use crate::import::Weights;

@@ -16,7 +16,10 @@
 //! orthogonal matrix (`pqc::rotate`; the same model, and the head untied), which 2-bit rows with
 //! one scale each need on SmolLM2; each scale starts at the least-squares scale of its row
 //! (`quant::mse_scale`) instead of max |w| (2-bit, ternary) or max |w| / Qp (3, 4 bits); the
-//! embedding / output head stays full precision and frozen; stage 1 is block-wise
+//! embedding / output head stays full precision and frozen; with `--gptq`, each layer's
+//! projections are first rounded by GPTQ (`pqc::train::gptq`) with the ParetoQ quantizer and
+//! its scales, so that reconstruction starts from the least output error that rounding alone
+//! finds; stage 1 is block-wise
 //! reconstruction (mean squared error against the full-precision layer, from the
 //! full-precision activations by default, or, with `--block-input quant`, the quantized
 //! model's own as in EfficientQAT's Block-AP); stage 2 minimizes the KL divergence to the
@@ -80,6 +83,8 @@ pub struct RecipeKey {
     ce_weight: f64,
     #[serde(default)]
     keep_columns: f64,
+    #[serde(default)]
+    gptq: bool,
 }
 
 /// Calibration blocks that the search for kept columns reads (massive activations show at the
@@ -172,6 +177,7 @@ pub fn run(args: &Args) -> Result<()> {
         rotate: args.rotate,
         ce_weight: args.ce_weight,
         keep_columns: args.keep_columns,
+        gptq: args.gptq,
     };
     let key = run_key(&m, args, &spec, train.len(), 0, lr, Some(recipe));
     let mut opt = AdamW::default();
@@ -241,7 +247,7 @@ pub fn run(args: &Args) -> Result<()> {
             }
         };
         state.block_steps = Some(block_steps);
-        if block_steps > 0 {
+        if block_steps > 0 || args.gptq {
             streams.advance_to(cfg, &spec, &mut m.weights, &teacher, state.layer)?;
             let bar = stage_bar(layers as u64, state.layer as u64);
             let mut last_save_secs = 0.0;
@@ -253,6 +259,7 @@ pub fn run(args: &Args) -> Result<()> {
                     warmup: block_steps / 20,
                     seed: args.seed,
                     input: args.block_input.into(),
+                    gptq: args.gptq,
                 };
                 // A layer starts only if one more (as long as the slowest so far) still fits.
                 let layer_secs = state.reports.iter().map(|r| r.seconds).fold(0.0, f64::max);
@@ -286,8 +293,13 @@ pub fn run(args: &Args) -> Result<()> {
                     heldout_ppl: None,
                 });
                 bar.suspend(|| {
+                    let gptq = if bc.gptq {
+                        format!("{:.4e} rounded to nearest, GPTQ ", r.mse_rounded)
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "layer {l}: output mse {:.4e} -> {:.4e} ({:.1} s)",
+                        "layer {l}: output mse {gptq}{:.4e} -> {:.4e} ({:.1} s)",
                         r.mse_before,
                         r.mse_after,
                         t0.elapsed().as_secs_f64()
@@ -547,6 +559,7 @@ fn probe_block(
             warmup: 0,
             seed: args.seed,
             input: args.block_input.into(),
+            gptq: args.gptq,
         };
         let mut probe = Streams {
             layer: 0,

@@ -73,7 +73,8 @@ on --calib-blocks blocks, --block-steps steps per layer; (2) the whole model lea
 full-precision model's next-token distribution (KL divergence, mixed with cross-entropy by
 --ce-weight) for --steps steps. With --time-budget, --block-share of it goes to stage 1 and
 the step counts are set from the measured step times; either count can be given instead.
-The residual stream is rotated first (--no-rotate keeps it). Defaults are the settings of the
+The residual stream is rotated first (--no-rotate keeps it); at 3 and 4 bits each layer's
+projections are rounded by GPTQ before stage 1 trains them (--gptq / --no-gptq). Defaults are the settings of the
 measured one-hour 2-bit SmolLM2 run (docs/qat-smollm2.md), with the learning rates scaled to
 the width: finer grids want smaller steps.")]
 pub struct Args {
@@ -148,6 +149,17 @@ pub struct Args {
     /// activations of the first token; at most 4 per module; 0: none). See docs/qat-smollm2.md.
     #[arg(long, default_value_t = 200.0, value_name = "RATIO")]
     pub keep_columns: f64,
+    /// block-kd: round each layer's projections with GPTQ before stage 1 trains it (columns in
+    /// order of input energy, each column's rounding error spread over the columns after it,
+    /// on the calibration activations) [default: on when the widest width trained is 3 or 4
+    /// bits, where it was measured; off below]. See docs/qat-smollm2.md.
+    #[arg(long = "gptq")]
+    gptq_arg: bool,
+    /// block-kd: round to nearest before stage 1 (no GPTQ).
+    #[arg(long, conflicts_with = "gptq_arg")]
+    no_gptq: bool,
+    #[arg(skip)]
+    pub gptq: bool,
     /// block-kd: which activations each layer trains on in stage 1.
     #[arg(long, value_enum, default_value = "quant")]
     pub block_input: BlockInputArg,
@@ -290,17 +302,15 @@ fn resolve(mut args: Args, recipe: Recipe) -> Result<Args> {
     args.seq_len = args.seq_len_arg.unwrap_or(if kd { 256 } else { 128 });
     args.warmup = args.warmup_arg.unwrap_or(if kd { 10 } else { 0 });
     args.rotate = kd && !args.no_rotate;
-    args.block_lr = match args.block_lr_arg {
-        Some(lr) => lr,
-        None => {
-            let finest = match args.quant.spec()? {
-                Some(QuantSpec::Uniform(b)) => Some(b),
-                Some(QuantSpec::Plan(p)) => p.values().copied().filter(|&b| b != Bits::Full).max(),
-                None => None,
-            };
-            block_lr_for(finest.unwrap_or(Bits::Two))
-        }
-    };
+    let finest = match args.quant.spec()? {
+        Some(QuantSpec::Uniform(b)) => Some(b),
+        Some(QuantSpec::Plan(p)) => p.values().copied().filter(|&b| b != Bits::Full).max(),
+        None => None,
+    }
+    .unwrap_or(Bits::Two);
+    args.block_lr = args.block_lr_arg.unwrap_or_else(|| block_lr_for(finest));
+    // Measured at 3 and 4 bits (docs/qat-smollm2.md); not yet below.
+    args.gptq = kd && (args.gptq_arg || (!args.no_gptq && finest >= Bits::Three));
     Ok(args)
 }
 
