@@ -142,26 +142,15 @@ pub fn quantize_layer(
             None => vec![],
         };
         let mut latent = w.data.clone();
-        let scales = s.data.clone();
-        gptq(p.bits, &mut latent, &scales, gram, &kept)
+        gptq(p.bits, &mut latent, &s.data, gram, &kept)
             .map_err(|m| fail(format!("{}: {m}", p.weight)))?;
-        if !kept.is_empty() {
-            let q: Vec<f32> = latent
-                .chunks(cols)
-                .zip(&scales)
-                .flat_map(|(row, &a)| {
-                    kept.iter()
-                        .map(move |&c| row[c] - quantize_value(p.bits, row[c], a))
-                })
-                .collect();
-            let rows = w.rows();
-            weights.insert(
-                crate::keep::delta_name(module),
-                Tensor::new(vec![rows, kept.len()], q),
-            );
-        }
-        let shape = weights[&p.weight].shape.clone();
+        let shape = w.shape.clone();
         weights.insert(p.weight.clone(), Tensor::new(shape, latent));
+        if !kept.is_empty() {
+            // The correction W'[:,J] - Q(W')[:,J] of the new latent weights.
+            let columns = std::collections::BTreeMap::from([(module.to_string(), kept)]);
+            crate::keep::add_columns(weights, &columns, &|_| Some(p.bits))?;
+        }
     }
     Ok(rounded)
 }
