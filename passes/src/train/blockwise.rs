@@ -36,8 +36,19 @@ pub struct BlockConfig {
     pub seed: u64,
     /// Which stream the quantized layer reads while it trains.
     pub input: BlockInput,
-    /// Round the layer's projections with GPTQ (`super::gptq`) on that stream before training.
-    pub gptq: bool,
+    /// Round the layer's projections with GPTQ (`super::gptq`) on that stream before training,
+    /// toward this target.
+    pub gptq: Option<GptqTarget>,
+}
+
+/// What the projections rounded by GPTQ are to reproduce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GptqTarget {
+    /// Each projection's own output on the stream it reads (GPTQ).
+    Quantized,
+    /// The full-precision projection's output on the full-precision model's stream (GPTAQ's
+    /// asymmetric calibration): the rounding also undoes the drift of the layers before.
+    FullPrecision,
 }
 
 /// The activations a layer is trained on.
@@ -209,13 +220,19 @@ impl Streams {
             BlockInput::Quantized => &self.quant,
         };
         let cw = channel_weights(&target);
-        let rounded = if bc.gptq {
-            super::gptq::quantize_layer(&gs.quant, weights, source, self.seq_len)?
+        let reference = super::gptq::Reference {
+            graph: &gs.fp,
+            weights: teacher,
+            x: &self.fp,
+        };
+        let rounded = if let Some(t) = bc.gptq {
+            let asymmetric = (t == GptqTarget::FullPrecision).then_some(&reference);
+            super::gptq::quantize_layer(&gs.quant, weights, source, self.seq_len, asymmetric)?
         } else {
             run_layer(&gs.quant, weights, source, self.seq_len).map_err(interp)?
         };
         let mse_rounded = mse(&rounded, &target, &cw);
-        let before = if bc.gptq {
+        let before = if bc.gptq.is_some() {
             run_layer(&gs.quant, weights, source, self.seq_len).map_err(interp)?
         } else {
             rounded

@@ -16,13 +16,14 @@
 //! orthogonal matrix (`pqc::rotate`; the same model, and the head untied), which 2-bit rows with
 //! one scale each need on SmolLM2; each scale starts at the least-squares scale of its row
 //! (`quant::mse_scale`) instead of max |w| (2-bit, ternary) or max |w| / Qp (3, 4 bits); the
-//! embedding / output head stays full precision and frozen; with `--gptq`, each layer's
-//! projections are first rounded by GPTQ (`pqc::train::gptq`) with the ParetoQ quantizer and
-//! its scales, so that reconstruction starts from the least output error that rounding alone
-//! finds; stage 1 is block-wise
-//! reconstruction (mean squared error against the full-precision layer, from the
-//! full-precision activations by default, or, with `--block-input quant`, the quantized
-//! model's own as in EfficientQAT's Block-AP); stage 2 minimizes the KL divergence to the
+//! embedding / output head stays full precision and frozen; with `--gptq` (the default from
+//! 1.58 bits up), each layer's projections are first rounded by GPTQ (`pqc::train::gptq`) with
+//! the ParetoQ quantizer and its scales, one group of projections after another and, with
+//! `--gptq-target fp` (the default), toward the full-precision projections' outputs (GPTAQ),
+//! so that reconstruction starts from the least output error that rounding alone finds; stage
+//! 1 is block-wise reconstruction (mean squared error against the full-precision layer, from
+//! the quantized model's activations by default as in EfficientQAT's Block-AP, or with
+//! `--block-input fp` from the full-precision model's); stage 2 minimizes the KL divergence to the
 //! full-precision model's next-token distribution (BitDistiller-style), not cross-entropy on
 //! the data alone. `docs/qat-smollm2.md` has what each of these measured.
 
@@ -85,6 +86,8 @@ pub struct RecipeKey {
     keep_columns: f64,
     #[serde(default)]
     gptq: bool,
+    #[serde(default)]
+    gptq_target: super::GptqTargetArg,
 }
 
 /// Calibration blocks that the search for kept columns reads (massive activations show at the
@@ -178,6 +181,7 @@ pub fn run(args: &Args) -> Result<()> {
         ce_weight: args.ce_weight,
         keep_columns: args.keep_columns,
         gptq: args.gptq,
+        gptq_target: args.gptq_target,
     };
     let key = run_key(&m, args, &spec, train.len(), 0, lr, Some(recipe));
     let mut opt = AdamW::default();
@@ -259,7 +263,7 @@ pub fn run(args: &Args) -> Result<()> {
                     warmup: block_steps / 20,
                     seed: args.seed,
                     input: args.block_input.into(),
-                    gptq: args.gptq,
+                    gptq: args.gptq.then_some(args.gptq_target.into()),
                 };
                 // A layer starts only if one more (as long as the slowest so far) still fits.
                 let layer_secs = state.reports.iter().map(|r| r.seconds).fold(0.0, f64::max);
@@ -293,7 +297,7 @@ pub fn run(args: &Args) -> Result<()> {
                     heldout_ppl: None,
                 });
                 bar.suspend(|| {
-                    let gptq = if bc.gptq {
+                    let gptq = if bc.gptq.is_some() {
                         format!("{:.4e} rounded to nearest, GPTQ ", r.mse_rounded)
                     } else {
                         String::new()
@@ -559,7 +563,7 @@ fn probe_block(
             warmup: 0,
             seed: args.seed,
             input: args.block_input.into(),
-            gptq: args.gptq,
+            gptq: args.gptq.then_some(args.gptq_target.into()),
         };
         let mut probe = Streams {
             layer: 0,

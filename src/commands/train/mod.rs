@@ -57,6 +57,26 @@ impl From<BlockInputArg> for pqc::train::blockwise::BlockInput {
     }
 }
 
+/// What GPTQ's rounded projections reproduce.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GptqTargetArg {
+    /// Each projection's own output on the quantized model's activations (GPTQ).
+    Quant,
+    /// The full-precision projection's output on the full-precision model's activations
+    /// (GPTAQ): the rounding also undoes the drift of the layers before.
+    #[default]
+    Fp,
+}
+
+impl From<GptqTargetArg> for pqc::train::blockwise::GptqTarget {
+    fn from(a: GptqTargetArg) -> Self {
+        match a {
+            GptqTargetArg::Fp => Self::FullPrecision,
+            GptqTargetArg::Quant => Self::Quantized,
+        }
+    }
+}
+
 /// Fine-tune a model with quantization-aware training (QAT).
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
@@ -73,8 +93,9 @@ on --calib-blocks blocks, --block-steps steps per layer; (2) the whole model lea
 full-precision model's next-token distribution (KL divergence, mixed with cross-entropy by
 --ce-weight) for --steps steps. With --time-budget, --block-share of it goes to stage 1 and
 the step counts are set from the measured step times; either count can be given instead.
-The residual stream is rotated first (--no-rotate keeps it); at 3 and 4 bits each layer's
-projections are rounded by GPTQ before stage 1 trains them (--gptq / --no-gptq). Defaults are the settings of the
+The residual stream is rotated first (--no-rotate keeps it); from 1.58 bits up each layer's
+projections are rounded by GPTQ before stage 1 trains them, toward the full-precision
+layer's projections (--gptq / --no-gptq, --gptq-target). Defaults are the settings of the
 measured one-hour 2-bit SmolLM2 run (docs/qat-smollm2.md), with the learning rates scaled to
 the width: finer grids want smaller steps.")]
 pub struct Args {
@@ -151,8 +172,8 @@ pub struct Args {
     pub keep_columns: f64,
     /// block-kd: round each layer's projections with GPTQ before stage 1 trains it (columns in
     /// order of input energy, each column's rounding error spread over the columns after it,
-    /// on the calibration activations) [default: on when the widest width trained is 3 or 4
-    /// bits, where it was measured; off below]. See docs/qat-smollm2.md.
+    /// on the calibration activations) [default: on when the widest width trained is 1.58 bits
+    /// or more, where it was measured; off at 1 bit]. See docs/qat-smollm2.md.
     #[arg(long = "gptq")]
     gptq_arg: bool,
     /// block-kd: round to nearest before stage 1 (no GPTQ).
@@ -160,6 +181,9 @@ pub struct Args {
     no_gptq: bool,
     #[arg(skip)]
     pub gptq: bool,
+    /// block-kd: what GPTQ's rounded projections reproduce on the calibration blocks.
+    #[arg(long, value_enum, default_value = "fp")]
+    pub gptq_target: GptqTargetArg,
     /// block-kd: which activations each layer trains on in stage 1.
     #[arg(long, value_enum, default_value = "quant")]
     pub block_input: BlockInputArg,
@@ -309,8 +333,8 @@ fn resolve(mut args: Args, recipe: Recipe) -> Result<Args> {
     }
     .unwrap_or(Bits::Two);
     args.block_lr = args.block_lr_arg.unwrap_or_else(|| block_lr_for(finest));
-    // Measured at 3 and 4 bits (docs/qat-smollm2.md); not yet below.
-    args.gptq = kd && (args.gptq_arg || (!args.no_gptq && finest >= Bits::Three));
+    // Measured from ternary to 4 bits (docs/qat-smollm2.md); not at 1 bit.
+    args.gptq = kd && (args.gptq_arg || (!args.no_gptq && finest >= Bits::Ternary));
     Ok(args)
 }
 
