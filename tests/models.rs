@@ -339,7 +339,7 @@ fn run_block_kd(out: &str, extra: &[&str]) -> String {
 fn block_kd_resumes_bit_identically_in_both_stages() {
     let dir = tempfile::tempdir().unwrap();
     // With kept columns (the tiny model has no massive activations: a low ratio picks some)
-    // and GPTQ before each layer trains.
+    // and GPTQ toward the full-precision layer before each layer trains.
     let steps = [
         "--block-steps",
         "4",
@@ -350,6 +350,8 @@ fn block_kd_resumes_bit_identically_in_both_stages() {
         "--keep-columns",
         "2",
         "--gptq",
+        "--gptq-target",
+        "fp",
     ];
     let full = dir.path().join("full");
     let stdout = run_block_kd(full.to_str().unwrap(), &steps);

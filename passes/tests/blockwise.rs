@@ -310,6 +310,19 @@ fn kept_columns_start_exact_and_train() {
     }
 }
 
+/// GPTQ toward `target` on the quantized stream, and no steps.
+fn gptq_only(target: GptqTarget) -> BlockConfig {
+    BlockConfig {
+        steps: 0,
+        batch: 4,
+        lr: 1e-3,
+        warmup: 0,
+        seed: 0,
+        input: BlockInput::Quantized,
+        gptq: Some(target),
+    }
+}
+
 /// GPTQ before each layer trains (`BlockConfig::gptq`): on the quantized stream, every layer's
 /// output error after GPTQ is below rounding to nearest, at 2 and 3 bits; with kept columns,
 /// the columns GPTQ compensated stay exact in the materialized model (the correction follows
@@ -325,15 +338,7 @@ fn gptq_lowers_every_layers_error_and_keeps_kept_columns_exact() {
         lower(&mut m.graph, &mut m.weights, &spec).unwrap();
         pqc::keep::add_columns(&mut m.weights, &columns, &|_| Some(bits)).unwrap();
         pqc::qat::keep_columns(&mut m.graph, &mut m.weights).unwrap();
-        let bc = BlockConfig {
-            steps: 0,
-            batch: 4,
-            lr: 1e-3,
-            warmup: 0,
-            seed: 0,
-            input: BlockInput::Quantized,
-            gptq: Some(GptqTarget::Quantized),
-        };
+        let bc = gptq_only(GptqTarget::Quantized);
         let reports = train_every_layer(&mut m, &teacher, &spec, &blocks, &bc);
         for (l, r) in reports.iter().enumerate() {
             assert!(
@@ -376,15 +381,7 @@ fn gptq_toward_full_precision_lowers_the_error_against_it() {
             let blocks = calibration(m.config.vocab_size);
             let spec = QuantSpec::Uniform(bits);
             lower(&mut m.graph, &mut m.weights, &spec).unwrap();
-            let bc = BlockConfig {
-                steps: 0,
-                batch: 4,
-                lr: 1e-3,
-                warmup: 0,
-                seed: 0,
-                input: BlockInput::Quantized,
-                gptq: Some(target),
-            };
+            let bc = gptq_only(target);
             let reports = train_every_layer(&mut m, &teacher, &spec, &blocks, &bc);
             errors.push(reports.iter().map(|r| r.mse_before).collect::<Vec<_>>());
         }

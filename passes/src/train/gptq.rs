@@ -218,10 +218,12 @@ fn groups<'p>(
                 members: vec![p],
             }),
             Some(gr) if gr.ref_input == ref_input => gr.members.push(p),
-            Some(_) => return Err(fail(format!(
+            Some(_) => {
+                return Err(fail(format!(
                 "{}: its input is shared in the quantized layer but not in the full-precision one",
                 p.weight
-            ))),
+            )))
+            }
         }
     }
     let order = g
@@ -404,37 +406,21 @@ pub fn gptq(
 fn target_shift(w: &[f32], gram: &[f32], cross: &[f32], order: &[usize], u: &[f64]) -> Vec<f32> {
     let cols = order.len();
     let rows = w.len() / cols;
+    // `a[rows, cols]·b[cols, cols]`.
+    let times = |a: &[f32], b: Mat<f32>| {
+        let mut out = vec![0.0f32; rows * cols];
+        matmul(&mut out, Mat::rows(a, cols), b, (rows, cols, cols), false);
+        out
+    };
     let d: Vec<f32> = cross.iter().zip(gram).map(|(c, g)| c - g).collect();
-    let mut m = vec![0.0f32; rows * cols];
-    matmul(
-        &mut m,
-        Mat::rows(w, cols),
-        Mat::rows(&d, cols),
-        (rows, cols, cols),
-        false,
-    );
+    let m = times(w, Mat::rows(&d, cols));
     let mp: Vec<f32> = m
         .chunks(cols)
         .flat_map(|r| order.iter().map(|&c| r[c]))
         .collect();
     let uf: Vec<f32> = u.iter().map(|&v| v as f32).collect();
-    let mut t = vec![0.0f32; rows * cols];
-    matmul(
-        &mut t,
-        Mat::rows(&mp, cols),
-        Mat::transposed(&uf, cols),
-        (rows, cols, cols),
-        false,
-    );
-    let mut shift = vec![0.0f32; rows * cols];
-    matmul(
-        &mut shift,
-        Mat::rows(&t, cols),
-        Mat::rows(&uf, cols),
-        (rows, cols, cols),
-        false,
-    );
-    shift
+    let t = times(&mp, Mat::transposed(&uf, cols));
+    times(&t, Mat::rows(&uf, cols))
 }
 
 /// The upper-triangular U with `H⁻¹ = Uᵀ·U` of a symmetric positive definite `h` `[n, n]`:
@@ -515,6 +501,27 @@ mod tests {
             .collect()
     }
 
+    /// Each row of `m` `[rows, cols]` rounded under its scale.
+    fn round_rows(bits: Bits, m: &[f32], scales: &[f32], cols: usize) -> Vec<f32> {
+        m.chunks(cols)
+            .zip(scales)
+            .flat_map(|(row, &a)| row.iter().map(move |&v| quantize_value(bits, v, a)))
+            .collect()
+    }
+
+    /// `aᵀ·b` for `a`, `b` `[n, cols]`.
+    fn cross_gram(a: &[f32], b: &[f32], cols: usize) -> Vec<f32> {
+        let mut m = vec![0.0f32; cols * cols];
+        for (ra, rb) in a.chunks(cols).zip(b.chunks(cols)) {
+            for i in 0..cols {
+                for j in 0..cols {
+                    m[i * cols + j] += ra[i] * rb[j];
+                }
+            }
+        }
+        m
+    }
+
     /// Σ over rows of ‖X·(a_row - b_row)‖² for X [n, cols].
     fn output_error(x: &[f32], a: &[f32], b: &[f32], cols: usize) -> f64 {
         let mut e = 0.0;
@@ -546,23 +553,11 @@ mod tests {
                     .map(move |c| (r[c] + 0.5 * r[(c + 1) % cols]) * (1.0 + (c % 7) as f32 * 1.5))
             })
             .collect();
-        let mut gram = vec![0.0f32; cols * cols];
-        for r in x.chunks(cols) {
-            for i in 0..cols {
-                for j in 0..cols {
-                    gram[i * cols + j] += r[i] * r[j];
-                }
-            }
-        }
+        let gram = cross_gram(&x, &x, cols);
         let w = noise(rows * cols, 2);
         for bits in [Bits::One, Bits::Ternary, Bits::Two, Bits::Three, Bits::Four] {
             let scales = init_scales(bits, &w, cols);
-            let round = |m: &[f32]| -> Vec<f32> {
-                m.chunks(cols)
-                    .zip(&scales)
-                    .flat_map(|(row, &a)| row.iter().map(move |&v| quantize_value(bits, v, a)))
-                    .collect()
-            };
+            let round = |m: &[f32]| round_rows(bits, m, &scales, cols);
             let mut nearest = round(&w);
             for r in 0..rows {
                 nearest[r * cols + 5] = w[r * cols + 5];
@@ -611,18 +606,7 @@ mod tests {
             .enumerate()
             .map(|(i, (&v, &d))| v * (1.0 + 0.2 * ((i % cols) as f32 / cols as f32)) + 0.3 * d)
             .collect();
-        let cross_of = |a: &[f32], b: &[f32]| {
-            let mut m = vec![0.0f32; cols * cols];
-            for (ra, rb) in a.chunks(cols).zip(b.chunks(cols)) {
-                for i in 0..cols {
-                    for j in 0..cols {
-                        m[i * cols + j] += ra[i] * rb[j];
-                    }
-                }
-            }
-            m
-        };
-        let (gram, cross) = (cross_of(&xq, &xq), cross_of(&xf, &xq));
+        let (gram, cross) = (cross_gram(&xq, &xq, cols), cross_gram(&xf, &xq, cols));
         let w = noise(rows * cols, 5);
         // Σ over rows of ‖X_q·q_row - X_fp·w_row‖².
         let error = |q: &[f32]| -> f64 {
@@ -638,12 +622,7 @@ mod tests {
         };
         for bits in [Bits::One, Bits::Ternary, Bits::Two, Bits::Three, Bits::Four] {
             let scales = init_scales(bits, &w, cols);
-            let round = |m: &[f32]| -> Vec<f32> {
-                m.chunks(cols)
-                    .zip(&scales)
-                    .flat_map(|(row, &a)| row.iter().map(move |&v| quantize_value(bits, v, a)))
-                    .collect()
-            };
+            let round = |m: &[f32]| round_rows(bits, m, &scales, cols);
             let (mut sym, mut same, mut asym) = (w.clone(), w.clone(), w.clone());
             gptq(bits, &mut sym, &scales, &gram, None, &[]).unwrap();
             gptq(bits, &mut same, &scales, &gram, Some(&gram), &[]).unwrap();

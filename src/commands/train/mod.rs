@@ -61,10 +61,10 @@ impl From<BlockInputArg> for pqc::train::blockwise::BlockInput {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GptqTargetArg {
     /// Each projection's own output on the quantized model's activations (GPTQ).
+    #[default]
     Quant,
     /// The full-precision projection's output on the full-precision model's activations
     /// (GPTAQ): the rounding also undoes the drift of the layers before.
-    #[default]
     Fp,
 }
 
@@ -94,8 +94,9 @@ full-precision model's next-token distribution (KL divergence, mixed with cross-
 --ce-weight) for --steps steps. With --time-budget, --block-share of it goes to stage 1 and
 the step counts are set from the measured step times; either count can be given instead.
 The residual stream is rotated first (--no-rotate keeps it); from 1.58 bits up each layer's
-projections are rounded by GPTQ before stage 1 trains them, toward the full-precision
-layer's projections (--gptq / --no-gptq, --gptq-target). Defaults are the settings of the
+projections are rounded by GPTQ before stage 1 trains them, one group of projections after
+another, at 3 and 4 bits toward the full-precision layer's projections (--gptq / --no-gptq,
+--gptq-target). Defaults are the settings of the
 measured one-hour 2-bit SmolLM2 run (docs/qat-smollm2.md), with the learning rates scaled to
 the width: finer grids want smaller steps.")]
 pub struct Args {
@@ -181,8 +182,11 @@ pub struct Args {
     no_gptq: bool,
     #[arg(skip)]
     pub gptq: bool,
-    /// block-kd: what GPTQ's rounded projections reproduce on the calibration blocks.
-    #[arg(long, value_enum, default_value = "fp")]
+    /// block-kd: what GPTQ's rounded projections reproduce on the calibration blocks [default
+    /// by the widest width trained: fp at 3 and 4 bits, quant below; docs/qat-smollm2.md].
+    #[arg(long = "gptq-target", value_enum, value_name = "GPTQ_TARGET")]
+    gptq_target_arg: Option<GptqTargetArg>,
+    #[arg(skip)]
     pub gptq_target: GptqTargetArg,
     /// block-kd: which activations each layer trains on in stage 1.
     #[arg(long, value_enum, default_value = "quant")]
@@ -335,6 +339,12 @@ fn resolve(mut args: Args, recipe: Recipe) -> Result<Args> {
     args.block_lr = args.block_lr_arg.unwrap_or_else(|| block_lr_for(finest));
     // Measured from ternary to 4 bits (docs/qat-smollm2.md); not at 1 bit.
     args.gptq = kd && (args.gptq_arg || (!args.no_gptq && finest >= Bits::Ternary));
+    // Toward the full-precision layer measured better at 3 bits, worse at ternary.
+    args.gptq_target = args.gptq_target_arg.unwrap_or(if finest >= Bits::Three {
+        GptqTargetArg::Fp
+    } else {
+        GptqTargetArg::Quant
+    });
     Ok(args)
 }
 
