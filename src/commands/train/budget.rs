@@ -19,7 +19,7 @@
 //! embedding / output head stays full precision and frozen; with `--gptq` (the default from
 //! 1.58 bits up), each layer's projections are first rounded by GPTQ (`pqc::train::gptq`) with
 //! the ParetoQ quantizer and its scales, one group of projections after another and, with
-//! `--gptq-target fp` (the default at 3 and 4 bits), toward the full-precision projections'
+//! `--gptq-target fp` (the default from 2 bits up), toward the full-precision projections'
 //! outputs (GPTAQ),
 //! so that reconstruction starts from the least output error that rounding alone finds; stage
 //! 1 is block-wise reconstruction (mean squared error against the full-precision layer, from

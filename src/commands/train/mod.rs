@@ -95,7 +95,7 @@ full-precision model's next-token distribution (KL divergence, mixed with cross-
 the step counts are set from the measured step times; either count can be given instead.
 The residual stream is rotated first (--no-rotate keeps it); from 1.58 bits up each layer's
 projections are rounded by GPTQ before stage 1 trains them, one group of projections after
-another, at 3 and 4 bits toward the full-precision layer's projections (--gptq / --no-gptq,
+another, from 2 bits up toward the full-precision layer's projections (--gptq / --no-gptq,
 --gptq-target). Defaults are the settings of the
 measured one-hour 2-bit SmolLM2 run (docs/qat-smollm2.md), with the learning rates scaled to
 the width: finer grids want smaller steps.")]
@@ -183,7 +183,7 @@ pub struct Args {
     #[arg(skip)]
     pub gptq: bool,
     /// block-kd: what GPTQ's rounded projections reproduce on the calibration blocks [default
-    /// by the widest width trained: fp at 3 and 4 bits, quant below; docs/qat-smollm2.md].
+    /// by the widest width trained: fp from 2 bits up, quant at 1.58 and 1; docs/qat-smollm2.md].
     #[arg(long = "gptq-target", value_enum, value_name = "GPTQ_TARGET")]
     gptq_target_arg: Option<GptqTargetArg>,
     #[arg(skip)]
@@ -339,8 +339,8 @@ fn resolve(mut args: Args, recipe: Recipe) -> Result<Args> {
     args.block_lr = args.block_lr_arg.unwrap_or_else(|| block_lr_for(finest));
     // Measured from ternary to 4 bits (docs/qat-smollm2.md); not at 1 bit.
     args.gptq = kd && (args.gptq_arg || (!args.no_gptq && finest >= Bits::Ternary));
-    // Toward the full-precision layer measured better at 3 bits, worse at ternary.
-    args.gptq_target = args.gptq_target_arg.unwrap_or(if finest >= Bits::Three {
+    // Toward the full-precision layer measured better at 2 and 3 bits, worse at ternary.
+    args.gptq_target = args.gptq_target_arg.unwrap_or(if finest >= Bits::Two {
         GptqTargetArg::Fp
     } else {
         GptqTargetArg::Quant
