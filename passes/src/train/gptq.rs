@@ -279,33 +279,29 @@ fn quantize_projection(
     gram: &[f32],
     cross: Option<&[f32]>,
 ) -> Result<(), PassError> {
-    let w = weights
-        .get(&p.weight)
-        .ok_or_else(|| fail(format!("no value for weight {}", p.weight)))?;
-    let s = weights
-        .get(&p.scale)
-        .ok_or_else(|| fail(format!("no value for scale {}", p.scale)))?;
-    let cols = w.row_len();
-    if gram.len() != cols * cols || s.data.len() != w.rows() {
-        return Err(fail(format!(
-            "{}: {:?} does not fit its input ({} channels) or scale {:?}",
-            p.weight,
-            w.shape,
-            (gram.len() as f64).sqrt(),
-            s.shape
-        )));
-    }
     let module = p.weight.strip_suffix(".weight").unwrap_or(&p.weight);
     let kept = match weights.get(&crate::keep::select_name(module)) {
         Some(sel) => crate::keep::selected_columns(sel)
             .map_err(|m| fail(format!("{}: {m}", crate::keep::select_name(module))))?,
         None => vec![],
     };
-    let mut latent = w.data.clone();
-    gptq(p.bits, &mut latent, &s.data, gram, cross, &kept)
-        .map_err(|m| fail(format!("{}: {m}", p.weight)))?;
-    let shape = w.shape.clone();
-    weights.insert(p.weight.clone(), Tensor::new(shape, latent));
+    // The latent weights are rounded in place, out of the map while their scale is read.
+    let mut w = weights
+        .remove(&p.weight)
+        .ok_or_else(|| fail(format!("no value for weight {}", p.weight)))?;
+    let cols = w.row_len();
+    let result = match weights.get(&p.scale) {
+        None => Err(format!("no value for scale {}", p.scale)),
+        Some(s) if gram.len() != cols * cols || s.data.len() != w.rows() => Err(format!(
+            "{:?} does not fit its input ({} channels) or scale {:?}",
+            w.shape,
+            (gram.len() as f64).sqrt(),
+            s.shape
+        )),
+        Some(s) => gptq(p.bits, &mut w.data, &s.data, gram, cross, &kept),
+    };
+    weights.insert(p.weight.clone(), w);
+    result.map_err(|m| fail(format!("{}: {m}", p.weight)))?;
     if !kept.is_empty() {
         // The correction W'[:,J] - Q(W')[:,J] of the new latent weights.
         let columns = std::collections::BTreeMap::from([(module.to_string(), kept)]);
