@@ -6,7 +6,9 @@
 //! model's (`fp`: what the teacher's layer l sees) and the quantized model's (`quant`: what the
 //! student's layer l sees, after the layers already trained). Layer l is trained to map `quant`
 //! to the full-precision layer's output on `fp`, so it also learns to undo the error of the
-//! layers before it. Then both streams move one layer on.
+//! layers before it. If its steps end above the error it started from (after GPTQ, when that
+//! runs; few steps at a rate too large for a fine grid can do that), the layer's parameters
+//! are put back as they started. Then both streams move one layer on.
 //!
 //! Everything here is deterministic for a given thread count: a resumed run recomputes the
 //! streams of layer l by running layers 0..l again (`Streams::advance_to`).
@@ -36,9 +38,16 @@ pub struct BlockConfig {
     pub seed: u64,
     /// Which stream the quantized layer reads while it trains.
     pub input: BlockInput,
-    /// Round the layer's projections with GPTQ (`super::gptq`) on that stream before training,
-    /// toward this target.
-    pub gptq: Option<GptqTarget>,
+    /// Round the layer's projections with GPTQ (`super::gptq`) on that stream before training.
+    pub gptq: Option<Gptq>,
+}
+
+/// How GPTQ rounds a layer before it trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gptq {
+    pub target: GptqTarget,
+    /// Fit each row's scale to the rounding too (`super::gptq::gptq`).
+    pub fit_scales: bool,
 }
 
 /// What the projections rounded by GPTQ are to reproduce.
@@ -83,7 +92,13 @@ pub struct LayerReport {
     /// after.
     pub mse_rounded: f64,
     pub mse_before: f64,
+    /// The error of the layer as it is kept: the trained one's, or, when the steps raised the
+    /// error (`undone`), the start's again.
     pub mse_after: f64,
+    /// The steps raised the error over the calibration set, so the layer's parameters were put
+    /// back as they were before them; `mse_trained` is what the steps had reached.
+    pub undone: bool,
+    pub mse_trained: f64,
     pub losses: Vec<f64>,
 }
 
@@ -225,9 +240,10 @@ impl Streams {
             weights: teacher,
             x: &self.fp,
         };
-        let rounded = if let Some(t) = bc.gptq {
-            let asymmetric = (t == GptqTarget::FullPrecision).then_some(&reference);
-            super::gptq::quantize_layer(&gs.quant, weights, source, self.seq_len, asymmetric)?
+        let rounded = if let Some(q) = bc.gptq {
+            let asymmetric = (q.target == GptqTarget::FullPrecision).then_some(&reference);
+            let (x, n) = (source, self.seq_len);
+            super::gptq::quantize_layer(&gs.quant, weights, x, n, asymmetric, q.fit_scales)?
         } else {
             run_layer(&gs.quant, weights, source, self.seq_len).map_err(interp)?
         };
@@ -247,6 +263,15 @@ impl Streams {
         let h = self.quant.row_len();
         let block_len = self.seq_len * h;
         let mut losses = vec![];
+        // The layer's start, put back if the steps end above its error.
+        let start: Vec<(String, Tensor)> = if bc.steps == 0 {
+            vec![]
+        } else {
+            (weights.iter())
+                .filter(|(n, _)| wants(n))
+                .map(|(n, t)| (n.clone(), t.clone()))
+                .collect()
+        };
         for step in 0..bc.steps {
             let idx = data::batch_indices(&order, step, bc.batch.min(blocks));
             let gather = |t: &Tensor| {
@@ -272,12 +297,24 @@ impl Streams {
             losses.push(stats.loss);
             on_step(step + 1, stats.loss);
         }
-        let after = if bc.steps == 0 {
-            before
+        let trained = if bc.steps == 0 {
+            None
         } else {
-            run_layer(&gs.quant, weights, source, self.seq_len).map_err(interp)?
+            Some(run_layer(&gs.quant, weights, source, self.seq_len).map_err(interp)?)
         };
-        let mse_after = mse(&after, &target, &cw);
+        let mse_trained = trained
+            .as_ref()
+            .map_or(mse_before, |t| mse(t, &target, &cw));
+        let undone = mse_trained > mse_before;
+        let (after, mse_after) = match trained {
+            Some(t) if !undone => (t, mse_trained),
+            _ => {
+                for (n, t) in start {
+                    weights.insert(n, t);
+                }
+                (before, mse_before)
+            }
+        };
         self.quant = match bc.input {
             BlockInput::FullPrecision => {
                 run_layer(&gs.quant, weights, &self.quant, self.seq_len).map_err(interp)?
@@ -291,6 +328,8 @@ impl Streams {
             mse_rounded,
             mse_before,
             mse_after,
+            undone,
+            mse_trained,
             losses,
         })
     }

@@ -28,6 +28,7 @@
 //! arithmetic is fixed, so the result does not depend on the thread count beyond the
 //! calibration Gram matrices' sums.
 
+use super::cholesky::inverse_upper_cholesky;
 use crate::import::Weights;
 use crate::interp::kernels::{matmul, Mat};
 use crate::interp::{self, InterpError, Packing, Value};
@@ -238,14 +239,16 @@ fn groups<'p>(
 /// the full-precision projections' outputs on its stream (the module comment). The groups of
 /// projections that share an input go in the layer's order, each on the inputs that the
 /// groups already rounded give ("true sequential"). Changes the latent weights (and
-/// kept-column corrections) in `weights`; the scales stay. Returns the layer's output on `x`
-/// before the change (rounded to nearest), which the first group's pass computes.
+/// kept-column corrections) in `weights`, and with `fit_scales` the scales (`gptq`). Returns
+/// the layer's output on `x` before the change (rounded to nearest), which the first group's
+/// pass computes.
 pub fn quantize_layer(
     g: &Graph,
     weights: &mut Weights,
     x: &Tensor,
     seq_len: usize,
     reference: Option<&Reference>,
+    fit_scales: bool,
 ) -> Result<Tensor, PassError> {
     let projs = projections(g)?;
     let mut rounded = None;
@@ -261,7 +264,7 @@ pub fn quantize_layer(
         )?;
         rounded = rounded.or(pass.output);
         for p in group.members {
-            quantize_projection(p, weights, &pass.gram, pass.cross.as_deref())?;
+            quantize_projection(p, weights, &pass.gram, pass.cross.as_deref(), fit_scales)?;
         }
     }
     match rounded {
@@ -278,6 +281,7 @@ fn quantize_projection(
     weights: &mut Weights,
     gram: &[f32],
     cross: Option<&[f32]>,
+    fit_scales: bool,
 ) -> Result<(), PassError> {
     let module = p.weight.strip_suffix(".weight").unwrap_or(&p.weight);
     let kept = match weights.get(&crate::keep::select_name(module)) {
@@ -285,12 +289,12 @@ fn quantize_projection(
             .map_err(|m| fail(format!("{}: {m}", crate::keep::select_name(module))))?,
         None => vec![],
     };
-    // The latent weights are rounded in place, out of the map while their scale is read.
+    // The latent weights are rounded in place, out of the map while their scale is changed.
     let mut w = weights
         .remove(&p.weight)
         .ok_or_else(|| fail(format!("no value for weight {}", p.weight)))?;
     let cols = w.row_len();
-    let result = match weights.get(&p.scale) {
+    let result = match weights.get_mut(&p.scale) {
         None => Err(format!("no value for scale {}", p.scale)),
         Some(s) if gram.len() != cols * cols || s.data.len() != w.rows() => Err(format!(
             "{:?} does not fit its input ({} channels) or scale {:?}",
@@ -298,7 +302,15 @@ fn quantize_projection(
             (gram.len() as f64).sqrt(),
             s.shape
         )),
-        Some(s) => gptq(p.bits, &mut w.data, &s.data, gram, cross, &kept),
+        Some(s) => gptq(
+            p.bits,
+            &mut w.data,
+            &mut s.data,
+            gram,
+            cross,
+            &kept,
+            fit_scales,
+        ),
     };
     weights.insert(p.weight.clone(), w);
     result.map_err(|m| fail(format!("{}: {m}", p.weight)))?;
@@ -310,17 +322,28 @@ fn quantize_projection(
     Ok(())
 }
 
+/// How many times GPTQ's rounding and the rows' scales are fitted in turn with `fit_scales`.
+const SCALE_ROUNDS: usize = 3;
+
 /// GPTQ of one `[rows, cols]` matrix `w` (in place: on return each row holds the compensated
 /// latent weights, whose `quantize_value` under the row's scale is the rounded row), given the
 /// Gram matrix `gram` `[cols, cols]` of its inputs. Columns in `exact` are not rounded. With
 /// `cross` (`X_fpᵀ·X`), the rows are first moved to the asymmetric target (module comment).
+///
+/// With `fit_scales`, each row's scale is fitted too: after a rounding, the factor on the
+/// row's rounded (not exact) columns that least changes its output is solved in closed form,
+/// `c = aᵀ·H·(t - b) / aᵀ·H·a` (a the rounded columns, b the exact ones, t the target row),
+/// the scale multiplied by it and the row rounded again, `SCALE_ROUNDS` roundings in all; each
+/// row keeps the rounding (and scale) of least output error `(q - t)ᵀ·H·(q - t)`, so the
+/// result is never worse than GPTQ's under the given scales.
 pub fn gptq(
     bits: Bits,
     w: &mut [f32],
-    scales: &[f32],
+    scales: &mut [f32],
     gram: &[f32],
     cross: Option<&[f32]>,
     exact: &[usize],
+    fit_scales: bool,
 ) -> Result<(), String> {
     let rows = scales.len();
     if rows == 0 {
@@ -363,51 +386,122 @@ pub fn gptq(
         Some(c) => target_shift(w, gram, c, &order, &u),
         None => vec![],
     };
-    w.par_chunks_mut(cols)
-        .zip(scales.par_iter())
-        .enumerate()
-        .for_each(|(i, (row, &alpha))| {
-            let mut r: Vec<f64> = order.iter().map(|&c| row[c] as f64).collect();
-            if let Some(d) = shift.get(i * cols..(i + 1) * cols) {
-                for (v, &e) in r.iter_mut().zip(d) {
-                    *v += e as f64;
+    // GPTQ of every row of `w` (moved by `shift`) under `scales`: the latent weights.
+    let round = |w: &[f32], scales: &[f32]| -> Vec<f32> {
+        let mut out = w.to_vec();
+        out.par_chunks_mut(cols)
+            .zip(scales.par_iter())
+            .enumerate()
+            .for_each(|(i, (row, &alpha))| {
+                let mut r: Vec<f64> = order.iter().map(|&c| row[c] as f64).collect();
+                if let Some(d) = shift.get(i * cols..(i + 1) * cols) {
+                    for (v, &e) in r.iter_mut().zip(d) {
+                        *v += e as f64;
+                    }
                 }
-            }
-            for j in 0..cols {
-                if dead[j] && !exact_pos[j] {
-                    r[j] = 0.0;
+                for j in 0..cols {
+                    if dead[j] && !exact_pos[j] {
+                        r[j] = 0.0;
+                    }
+                    let latent = r[j] as f32;
+                    let q = if exact_pos[j] {
+                        latent
+                    } else {
+                        quantize_value(bits, latent, alpha)
+                    };
+                    let err = (r[j] - q as f64) / u[j * cols + j];
+                    r[j] = latent as f64;
+                    let uj = &u[j * cols..(j + 1) * cols];
+                    for k in j + 1..cols {
+                        r[k] -= err * uj[k];
+                    }
                 }
-                let latent = r[j] as f32;
-                let q = if exact_pos[j] {
-                    latent
+                for (&c, &v) in order.iter().zip(&r) {
+                    row[c] = v as f32;
+                }
+            });
+        out
+    };
+    if !fit_scales {
+        let latent = round(w, scales);
+        w.copy_from_slice(&latent);
+        return Ok(());
+    }
+    // The target rows, in column order.
+    let mut target = w.to_vec();
+    for (t, d) in target.chunks_mut(cols).zip(shift.chunks(cols)) {
+        for (&c, &e) in order.iter().zip(d) {
+            t[c] = (t[c] as f64 + e as f64) as f32;
+        }
+    }
+    let is_exact: Vec<bool> = (0..cols).map(|c| exact.contains(&c)).collect();
+    let base = w.to_vec();
+    let mut fitted = scales.to_vec();
+    let mut best = vec![f64::INFINITY; rows];
+    for turn in 0..SCALE_ROUNDS {
+        let latent = round(&base, &fitted);
+        // The rounded rows: `a` on the rounded columns, `b` on the exact ones.
+        let mut a = latent.clone();
+        let mut rest = target.clone();
+        for ((ar, tr), &alpha) in a.chunks_mut(cols).zip(rest.chunks_mut(cols)).zip(&fitted) {
+            for c in 0..cols {
+                if is_exact[c] {
+                    tr[c] -= ar[c];
+                    ar[c] = 0.0;
                 } else {
-                    quantize_value(bits, latent, alpha)
-                };
-                let err = (r[j] - q as f64) / u[j * cols + j];
-                r[j] = latent as f64;
-                let uj = &u[j * cols..(j + 1) * cols];
-                for k in j + 1..cols {
-                    r[k] -= err * uj[k];
+                    ar[c] = quantize_value(bits, ar[c], alpha);
                 }
             }
-            for (&c, &v) in order.iter().zip(&r) {
-                row[c] = v as f32;
+        }
+        // The output error of each row: (a + b - t)ᵀ·H·(a + b - t) = (a - rest)ᵀ·H·(a - rest).
+        let diff: Vec<f32> = a.iter().zip(&rest).map(|(x, y)| x - y).collect();
+        let error = row_forms(&diff, &diff, gram, cols);
+        for (r, &e) in error.iter().enumerate() {
+            if e < best[r] {
+                best[r] = e;
+                w[r * cols..(r + 1) * cols].copy_from_slice(&latent[r * cols..(r + 1) * cols]);
+                scales[r] = fitted[r];
             }
-        });
+        }
+        if turn + 1 == SCALE_ROUNDS {
+            break;
+        }
+        let (num, den) = (
+            row_forms(&a, &rest, gram, cols),
+            row_forms(&a, &a, gram, cols),
+        );
+        for ((s, n), d) in fitted.iter_mut().zip(num).zip(den) {
+            let c = n / d;
+            if c.is_finite() && c > 0.0 {
+                *s = (*s as f64 * c) as f32;
+            }
+        }
+    }
     Ok(())
+}
+
+/// `aᵀ·G·b` of every row pair of `a` and `b` `[rows, cols]`, for the Gram matrix `g`.
+fn row_forms(a: &[f32], b: &[f32], g: &[f32], cols: usize) -> Vec<f64> {
+    times_square(a, Mat::rows(g, cols), cols)
+        .chunks(cols)
+        .zip(b.chunks(cols))
+        .map(|(x, y)| x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum())
+        .collect()
+}
+
+/// `a·b` for `a` `[rows, cols]` and `b` `[cols, cols]`.
+fn times_square(a: &[f32], b: Mat<f32>, cols: usize) -> Vec<f32> {
+    let rows = a.len() / cols;
+    let mut out = vec![0.0f32; rows * cols];
+    matmul(&mut out, Mat::rows(a, cols), b, (rows, cols, cols), false);
+    out
 }
 
 /// `W·(C - H)·H_d⁻¹` for `w` `[rows, cols]`, with its columns in `order` (the order of `u`,
 /// where `H_d⁻¹ = Uᵀ·U`): how far the asymmetric target `W*` is from W.
 fn target_shift(w: &[f32], gram: &[f32], cross: &[f32], order: &[usize], u: &[f64]) -> Vec<f32> {
     let cols = order.len();
-    let rows = w.len() / cols;
-    // `a[rows, cols]·b[cols, cols]`.
-    let times = |a: &[f32], b: Mat<f32>| {
-        let mut out = vec![0.0f32; rows * cols];
-        matmul(&mut out, Mat::rows(a, cols), b, (rows, cols, cols), false);
-        out
-    };
+    let times = |a: &[f32], b: Mat<f32>| times_square(a, b, cols);
     let d: Vec<f32> = cross.iter().zip(gram).map(|(c, g)| c - g).collect();
     let m = times(w, Mat::rows(&d, cols));
     let mp: Vec<f32> = m
@@ -417,66 +511,6 @@ fn target_shift(w: &[f32], gram: &[f32], cross: &[f32], order: &[usize], u: &[f6
     let uf: Vec<f32> = u.iter().map(|&v| v as f32).collect();
     let t = times(&mp, Mat::transposed(&uf, cols));
     times(&t, Mat::rows(&uf, cols))
-}
-
-/// The upper-triangular U with `H⁻¹ = Uᵀ·U` of a symmetric positive definite `h` `[n, n]`:
-/// with H reversed (J·H·J = L·Lᵀ, L lower), H = R·Rᵀ for the upper R = J·L·J, so U = R⁻¹.
-fn inverse_upper_cholesky(h: &[f64], n: usize) -> Result<Vec<f64>, String> {
-    // Lower Cholesky factor of the reversed matrix.
-    let rev = |i: usize, j: usize| h[(n - 1 - i) * n + (n - 1 - j)];
-    let mut l = vec![0.0f64; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let dot: f64 = dot(&l[i * n..i * n + j], &l[j * n..j * n + j]);
-            let v = rev(i, j) - dot;
-            if i == j {
-                if v <= 0.0 || !v.is_finite() {
-                    return Err(format!(
-                        "the calibration Gram matrix is not positive definite at column {}",
-                        n - 1 - i
-                    ));
-                }
-                l[i * n + i] = v.sqrt();
-            } else {
-                l[i * n + j] = v / l[j * n + j];
-            }
-        }
-    }
-    // L⁻¹ (lower), one column at a time by forward substitution, columns in parallel.
-    let cols: Vec<Vec<f64>> = (0..n)
-        .into_par_iter()
-        .map(|c| {
-            let mut x = vec![0.0f64; n];
-            x[c] = 1.0 / l[c * n + c];
-            for i in c + 1..n {
-                let s = dot(&l[i * n + c..i * n + i], &x[c..i]);
-                x[i] = -s / l[i * n + i];
-            }
-            x
-        })
-        .collect();
-    // U = J·L⁻¹·J: U[i][j] = L⁻¹[n-1-i][n-1-j].
-    let mut u = vec![0.0f64; n * n];
-    for (c, x) in cols.iter().enumerate() {
-        for (i, &v) in x.iter().enumerate() {
-            u[(n - 1 - i) * n + (n - 1 - c)] = v;
-        }
-    }
-    Ok(u)
-}
-
-/// Σ a·b with four partial sums (so that it vectorizes).
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut s = [0.0f64; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..4 {
-            s[k] += x[k] * y[k];
-        }
-    }
-    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    (s[0] + s[1]) + (s[2] + s[3]) + tail
 }
 
 #[cfg(test)]
@@ -552,15 +586,15 @@ mod tests {
         let gram = cross_gram(&x, &x, cols);
         let w = noise(rows * cols, 2);
         for bits in [Bits::One, Bits::Ternary, Bits::Two, Bits::Three, Bits::Four] {
-            let scales = init_scales(bits, &w, cols);
-            let round = |m: &[f32]| round_rows(bits, m, &scales, cols);
-            let mut nearest = round(&w);
+            let mut scales = init_scales(bits, &w, cols);
+            let round = |m: &[f32], s: &[f32]| round_rows(bits, m, s, cols);
+            let mut nearest = round(&w, &scales);
             for r in 0..rows {
                 nearest[r * cols + 5] = w[r * cols + 5];
             }
             let mut latent = w.clone();
-            gptq(bits, &mut latent, &scales, &gram, None, &[5]).unwrap();
-            let rounded = round(&latent);
+            gptq(bits, &mut latent, &mut scales, &gram, None, &[5], false).unwrap();
+            let rounded = round(&latent, &scales);
             let mut q = rounded.clone();
             for r in 0..rows {
                 q[r * cols + 5] = latent[r * cols + 5];
@@ -583,6 +617,36 @@ mod tests {
         }
     }
 
+    /// A quantized stream `[n, cols]` of correlated channels and the reference stream: the
+    /// quantized one plus a drift correlated with it.
+    fn drifted_streams(n: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
+        let xq: Vec<f32> = noise(n * cols, 3)
+            .chunks(cols)
+            .flat_map(|r| (0..cols).map(move |c| r[c] + 0.5 * r[(c + 3) % cols]))
+            .collect();
+        let drift = noise(n * cols, 4);
+        let xf = xq
+            .iter()
+            .zip(&drift)
+            .enumerate()
+            .map(|(i, (&v, &d))| v * (1.0 + 0.2 * ((i % cols) as f32 / cols as f32)) + 0.3 * d)
+            .collect();
+        (xq, xf)
+    }
+
+    /// Σ over rows of ‖X_q·q_row - X_fp·w_row‖².
+    fn drift_error(xq: &[f32], xf: &[f32], q: &[f32], w: &[f32], cols: usize) -> f64 {
+        let mut e = 0.0;
+        for (qr, wr) in q.chunks(cols).zip(w.chunks(cols)) {
+            for (a, b) in xq.chunks(cols).zip(xf.chunks(cols)) {
+                let y: f64 = a.iter().zip(qr).map(|(&x, &v)| (x * v) as f64).sum();
+                let t: f64 = b.iter().zip(wr).map(|(&x, &v)| (x * v) as f64).sum();
+                e += (y - t) * (y - t);
+            }
+        }
+        e
+    }
+
     /// With a cross Gram matrix equal to the Gram matrix (the two streams agree) the asymmetric
     /// target is W itself, so the result is bit for bit the symmetric one; when the reference
     /// stream differs, the rounded matrix on the quantized inputs lands closer to the
@@ -590,39 +654,26 @@ mod tests {
     #[test]
     fn asymmetric_target_reproduces_the_full_precision_outputs() {
         let (rows, cols, n) = (12, 32, 256);
-        let xq: Vec<f32> = noise(n * cols, 3)
-            .chunks(cols)
-            .flat_map(|r| (0..cols).map(move |c| r[c] + 0.5 * r[(c + 3) % cols]))
-            .collect();
-        // The reference stream: the quantized one plus a drift correlated with it.
-        let drift = noise(n * cols, 4);
-        let xf: Vec<f32> = xq
-            .iter()
-            .zip(&drift)
-            .enumerate()
-            .map(|(i, (&v, &d))| v * (1.0 + 0.2 * ((i % cols) as f32 / cols as f32)) + 0.3 * d)
-            .collect();
+        let (xq, xf) = drifted_streams(n, cols);
         let (gram, cross) = (cross_gram(&xq, &xq, cols), cross_gram(&xf, &xq, cols));
         let w = noise(rows * cols, 5);
-        // Σ over rows of ‖X_q·q_row - X_fp·w_row‖².
-        let error = |q: &[f32]| -> f64 {
-            let mut e = 0.0;
-            for (qr, wr) in q.chunks(cols).zip(w.chunks(cols)) {
-                for (a, b) in xq.chunks(cols).zip(xf.chunks(cols)) {
-                    let y: f64 = a.iter().zip(qr).map(|(&x, &v)| (x * v) as f64).sum();
-                    let t: f64 = b.iter().zip(wr).map(|(&x, &v)| (x * v) as f64).sum();
-                    e += (y - t) * (y - t);
-                }
-            }
-            e
-        };
+        let error = |q: &[f32]| drift_error(&xq, &xf, q, &w, cols);
         for bits in [Bits::One, Bits::Ternary, Bits::Two, Bits::Three, Bits::Four] {
-            let scales = init_scales(bits, &w, cols);
-            let round = |m: &[f32]| round_rows(bits, m, &scales, cols);
+            let mut scales = init_scales(bits, &w, cols);
             let (mut sym, mut same, mut asym) = (w.clone(), w.clone(), w.clone());
-            gptq(bits, &mut sym, &scales, &gram, None, &[]).unwrap();
-            gptq(bits, &mut same, &scales, &gram, Some(&gram), &[]).unwrap();
-            gptq(bits, &mut asym, &scales, &gram, Some(&cross), &[]).unwrap();
+            gptq(bits, &mut sym, &mut scales, &gram, None, &[], false).unwrap();
+            gptq(bits, &mut same, &mut scales, &gram, Some(&gram), &[], false).unwrap();
+            gptq(
+                bits,
+                &mut asym,
+                &mut scales,
+                &gram,
+                Some(&cross),
+                &[],
+                false,
+            )
+            .unwrap();
+            let round = |m: &[f32]| round_rows(bits, m, &scales, cols);
             assert_eq!(same, sym, "{bits:?}: equal streams changed the result");
             let (e_sym, e_asym) = (error(&round(&sym)), error(&round(&asym)));
             // Measured: 0.99 at 1 bit (rounding noise dwarfs the drift), 0.94 ternary and 2
@@ -639,33 +690,56 @@ mod tests {
         }
     }
 
-    /// U of a small matrix satisfies Uᵀ·U·H = I.
+    /// Fitting the scales in turns with the rounding (`fit_scales`) lowers the error against
+    /// the full-precision outputs below GPTQ's under the initial scales, at every width, with
+    /// an exact column; the latent weights it writes round, under the scales it writes, to the
+    /// matrix of that error.
     #[test]
-    fn inverse_upper_cholesky_inverts() {
-        let n = 5;
-        let mut h = vec![0.0f64; n * n];
-        for i in 0..n {
-            for j in 0..n {
-                h[i * n + j] =
-                    1.0 / (1.0 + (i as f64 - j as f64).abs()) + if i == j { n as f64 } else { 0.0 };
-            }
-        }
-        let u = inverse_upper_cholesky(&h, n).unwrap();
-        for i in 0..n {
-            for j in 0..i {
-                assert_eq!(u[i * n + j], 0.0, "U is upper");
-            }
-        }
-        for i in 0..n {
-            for j in 0..n {
-                let mut v = 0.0;
-                for a in 0..n {
-                    let uut: f64 = (0..n).map(|k| u[k * n + i] * u[k * n + a]).sum();
-                    v += uut * h[a * n + j];
+    fn fitting_the_scales_lowers_the_output_error() {
+        let (rows, cols, n) = (12, 32, 256);
+        let (xq, xf) = drifted_streams(n, cols);
+        let (gram, cross) = (cross_gram(&xq, &xq, cols), cross_gram(&xf, &xq, cols));
+        let w = noise(rows * cols, 6);
+        for bits in [Bits::One, Bits::Ternary, Bits::Two, Bits::Three, Bits::Four] {
+            let mut errors = vec![];
+            for fit in [false, true] {
+                let init = init_scales(bits, &w, cols);
+                let (mut latent, mut scales) = (w.clone(), init.clone());
+                gptq(
+                    bits,
+                    &mut latent,
+                    &mut scales,
+                    &gram,
+                    Some(&cross),
+                    &[7],
+                    fit,
+                )
+                .unwrap();
+                assert_eq!(
+                    fit,
+                    scales != init,
+                    "{bits:?}: scales moved: {}",
+                    scales != init
+                );
+                let mut q = round_rows(bits, &latent, &scales, cols);
+                for r in 0..rows {
+                    q[r * cols + 7] = latent[r * cols + 7];
                 }
-                let want = if i == j { 1.0 } else { 0.0 };
-                assert!((v - want).abs() < 1e-12, "({i},{j}) = {v}");
+                errors.push(drift_error(&xq, &xf, &q, &w, cols));
             }
+            // Measured: 0.94 at 1 bit, 0.91 ternary, 0.89 at 2 bits, 0.985 at 3, 0.99 at 4
+            // (a finer grid leaves a row's scale less to gain).
+            let bound = match bits {
+                Bits::One => 0.97,
+                Bits::Ternary | Bits::Two => 0.95,
+                _ => 1.0,
+            };
+            assert!(
+                errors[1] < bound * errors[0],
+                "{bits:?}: fitted scales {} against {}",
+                errors[1],
+                errors[0]
+            );
         }
     }
 }

@@ -3,6 +3,7 @@
 //! blocks. No file I/O here: the `train` command reads data and writes checkpoints.
 
 pub mod blockwise;
+pub mod cholesky;
 pub mod data;
 pub mod gptq;
 pub mod optim;

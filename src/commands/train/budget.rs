@@ -20,8 +20,7 @@
 //! 1.58 bits up), each layer's projections are first rounded by GPTQ (`pqc::train::gptq`) with
 //! the ParetoQ quantizer and its scales, one group of projections after another and, with
 //! `--gptq-target fp` (the default from 2 bits up), toward the full-precision projections'
-//! outputs (GPTAQ),
-//! so that reconstruction starts from the least output error that rounding alone finds; stage
+//! outputs (GPTAQ), so that reconstruction starts from the least output error that rounding alone finds; stage
 //! 1 is block-wise reconstruction (mean squared error against the full-precision layer, from
 //! the quantized model's activations by default as in EfficientQAT's Block-AP, or with
 //! `--block-input fp` from the full-precision model's); stage 2 minimizes the KL divergence to the
@@ -89,6 +88,16 @@ pub struct RecipeKey {
     gptq: bool,
     #[serde(default)]
     gptq_target: super::GptqTargetArg,
+    #[serde(default)]
+    gptq_scales: super::GptqScalesArg,
+}
+
+/// How GPTQ rounds each layer before stage 1 trains it, if it does.
+fn gptq_config(args: &Args) -> Option<pqc::train::blockwise::Gptq> {
+    args.gptq.then(|| pqc::train::blockwise::Gptq {
+        target: args.gptq_target.into(),
+        fit_scales: args.gptq_scales == super::GptqScalesArg::Fit,
+    })
 }
 
 /// Calibration blocks that the search for kept columns reads (massive activations show at the
@@ -183,6 +192,7 @@ pub fn run(args: &Args) -> Result<()> {
         keep_columns: args.keep_columns,
         gptq: args.gptq,
         gptq_target: args.gptq_target,
+        gptq_scales: args.gptq_scales,
     };
     let key = run_key(&m, args, &spec, train.len(), 0, lr, Some(recipe));
     let mut opt = AdamW::default();
@@ -264,7 +274,7 @@ pub fn run(args: &Args) -> Result<()> {
                     warmup: block_steps / 20,
                     seed: args.seed,
                     input: args.block_input.into(),
-                    gptq: args.gptq.then_some(args.gptq_target.into()),
+                    gptq: gptq_config(args),
                 };
                 // A layer starts only if one more (as long as the slowest so far) still fits.
                 let layer_secs = state.reports.iter().map(|r| r.seconds).fold(0.0, f64::max);
@@ -295,6 +305,7 @@ pub fn run(args: &Args) -> Result<()> {
                     loss_last: r.losses.last().copied().unwrap_or(f64::NAN),
                     mse_before: Some(r.mse_before),
                     mse_after: Some(r.mse_after),
+                    mse_undone: r.undone.then_some(r.mse_trained),
                     heldout_ppl: None,
                 });
                 bar.suspend(|| {
@@ -303,8 +314,13 @@ pub fn run(args: &Args) -> Result<()> {
                     } else {
                         String::new()
                     };
+                    let undone = if r.undone {
+                        format!("; the steps reached {:.4e} and were undone", r.mse_trained)
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "layer {l}: output mse {gptq}{:.4e} -> {:.4e} ({:.1} s)",
+                        "layer {l}: output mse {gptq}{:.4e} -> {:.4e} ({:.1} s{undone})",
                         r.mse_before,
                         r.mse_after,
                         t0.elapsed().as_secs_f64()
@@ -477,6 +493,7 @@ pub fn run(args: &Args) -> Result<()> {
         loss_last: losses.last().copied().unwrap_or(f64::NAN),
         mse_before: None,
         mse_after: None,
+        mse_undone: None,
         heldout_ppl: None,
     });
     let ppl_end = ppl(&m.weights)?;
@@ -564,7 +581,7 @@ fn probe_block(
             warmup: 0,
             seed: args.seed,
             input: args.block_input.into(),
-            gptq: args.gptq.then_some(args.gptq_target.into()),
+            gptq: gptq_config(args),
         };
         let mut probe = Streams {
             layer: 0,

@@ -42,6 +42,9 @@ pub struct StageReport {
     pub mse_before: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mse_after: Option<f64>,
+    /// Stage 1, when the steps raised the layer's error and were undone: the error they reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mse_undone: Option<f64>,
     /// Held-out perplexity at the end of the stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heldout_ppl: Option<f64>,
