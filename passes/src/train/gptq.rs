@@ -386,10 +386,9 @@ pub fn gptq(
         Some(c) => target_shift(w, gram, c, &order, &u),
         None => vec![],
     };
-    // GPTQ of every row of `w` (moved by `shift`) under `scales`: the latent weights.
-    let round = |w: &[f32], scales: &[f32]| -> Vec<f32> {
-        let mut out = w.to_vec();
-        out.par_chunks_mut(cols)
+    // GPTQ of every row of `w` (moved by `shift`) under `scales`, in place: the latent weights.
+    let round = |w: &mut [f32], scales: &[f32]| {
+        w.par_chunks_mut(cols)
             .zip(scales.par_iter())
             .enumerate()
             .for_each(|(i, (row, &alpha))| {
@@ -420,11 +419,9 @@ pub fn gptq(
                     row[c] = v as f32;
                 }
             });
-        out
     };
     if !fit_scales {
-        let latent = round(w, scales);
-        w.copy_from_slice(&latent);
+        round(w, scales);
         return Ok(());
     }
     // The target rows, in column order.
@@ -439,7 +436,8 @@ pub fn gptq(
     let mut fitted = scales.to_vec();
     let mut best = vec![f64::INFINITY; rows];
     for turn in 0..SCALE_ROUNDS {
-        let latent = round(&base, &fitted);
+        let mut latent = base.clone();
+        round(&mut latent, &fitted);
         // The rounded rows: `a` on the rounded columns, `b` on the exact ones.
         let mut a = latent.clone();
         let mut rest = target.clone();
